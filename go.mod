@@ -1,0 +1,3 @@
+module github.com/vipmux/vipmux
+
+go 1.26.8

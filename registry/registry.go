@@ -1,0 +1,530 @@
+// Package registry is vipmux's single source of truth: the table of
+// bindings, their members and the members' states.
+//
+// A binding is an (IP, port) pair; port 0 means "every port" (mode 1, one IP
+// per server computer). A binding with a port (mode 2) has an ordered list of
+// members, at most one of them active. Lookup on the hot path takes no lock:
+// it reads an immutable Table published through an atomic pointer. Writes are
+// serialized, persisted through a Store, and announced synchronously to an
+// Applier (the stack) before they become visible, so that a change that the
+// stack or the disk cannot take is never half-applied.
+//
+// The registry knows nothing of networking beyond net/netip values.
+//
+//	r, err := registry.New(registry.Options{Networks: nets, Store: store})
+//	err = r.Register(registry.Registration{Name: "web-a", IP: ip, Backend: be})
+//	m, key, ok := r.Lookup(ip, 8080)
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sentinel errors; callers branch with errors.Is.
+var (
+	// ErrInvalid reports a request whose fields are malformed or out of range.
+	ErrInvalid = errors.New("invalid request")
+	// ErrConflict reports a request that contradicts the current table.
+	ErrConflict = errors.New("conflict")
+	// ErrNotFound reports a binding or member that does not exist.
+	ErrNotFound = errors.New("not found")
+)
+
+// FieldError is an ErrInvalid that names the request field at fault.
+type FieldError struct {
+	// Field is the request field, as the API and CLI spell it ("ip", "name").
+	Field string
+	// Msg says what is wrong with it.
+	Msg string
+}
+
+// Error implements error.
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Is makes errors.Is(err, ErrInvalid) true for every FieldError.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// Invalid returns a FieldError for field with a formatted message.
+func Invalid(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// State is a member's state within its binding.
+type State string
+
+// Member states.
+const (
+	// Active members receive new connections; a binding has at most one.
+	Active State = "active"
+	// Standby members wait for a switch.
+	Standby State = "standby"
+)
+
+// MaxNameLen is the longest server name accepted.
+const MaxNameLen = 63
+
+// nameRE is the documented character set of server names.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// ValidateName reports whether name is an acceptable server name: 1 to
+// MaxNameLen characters from [A-Za-z0-9._-], starting with a letter or digit.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return Invalid("name", "must not be empty")
+	case len(name) > MaxNameLen:
+		return Invalid("name", "%d characters is longer than %d", len(name), MaxNameLen)
+	case !nameRE.MatchString(name):
+		return Invalid("name", "%q: use letters, digits, '.', '_' and '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// Key identifies a binding. Port 0 means every port of IP.
+type Key struct {
+	IP   netip.Addr `json:"ip"`
+	Port uint16     `json:"port"`
+}
+
+// String formats the key as ip:port, or ip:* for every port.
+func (k Key) String() string {
+	if k.Port == 0 {
+		if k.IP.Is6() {
+			return "[" + k.IP.String() + "]:*"
+		}
+		return k.IP.String() + ":*"
+	}
+	return netip.AddrPortFrom(k.IP, k.Port).String()
+}
+
+// Member is one server computer in a binding.
+type Member struct {
+	// Name is the server computer's name, unique within the binding.
+	Name string `json:"name"`
+	// Backend is where its connections go; port 0 means the port that the
+	// client dialled.
+	Backend netip.AddrPort `json:"backend"`
+	// State is active or standby.
+	State State `json:"state"`
+	// Since is when the member entered State.
+	Since time.Time `json:"since"`
+}
+
+// Binding is one row of the table: a key and its ordered members.
+type Binding struct {
+	Key
+	Members []Member `json:"members"`
+}
+
+// Active returns the binding's active member.
+func (b *Binding) Active() (Member, bool) {
+	for _, m := range b.Members {
+		if m.State == Active {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+func (b *Binding) index(name string) int {
+	return slices.IndexFunc(b.Members, func(m Member) bool { return m.Name == name })
+}
+
+// Table is an immutable snapshot of every binding. Never modify a Table
+// obtained from the registry.
+type Table struct {
+	bindings map[Key]*Binding
+}
+
+// Lookup returns the member that a connection to (ip, port) goes to: the
+// active member of the exact (ip, port) binding if that binding exists,
+// otherwise the active member of (ip, *). A port binding without an active
+// member does not fall back to the every-port binding.
+func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
+	k := Key{IP: ip, Port: port}
+	b, ok := t.bindings[k]
+	if !ok {
+		k.Port = 0
+		if b, ok = t.bindings[k]; !ok {
+			return Member{}, k, false
+		}
+	}
+	m, ok := b.Active()
+	return m, k, ok
+}
+
+// Binding returns the binding at k.
+func (t *Table) Binding(k Key) (*Binding, bool) {
+	b, ok := t.bindings[k]
+	return b, ok
+}
+
+// Bindings returns every binding ordered by IP, then port.
+func (t *Table) Bindings() []*Binding {
+	out := make([]*Binding, 0, len(t.bindings))
+	for _, b := range t.bindings {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b *Binding) int {
+		if c := a.IP.Compare(b.IP); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	return out
+}
+
+// Addrs returns the set of IPs that the table holds.
+func (t *Table) Addrs() map[netip.Addr]struct{} {
+	out := make(map[netip.Addr]struct{}, len(t.bindings))
+	for k := range t.bindings {
+		out[k.IP] = struct{}{}
+	}
+	return out
+}
+
+// Len returns the number of bindings.
+func (t *Table) Len() int { return len(t.bindings) }
+
+// clone returns a copy of t that shares nothing mutable with it except the
+// bindings that the caller does not replace.
+func (t *Table) clone() *Table {
+	n := &Table{bindings: make(map[Key]*Binding, len(t.bindings)+1)}
+	for k, b := range t.bindings {
+		n.bindings[k] = b
+	}
+	return n
+}
+
+// cloneBinding returns a deep copy of b (or a new empty binding at k).
+func cloneBinding(k Key, b *Binding) *Binding {
+	if b == nil {
+		return &Binding{Key: k}
+	}
+	return &Binding{Key: b.Key, Members: slices.Clone(b.Members)}
+}
+
+// Applier is told of every change before it becomes visible. Apply makes
+// the world match next (for the stack: hold next's addresses); an error
+// aborts the change. If a later step fails, the registry calls Apply again
+// with the arguments swapped to undo it.
+type Applier interface {
+	Apply(prev, next *Table) error
+}
+
+// Store persists the table. Save must not return before the table is
+// durable.
+type Store interface {
+	Load() (*Table, error)
+	Save(*Table) error
+}
+
+// Options configures a Registry.
+type Options struct {
+	// Networks are the on-link front subnets; every binding IP must lie in
+	// one of them. Empty allows any IP.
+	Networks []netip.Prefix
+	// Store persists the table; nil keeps it in memory only.
+	Store Store
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Registry holds the table. Its methods are safe for concurrent use.
+type Registry struct {
+	opts Options
+	now  func() time.Time
+	snap atomic.Pointer[Table]
+
+	// mu serializes writers and guards the following fields.
+	mu      sync.Mutex
+	applier Applier
+}
+
+// New returns a registry, restoring the table from opts.Store if it has one.
+func New(opts Options) (*Registry, error) {
+	r := &Registry{opts: opts, now: opts.Now}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	t := &Table{bindings: map[Key]*Binding{}}
+	if opts.Store != nil {
+		loaded, err := opts.Store.Load()
+		if err != nil {
+			return nil, fmt.Errorf("restore table: %w", err)
+		}
+		if loaded != nil {
+			if err := r.checkTable(loaded); err != nil {
+				return nil, fmt.Errorf("restore table: %w", err)
+			}
+			t = loaded
+		}
+	}
+	r.snap.Store(t)
+	return r, nil
+}
+
+// Table returns the current snapshot.
+func (r *Registry) Table() *Table { return r.snap.Load() }
+
+// Lookup is Table().Lookup; it takes no lock.
+func (r *Registry) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
+	return r.snap.Load().Lookup(ip, port)
+}
+
+// SetApplier installs a and applies the current table to it (as a change
+// from the empty table). It replaces any earlier applier.
+func (r *Registry) SetApplier(a Applier) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := a.Apply(&Table{}, r.snap.Load()); err != nil {
+		return fmt.Errorf("apply restored table: %w", err)
+	}
+	r.applier = a
+	return nil
+}
+
+// Registration is a request to add or update a member.
+type Registration struct {
+	// Name is the server computer's name.
+	Name string
+	// IP and Port are the binding's key; Port 0 is every port (mode 1).
+	IP   netip.Addr
+	Port uint16
+	// Backend is where connections go; port 0 means the client's port.
+	Backend netip.AddrPort
+	// State is the requested state; empty means active when the binding has
+	// no active member, standby otherwise.
+	State State
+}
+
+// Register adds a member to the binding (IP, Port), creating the binding if
+// needed. Registering an existing member again updates its backend (and its
+// state, if one is given). It returns the binding as it now stands.
+func (r *Registry) Register(reg Registration) (Binding, error) {
+	if err := r.checkRegistration(reg); err != nil {
+		return Binding{}, err
+	}
+	k := Key{IP: reg.IP, Port: reg.Port}
+	var out Binding
+	err := r.update(func(t *Table) error {
+		old := t.bindings[k]
+		b := cloneBinding(k, old)
+		now := r.now()
+		active, hasActive := b.Active()
+		i := b.index(reg.Name)
+		if k.Port == 0 && i < 0 && len(b.Members) > 0 {
+			return fmt.Errorf("register %s on %s: %w: %s is held by %s", reg.Name, k.IP, ErrConflict, k.IP, b.Members[0].Name)
+		}
+		state := reg.State
+		if state == "" {
+			state = Standby
+			if !hasActive || active.Name == reg.Name {
+				state = Active
+			}
+		}
+		if state == Active && hasActive && active.Name != reg.Name {
+			return fmt.Errorf("register %s on %s: %w: %s is already active; use switch to change the active server", reg.Name, k, ErrConflict, active.Name)
+		}
+		if i < 0 {
+			b.Members = append(b.Members, Member{Name: reg.Name, Backend: reg.Backend, State: state, Since: now})
+		} else {
+			m := &b.Members[i]
+			m.Backend = reg.Backend
+			if m.State != state {
+				m.State, m.Since = state, now
+			}
+		}
+		t.bindings[k] = b
+		out = *b
+		return nil
+	})
+	return out, err
+}
+
+// Deregister removes member name from binding k; a binding left without
+// members is removed. Removing the active member promotes nobody.
+func (r *Registry) Deregister(name string, k Key) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	return r.update(func(t *Table) error {
+		old, ok := t.bindings[k]
+		if !ok {
+			return fmt.Errorf("deregister %s from %s: %w: no such binding", name, k, ErrNotFound)
+		}
+		i := old.index(name)
+		if i < 0 {
+			return fmt.Errorf("deregister %s from %s: %w: no such member", name, k, ErrNotFound)
+		}
+		b := cloneBinding(k, old)
+		b.Members = slices.Delete(b.Members, i, i+1)
+		if len(b.Members) == 0 {
+			delete(t.bindings, k)
+		} else {
+			t.bindings[k] = b
+		}
+		return nil
+	})
+}
+
+// Switch makes member to the active member of binding k and the former
+// active a standby, in one step. Switching to the current active is a no-op.
+func (r *Registry) Switch(k Key, to string) (Binding, error) {
+	if err := ValidateName(to); err != nil {
+		return Binding{}, Invalid("to", "%v", err.(*FieldError).Msg)
+	}
+	var out Binding
+	err := r.update(func(t *Table) error {
+		old, ok := t.bindings[k]
+		if !ok {
+			return fmt.Errorf("switch %s to %s: %w: no such binding", k, to, ErrNotFound)
+		}
+		i := old.index(to)
+		if i < 0 {
+			return fmt.Errorf("switch %s to %s: %w: %s is not a member of %s", k, to, ErrNotFound, to, k)
+		}
+		if old.Members[i].State == Active {
+			out = *old
+			return errNoChange
+		}
+		b := cloneBinding(k, old)
+		now := r.now()
+		for j := range b.Members {
+			m := &b.Members[j]
+			switch {
+			case j == i:
+				m.State, m.Since = Active, now
+			case m.State == Active:
+				m.State, m.Since = Standby, now
+			}
+		}
+		t.bindings[k] = b
+		out = *b
+		return nil
+	})
+	return out, err
+}
+
+// errNoChange tells update that fn succeeded without changing anything.
+var errNoChange = errors.New("no change")
+
+// update applies fn to a copy of the table and, if fn succeeds, makes the
+// copy durable and visible: applier first, then store, then publish.
+func (r *Registry) update(fn func(*Table) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev := r.snap.Load()
+	next := prev.clone()
+	if err := fn(next); err != nil {
+		if errors.Is(err, errNoChange) {
+			return nil
+		}
+		return err
+	}
+	if r.applier != nil {
+		if err := r.applier.Apply(prev, next); err != nil {
+			return err
+		}
+	}
+	if r.opts.Store != nil {
+		if err := r.opts.Store.Save(next); err != nil {
+			if r.applier != nil {
+				// Best effort: the stack should follow the table that stays.
+				_ = r.applier.Apply(next, prev)
+			}
+			return fmt.Errorf("save table: %w", err)
+		}
+	}
+	r.snap.Store(next)
+	return nil
+}
+
+func (r *Registry) checkRegistration(reg Registration) error {
+	if err := ValidateName(reg.Name); err != nil {
+		return err
+	}
+	if err := r.checkIP(reg.IP); err != nil {
+		return err
+	}
+	if !reg.Backend.Addr().IsValid() || reg.Backend.Addr().IsUnspecified() {
+		return Invalid("backend", "%q is not a host address", reg.Backend.Addr())
+	}
+	switch reg.State {
+	case "", Active, Standby:
+	default:
+		return Invalid("state", "%q: use %q or %q", reg.State, Active, Standby)
+	}
+	return nil
+}
+
+func (r *Registry) checkIP(ip netip.Addr) error {
+	if !ip.IsValid() {
+		return Invalid("ip", "missing")
+	}
+	if ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLoopback() {
+		return Invalid("ip", "%s is not a unicast host address", ip)
+	}
+	if len(r.opts.Networks) == 0 {
+		return nil
+	}
+	for _, p := range r.opts.Networks {
+		if p.Contains(ip) {
+			if ip == p.Masked().Addr() || (ip.Is4() && p.Bits() < 31 && isBroadcast(ip, p)) {
+				return Invalid("ip", "%s is the network or broadcast address of %s", ip, p)
+			}
+			return nil
+		}
+	}
+	return Invalid("ip", "%s is outside the front networks %v (nic.networks)", ip, r.opts.Networks)
+}
+
+func isBroadcast(ip netip.Addr, p netip.Prefix) bool {
+	a := ip.As4()
+	n := p.Masked().Addr().As4()
+	for i := range 4 {
+		bits := max(0, min(8, p.Bits()-8*i))
+		mask := byte(0xff << (8 - bits))
+		if a[i] != n[i]|^mask {
+			return false
+		}
+	}
+	return true
+}
+
+// checkTable validates a restored table.
+func (r *Registry) checkTable(t *Table) error {
+	for k, b := range t.bindings {
+		if k != b.Key {
+			return fmt.Errorf("binding %s: stored under key %s", b.Key, k)
+		}
+		actives := 0
+		seen := map[string]bool{}
+		for _, m := range b.Members {
+			if err := r.checkRegistration(Registration{Name: m.Name, IP: k.IP, Port: k.Port, Backend: m.Backend, State: m.State}); err != nil {
+				return fmt.Errorf("binding %s member %q: %w", k, m.Name, err)
+			}
+			if m.State == "" {
+				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("state", "missing"))
+			}
+			if seen[m.Name] {
+				return fmt.Errorf("binding %s: member %q appears twice", k, m.Name)
+			}
+			seen[m.Name] = true
+			if m.State == Active {
+				actives++
+			}
+		}
+		if len(b.Members) == 0 || actives > 1 || (k.Port == 0 && len(b.Members) > 1) {
+			return fmt.Errorf("binding %s: %d members, %d active: not a valid binding", k, len(b.Members), actives)
+		}
+	}
+	return nil
+}
