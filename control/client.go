@@ -1,0 +1,155 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client calls a gateway's control API. Its zero value is not usable: set
+// BaseURL. A Client is safe for concurrent use.
+type Client struct {
+	// BaseURL is the gateway's control address, e.g. "http://198.19.0.1:7070".
+	BaseURL string
+	// Token is sent as "Authorization: Bearer <Token>" when not empty.
+	Token string
+	// HTTP is the client to use; nil means one with a 10 s timeout.
+	HTTP *http.Client
+}
+
+// defaultHTTP is the client used when Client.HTTP is nil.
+var defaultHTTP = &http.Client{Timeout: 10 * time.Second}
+
+// maxResponseBody bounds how much of an answer the client reads.
+const maxResponseBody = 32 << 20
+
+// APIError is a non-2xx answer from the gateway.
+type APIError struct {
+	// Code is the HTTP status code.
+	Code int
+	// Message is the gateway's explanation.
+	Message string
+	// Field is the request field at fault, or empty.
+	Field string
+}
+
+// Error formats the error as "409 Conflict: message", or with the field,
+// "400 Bad Request: ip: message".
+func (e *APIError) Error() string {
+	status := fmt.Sprintf("%d %s", e.Code, http.StatusText(e.Code))
+	if http.StatusText(e.Code) == "" {
+		status = fmt.Sprintf("%d", e.Code)
+	}
+	switch {
+	case e.Message == "" && e.Field == "":
+		return status
+	case e.Field == "":
+		return status + ": " + e.Message
+	}
+	return status + ": " + e.Field + ": " + e.Message
+}
+
+// Register adds or updates a member (POST /v1/register) and returns the
+// binding as it now stands.
+func (c *Client) Register(ctx context.Context, req RegisterRequest) (BindingView, error) {
+	var b BindingView
+	err := c.do(ctx, http.MethodPost, PathRegister, req, &b)
+	return b, err
+}
+
+// Deregister removes a member from a binding (POST /v1/deregister).
+func (c *Client) Deregister(ctx context.Context, req DeregisterRequest) error {
+	return c.do(ctx, http.MethodPost, PathDeregister, req, &okBody{})
+}
+
+// Switch makes req.To the active member of a binding (POST /v1/switch) and
+// returns the binding as it now stands.
+func (c *Client) Switch(ctx context.Context, req SwitchRequest) (BindingView, error) {
+	var b BindingView
+	err := c.do(ctx, http.MethodPost, PathSwitch, req, &b)
+	return b, err
+}
+
+// Status returns every binding (GET /v1/status).
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.do(ctx, http.MethodGet, PathStatus, nil, &st)
+	return st, err
+}
+
+// do sends in (if not nil) as JSON to path and decodes a 2xx answer into
+// out. A non-2xx answer is an *APIError.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	if c.BaseURL == "" {
+		return errors.New("control: no gateway URL (Client.BaseURL) given")
+	}
+	u := strings.TrimRight(c.BaseURL, "/") + path
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("control: encode %s request: %w", path, err)
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return fmt.Errorf("control: gateway URL %q: %w", c.BaseURL, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		// url.Error repeats the method and URL; say it once, our way.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("control: cannot reach gateway at %s: %w", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	if err != nil {
+		return fmt.Errorf("control: read answer from %s: %w", u, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return apiError(resp.StatusCode, data)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("control: decode answer from %s: %w", u, err)
+	}
+	return nil
+}
+
+// apiError builds the APIError for a non-2xx answer, tolerating bodies that
+// are not ours (a proxy's HTML page, say).
+func apiError(code int, data []byte) *APIError {
+	e := &APIError{Code: code}
+	var b errorBody
+	if err := json.Unmarshal(data, &b); err == nil && b.Error != "" {
+		e.Message, e.Field = b.Error, b.Field
+		return e
+	}
+	msg := strings.TrimSpace(string(data))
+	if len(msg) > 200 {
+		msg = msg[:200] + "..."
+	}
+	e.Message = msg
+	return e
+}

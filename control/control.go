@@ -1,0 +1,135 @@
+// Package control is vipmux's control plane: the HTTP/JSON API over the
+// registry, and the Go client that the CLI uses to call it.
+//
+// It owns the wire format (the request and response types below), request
+// decoding and validation, bearer-token authentication, and the one mapping
+// of registry errors to HTTP status codes. It does not own the table (package
+// registry) nor the connections (package dispatch), which it only reads
+// through the small Conns interface.
+//
+// Serving the API:
+//
+//	h, err := control.NewHandler(control.Options{
+//		Registry: reg,
+//		Shared:   netip.MustParseAddr("198.18.0.100"),
+//		Token:    token,
+//		Conns:    disp,
+//		Logger:   logger,
+//	})
+//	if err != nil { ... }
+//	ln, err := net.Listen("tcp", "198.19.0.1:7070")
+//	err = control.Serve(ctx, ln, h) // returns nil after ctx is done
+//
+// Calling it:
+//
+//	c := &control.Client{BaseURL: "http://198.19.0.1:7070", Token: token}
+//	port := 80
+//	b, err := c.Register(ctx, control.RegisterRequest{
+//		Name: "web-a", Port: &port, Backend: "198.19.0.2:80", State: "active",
+//	})
+//	var apiErr *control.APIError
+//	if errors.As(err, &apiErr) && apiErr.Code == http.StatusConflict { ... }
+package control
+
+import "time"
+
+// API paths.
+const (
+	PathRegister   = "/v1/register"
+	PathDeregister = "/v1/deregister"
+	PathSwitch     = "/v1/switch"
+	PathStatus     = "/v1/status"
+	PathHealth     = "/healthz"
+)
+
+// MaxRequestBody is the largest request body the server reads; a larger one
+// is answered with 413 Request Entity Too Large.
+const MaxRequestBody = 64 << 10
+
+// RegisterRequest is the body of POST /v1/register.
+type RegisterRequest struct {
+	// Name is the server computer's name: 1 to 63 characters from
+	// [A-Za-z0-9._-], starting with a letter or digit.
+	Name string `json:"name"`
+	// IP is the front address of the binding. It may be empty when Port is
+	// set; it then means the gateway's shared address ([shared] address).
+	IP string `json:"ip,omitempty"`
+	// Port is the binding's port, 1 to 65535 (mode 2). Nil means every port
+	// of IP (mode 1), and IP is then required.
+	Port *int `json:"port,omitempty"`
+	// Backend is "HOST" or "HOST:PORT" where HOST is an IP literal (IPv6 in
+	// brackets when a port follows). Without a port, connections go to the
+	// port that the client dialled.
+	Backend string `json:"backend"`
+	// State is "active" or "standby"; empty means active if the binding has
+	// no active member yet, standby otherwise.
+	State string `json:"state,omitempty"`
+}
+
+// DeregisterRequest is the body of POST /v1/deregister. IP and Port follow
+// the rules of RegisterRequest.
+type DeregisterRequest struct {
+	// Name is the member to remove.
+	Name string `json:"name"`
+	// IP is the binding's address; empty with Port set means the shared
+	// address.
+	IP string `json:"ip,omitempty"`
+	// Port is the binding's port; nil means every port (mode 1).
+	Port *int `json:"port,omitempty"`
+}
+
+// SwitchRequest is the body of POST /v1/switch: make To the active member of
+// the binding (IP, Port); the former active member becomes a standby.
+type SwitchRequest struct {
+	// IP is the binding's address; empty means the shared address.
+	IP string `json:"ip,omitempty"`
+	// Port is the binding's port, 1 to 65535; required.
+	Port *int `json:"port,omitempty"`
+	// To is the member that becomes active.
+	To string `json:"to"`
+}
+
+// BindingView is a binding as the API shows it.
+type BindingView struct {
+	// IP is the binding's front address.
+	IP string `json:"ip"`
+	// Port is the binding's port; 0 means every port (mode 1).
+	Port int `json:"port"`
+	// Members are the binding's members in registration order.
+	Members []MemberView `json:"members"`
+}
+
+// MemberView is a member of a binding as the API shows it.
+type MemberView struct {
+	// Name is the server computer's name.
+	Name string `json:"name"`
+	// Backend is "IP" when connections go to the client's port, else
+	// "IP:PORT" (IPv6 in brackets).
+	Backend string `json:"backend"`
+	// State is "active" or "standby".
+	State string `json:"state"`
+	// Since is when the member entered State (RFC 3339).
+	Since time.Time `json:"since"`
+	// Connections is the number of live proxied connections to the member,
+	// or 0 when the gateway does not count them.
+	Connections int64 `json:"connections"`
+}
+
+// Status is the body of the answer to GET /v1/status.
+type Status struct {
+	// Shared is the shared address of mode 2; empty when not configured.
+	Shared string `json:"shared,omitempty"`
+	// Bindings are every binding, ordered by IP, then port.
+	Bindings []BindingView `json:"bindings"`
+}
+
+// errorBody is the body of every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+// okBody is the body of answers that carry no data.
+type okBody struct {
+	OK bool `json:"ok"`
+}

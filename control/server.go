@@ -1,0 +1,477 @@
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vipmux/vipmux/registry"
+)
+
+// Conns reports live proxied connections per member; dispatch implements it.
+// Conns must be safe for concurrent use and must not block.
+type Conns interface {
+	Conns(k registry.Key, name string) int64
+}
+
+// Options configures the API handler.
+type Options struct {
+	// Registry is the table that the API reads and changes. Required.
+	Registry *registry.Registry
+	// Shared is mode 2's common IP, from the config's [shared] address. A
+	// request with a port and no ip means this address. The zero Addr means
+	// not configured: such requests are then refused.
+	Shared netip.Addr
+	// Token, when not empty, must be presented by every request except
+	// GET /healthz as "Authorization: Bearer <Token>"; otherwise the answer
+	// is 401. Empty means no authentication.
+	Token string
+	// Conns reports live connections per member for /v1/status. Optional.
+	Conns Conns
+	// Logger receives one Info line per successful change and one Error
+	// line per internal error. Required.
+	Logger *slog.Logger
+}
+
+// server is the http.Handler that NewHandler returns.
+type server struct {
+	reg    *registry.Registry
+	shared netip.Addr
+	// tokenSum is the SHA-256 of the token; comparing sums in constant time
+	// hides the token's length as well as its content.
+	tokenSum [sha256.Size]byte
+	auth     bool
+	conns    Conns
+	log      *slog.Logger
+	routes   map[string]route
+}
+
+// route is one endpoint: the method it accepts, whether it needs the token,
+// and its handler.
+type route struct {
+	method string
+	open   bool // no token needed
+	fn     func(w http.ResponseWriter, r *http.Request) error
+}
+
+// NewHandler returns the control API as an http.Handler. It checks opts and
+// holds no goroutines; serve it with Serve.
+func NewHandler(opts Options) (http.Handler, error) {
+	if opts.Registry == nil {
+		return nil, errors.New("control: Options.Registry is required")
+	}
+	if opts.Logger == nil {
+		return nil, errors.New("control: Options.Logger is required")
+	}
+	if opts.Shared.IsValid() && opts.Shared.Zone() != "" {
+		return nil, fmt.Errorf("control: shared address %s must not have a zone", opts.Shared)
+	}
+	s := &server{
+		reg:    opts.Registry,
+		shared: opts.Shared.Unmap(),
+		auth:   opts.Token != "",
+		conns:  opts.Conns,
+		log:    opts.Logger,
+	}
+	if s.auth {
+		s.tokenSum = sha256.Sum256([]byte(opts.Token))
+	}
+	s.routes = map[string]route{
+		PathRegister:   {method: http.MethodPost, fn: s.register},
+		PathDeregister: {method: http.MethodPost, fn: s.deregister},
+		PathSwitch:     {method: http.MethodPost, fn: s.switchTo},
+		PathStatus:     {method: http.MethodGet, fn: s.status},
+		PathHealth:     {method: http.MethodGet, open: true, fn: s.health},
+	}
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt, ok := s.routes[r.URL.Path]
+	if !ok || !rt.open {
+		if !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vipmux"`)
+			s.fail(w, r, &httpError{code: http.StatusUnauthorized, msg: "missing or wrong bearer token"})
+			return
+		}
+	}
+	if !ok {
+		s.fail(w, r, &httpError{code: http.StatusNotFound, msg: fmt.Sprintf("no such endpoint %s", r.URL.Path)})
+		return
+	}
+	if r.Method != rt.method {
+		w.Header().Set("Allow", rt.method)
+		s.fail(w, r, &httpError{code: http.StatusMethodNotAllowed, msg: fmt.Sprintf("%s wants %s, not %s", r.URL.Path, rt.method, r.Method)})
+		return
+	}
+	if err := rt.fn(w, r); err != nil {
+		s.fail(w, r, err)
+	}
+}
+
+// authorized reports whether r carries the token (or no token is needed).
+func (s *server) authorized(r *http.Request) bool {
+	if !s.auth {
+		return true
+	}
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+}
+
+// httpError is a problem with the HTTP request as such (its path, method,
+// credentials or body framing) rather than with the values of its fields.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+// fail answers r with the status and JSON error body for err. It is the one
+// place where errors become HTTP status codes.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		he   *httpError
+		fe   *registry.FieldError
+		mbe  *http.MaxBytesError
+		body = errorBody{Error: err.Error()}
+		code int
+	)
+	switch {
+	case errors.As(err, &he):
+		code = he.code
+	case errors.As(err, &mbe):
+		code = http.StatusRequestEntityTooLarge
+		body.Error = fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &fe):
+		code = http.StatusBadRequest
+		body.Error, body.Field = fe.Msg, fe.Field
+	case errors.Is(err, registry.ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, registry.ErrConflict):
+		code = http.StatusConflict
+	case errors.Is(err, registry.ErrNotFound):
+		code = http.StatusNotFound
+	default:
+		code = http.StatusInternalServerError
+		s.log.Error("control request failed", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+	}
+	writeJSON(w, code, body)
+}
+
+// writeJSON answers with code and v as JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	// An error here means the client went away; there is no one to tell.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decode reads r's body, at most MaxRequestBody bytes, as exactly one JSON
+// object into v, rejecting unknown fields and trailing data.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	var extra json.RawMessage
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case errors.As(err, new(*http.MaxBytesError)):
+		return err
+	default:
+		return &httpError{code: http.StatusBadRequest, msg: "trailing data after the JSON object"}
+	}
+}
+
+// decodeError turns an encoding/json error into one that fail maps.
+func decodeError(err error) error {
+	var (
+		mbe *http.MaxBytesError
+		se  *json.SyntaxError
+		te  *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return err
+	case errors.Is(err, io.EOF):
+		return &httpError{code: http.StatusBadRequest, msg: "empty body: want a JSON object"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &httpError{code: http.StatusBadRequest, msg: "malformed JSON: unexpected end of body"}
+	case errors.As(err, &se):
+		return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("malformed JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))}
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf("body is a JSON %s: want a JSON object", te.Value)}
+		}
+		return registry.Invalid(te.Field, "JSON %s is not a %s", te.Value, jsonType(te.Type.Kind().String()))
+	}
+	// encoding/json has no type for unknown fields; its message is stable:
+	// `json: unknown field "name"`.
+	if rest, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		if name, uerr := strconv.Unquote(rest); uerr == nil {
+			return registry.Invalid(name, "unknown field")
+		}
+	}
+	return &httpError{code: http.StatusBadRequest, msg: "malformed JSON: " + strings.TrimPrefix(err.Error(), "json: ")}
+}
+
+// jsonType names a Go kind as the JSON type a client should send.
+func jsonType(kind string) string {
+	switch kind {
+	case "int", "int64", "ptr":
+		return "integer"
+	case "string":
+		return "string"
+	case "struct":
+		return "object"
+	}
+	return kind
+}
+
+// key resolves a request's ip and port into a binding key. An empty ip with
+// a port means the shared address.
+func (s *server) key(ip string, port *int, portRequired bool) (registry.Key, error) {
+	var k registry.Key
+	switch {
+	case port == nil && portRequired:
+		return k, registry.Invalid("port", "missing: give the binding's port (1..65535)")
+	case port == nil:
+	case *port < 1 || *port > 65535:
+		return k, registry.Invalid("port", "%d is out of range 1..65535", *port)
+	default:
+		k.Port = uint16(*port)
+	}
+	if ip == "" {
+		if port == nil {
+			return k, registry.Invalid("ip", "missing: give ip (every port of it), or port (on the shared address)")
+		}
+		if !s.shared.IsValid() {
+			return k, registry.Invalid("shared.address", "no ip given and no shared address configured: set [shared] address in the gateway's config, or give ip")
+		}
+		k.IP = s.shared
+		return k, nil
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return k, registry.Invalid("ip", "%q is not an IP address", ip)
+	}
+	k.IP = a.Unmap()
+	return k, nil
+}
+
+// parseBackend parses "HOST" or "HOST:PORT" with HOST an IP literal.
+func parseBackend(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, registry.Invalid("backend", "missing: give HOST or HOST:PORT, HOST an IP address")
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	host := s
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, registry.Invalid("backend", "%q: want HOST or HOST:PORT with HOST an IP address ([IPv6]:PORT)", s)
+	}
+	return netip.AddrPortFrom(a.Unmap(), 0), nil
+}
+
+func (s *server) register(w http.ResponseWriter, r *http.Request) error {
+	var req RegisterRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := registry.ValidateName(req.Name); err != nil {
+		return err
+	}
+	k, err := s.key(req.IP, req.Port, false)
+	if err != nil {
+		return err
+	}
+	be, err := parseBackend(req.Backend)
+	if err != nil {
+		return err
+	}
+	b, err := s.reg.Register(registry.Registration{
+		Name:    req.Name,
+		IP:      k.IP,
+		Port:    k.Port,
+		Backend: be,
+		State:   registry.State(req.State),
+	})
+	if err != nil {
+		return err
+	}
+	state := ""
+	for _, m := range b.Members {
+		if m.Name == req.Name {
+			state = string(m.State)
+		}
+	}
+	s.log.Info("register", "name", req.Name, "binding", k.String(), "backend", be.String(), "state", state, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, s.view(&b))
+	return nil
+}
+
+func (s *server) deregister(w http.ResponseWriter, r *http.Request) error {
+	var req DeregisterRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := registry.ValidateName(req.Name); err != nil {
+		return err
+	}
+	k, err := s.key(req.IP, req.Port, false)
+	if err != nil {
+		return err
+	}
+	// For the log line only: what the member was just before.
+	var before registry.Member
+	if b, ok := s.reg.Table().Binding(k); ok {
+		for _, m := range b.Members {
+			if m.Name == req.Name {
+				before = m
+			}
+		}
+	}
+	if err := s.reg.Deregister(req.Name, k); err != nil {
+		return err
+	}
+	s.log.Info("deregister", "name", req.Name, "binding", k.String(), "backend", before.Backend.String(), "state", string(before.State), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, okBody{OK: true})
+	return nil
+}
+
+func (s *server) switchTo(w http.ResponseWriter, r *http.Request) error {
+	var req SwitchRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	k, err := s.key(req.IP, req.Port, true)
+	if err != nil {
+		return err
+	}
+	b, err := s.reg.Switch(k, req.To)
+	if err != nil {
+		return err
+	}
+	var backend string
+	for _, m := range b.Members {
+		if m.Name == req.To {
+			backend = m.Backend.String()
+		}
+	}
+	s.log.Info("switch", "name", req.To, "binding", k.String(), "backend", backend, "state", string(registry.Active), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, s.view(&b))
+	return nil
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) error {
+	bs := s.reg.Table().Bindings()
+	st := Status{Bindings: make([]BindingView, 0, len(bs))}
+	if s.shared.IsValid() {
+		st.Shared = s.shared.String()
+	}
+	for _, b := range bs {
+		st.Bindings = append(st.Bindings, s.view(b))
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *server) health(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, okBody{OK: true})
+	return nil
+}
+
+// view converts a binding to its API form.
+func (s *server) view(b *registry.Binding) BindingView {
+	v := BindingView{IP: b.IP.String(), Port: int(b.Port), Members: make([]MemberView, 0, len(b.Members))}
+	for _, m := range b.Members {
+		mv := MemberView{
+			Name:    m.Name,
+			Backend: formatBackend(m.Backend),
+			State:   string(m.State),
+			Since:   m.Since,
+		}
+		if s.conns != nil {
+			mv.Connections = s.conns.Conns(b.Key, m.Name)
+		}
+		v.Members = append(v.Members, mv)
+	}
+	return v
+}
+
+// formatBackend formats a backend as parseBackend reads it: the bare IP when
+// the port is 0 (the client's port), else IP:PORT.
+func formatBackend(ap netip.AddrPort) string {
+	if ap.Port() == 0 {
+		return ap.Addr().String()
+	}
+	return ap.String()
+}
+
+// Server timeouts. The API's requests and answers are small; generous
+// limits only keep idle or stalled clients from holding connections.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 15 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 120 * time.Second
+	shutdownTimeout   = 5 * time.Second
+)
+
+// Serve serves h on ln until ctx is done, then shuts down gracefully: it
+// stops accepting, waits up to 5 s for requests in flight, then closes what
+// is left. It returns nil after a shutdown caused by ctx, or the error that
+// stopped the server. Serve closes ln.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    16 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("control: serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-errc // http.ErrServerClosed once Shutdown has begun
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("control: shut down server on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
