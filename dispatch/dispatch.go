@@ -1,0 +1,362 @@
+// Package dispatch is vipmux's TCP forwarder. For every SYN that the stack
+// hands it, it looks the destination up in the registry's table, dials the
+// backend first and only then completes the client's handshake (or answers
+// RST at once when there is no active member or the backend cannot be
+// reached), splices the two connections both ways with half-close, and
+// tracks the connection until both sides are done.
+//
+// It owns the goroutines of proxied connections: two per connection, both
+// stopped by Close.
+//
+//	f := dispatch.New(dispatch.Options{Table: reg, DialTimeout: 3 * time.Second, Logger: log})
+//	st.HandleTCP(8192, f.Handle)
+//	defer f.Close()
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vipmux/vipmux/registry"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Table finds the member that a connection to (ip, port) goes to;
+// *registry.Registry implements it without taking a lock.
+type Table interface {
+	Lookup(ip netip.Addr, port uint16) (registry.Member, registry.Key, bool)
+}
+
+// Keepalive settings of the client side: peers that vanish must not hold a
+// connection and its goroutines for hours.
+const (
+	keepaliveIdle     = 60 * time.Second
+	keepaliveInterval = 15 * time.Second
+	keepaliveCount    = 4
+)
+
+// copyBufferSize is the size of the pooled buffers that carry data between
+// the two sides.
+const copyBufferSize = 64 << 10
+
+// DefaultDialTimeout is how long Handle waits for a backend when
+// Options.DialTimeout is zero.
+const DefaultDialTimeout = 3 * time.Second
+
+// Outcome is what became of a SYN: not errors, counted.
+type Outcome int
+
+// Outcomes of Handle.
+const (
+	// Proxied: the backend accepted and the client's handshake completed.
+	Proxied Outcome = iota
+	// NoRoute: no binding or no active member; the client got a RST.
+	NoRoute
+	// Refused: the backend refused or could not be reached; RST.
+	Refused
+	// DialTimeout: the backend did not answer within the dial timeout; RST.
+	DialTimeout
+	// HandshakeFailed: the backend was dialled but the client's handshake
+	// could not be completed (the client went away).
+	HandshakeFailed
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"proxied", "no_route", "refused", "dial_timeout", "handshake_failed"}
+
+// String returns the outcome's name as used in logs and metrics.
+func (o Outcome) String() string {
+	if o < 0 || o >= numOutcomes {
+		return "unknown"
+	}
+	return outcomeNames[o]
+}
+
+// Options configures New.
+type Options struct {
+	// Table is where connections are looked up. Required.
+	Table Table
+	// DialTimeout bounds the backend dial; zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// Dial dials a backend; nil means a net.Dialer. Tests use it to count or
+	// fail dials.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives per-connection lines at debug level. Required.
+	Logger *slog.Logger
+}
+
+// memberKey identifies a member's counters.
+type memberKey struct {
+	key  registry.Key
+	name string
+}
+
+// Forwarder proxies the stack's TCP connections to backends.
+type Forwarder struct {
+	table       Table
+	dialTimeout time.Duration
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	log         *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	outcomes [numOutcomes]atomic.Uint64
+
+	// mu guards the following fields.
+	mu     sync.Mutex
+	closed bool
+	conns  map[*proxied]struct{}
+	live  map[memberKey]int64
+}
+
+// New returns a Forwarder.
+func New(opts Options) *Forwarder {
+	f := &Forwarder{
+		table:       opts.Table,
+		dialTimeout: opts.DialTimeout,
+		dial:        opts.Dial,
+		log:         opts.Logger,
+		conns:       map[*proxied]struct{}{},
+		live:        map[memberKey]int64{},
+	}
+	if f.dialTimeout <= 0 {
+		f.dialTimeout = DefaultDialTimeout
+	}
+	if f.dial == nil {
+		d := &net.Dialer{KeepAlive: keepaliveIdle}
+		f.dial = d.DialContext
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	return f
+}
+
+// Handle turns one SYN into a proxied connection or a RST. The stack calls
+// it on a goroutine of its own; Handle returns when the connection is over.
+func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
+	if !f.enter() {
+		f.count(NoRoute)
+		r.Complete(true)
+		return
+	}
+	defer f.wg.Done()
+	id := r.ID()
+	dst := fromTCPIP(id.LocalAddress)
+	src := netip.AddrPortFrom(fromTCPIP(id.RemoteAddress), id.RemotePort)
+
+	m, key, ok := f.table.Lookup(dst, id.LocalPort)
+	if !ok {
+		f.count(NoRoute)
+		r.Complete(true)
+		f.log.Debug("no active member", "client", src, "dst", netip.AddrPortFrom(dst, id.LocalPort))
+		return
+	}
+	backend := m.Backend
+	if backend.Port() == 0 {
+		backend = netip.AddrPortFrom(backend.Addr(), id.LocalPort)
+	}
+
+	ctx, cancel := context.WithTimeout(f.ctx, f.dialTimeout)
+	bc, err := f.dial(ctx, "tcp", backend.String())
+	cancel()
+	if err != nil {
+		o := Refused
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			o = DialTimeout
+		}
+		f.count(o)
+		r.Complete(true)
+		f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
+		return
+	}
+
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		f.count(HandshakeFailed)
+		r.Complete(true)
+		bc.Close()
+		f.log.Debug("client handshake failed", "client", src, "binding", key, "err", terr.String())
+		return
+	}
+	r.Complete(false)
+	setClientOptions(ep)
+	cc := gonet.NewTCPConn(&wq, ep)
+	f.count(Proxied)
+
+	p := &proxied{client: cc, backend: bc}
+	mk := memberKey{key: key, name: m.Name}
+	if !f.track(p, mk) {
+		cc.Close()
+		bc.Close()
+		return
+	}
+	defer f.untrack(p, mk)
+	f.log.Debug("proxying", "client", src, "binding", key, "member", m.Name, "backend", backend)
+	p.splice()
+}
+
+// Conns returns the number of live connections of member name in binding
+// k. It implements control.Conns.
+func (f *Forwarder) Conns(k registry.Key, name string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.live[memberKey{key: k, name: name}]
+}
+
+// Outcomes returns how many SYNs ended in each outcome.
+func (f *Forwarder) Outcomes() map[Outcome]uint64 {
+	out := make(map[Outcome]uint64, numOutcomes)
+	for o := range numOutcomes {
+		out[o] = f.outcomes[o].Load()
+	}
+	return out
+}
+
+// Close refuses new connections, closes every proxied one and waits for
+// their goroutines. It is idempotent.
+func (f *Forwarder) Close() {
+	f.mu.Lock()
+	f.closed = true
+	f.cancel()
+	for p := range f.conns {
+		p.close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+func (f *Forwarder) count(o Outcome) { f.outcomes[o].Add(1) }
+
+// enter counts a Handle in the WaitGroup unless the forwarder is closed.
+func (f *Forwarder) enter() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.wg.Add(1)
+	return true
+}
+
+// track registers p; it reports false when the forwarder is closing.
+func (f *Forwarder) track(p *proxied, mk memberKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.conns[p] = struct{}{}
+	f.live[mk]++
+	return true
+}
+
+func (f *Forwarder) untrack(p *proxied, mk memberKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.conns, p)
+	if f.live[mk]--; f.live[mk] <= 0 {
+		delete(f.live, mk)
+	}
+}
+
+// setClientOptions sets keepalive and no-delay on the client side.
+func setClientOptions(ep tcpip.Endpoint) {
+	so := ep.SocketOptions()
+	so.SetKeepAlive(true)
+	so.SetDelayOption(false)
+	idle := tcpip.KeepaliveIdleOption(keepaliveIdle)
+	intvl := tcpip.KeepaliveIntervalOption(keepaliveInterval)
+	_ = ep.SetSockOpt(&idle)
+	_ = ep.SetSockOpt(&intvl)
+	_ = ep.SetSockOptInt(tcpip.KeepaliveCountOption, keepaliveCount)
+}
+
+// proxied is one client connection and its backend connection.
+type proxied struct {
+	client  *gonet.TCPConn
+	backend net.Conn
+
+	closeOnce sync.Once
+}
+
+// halfCloser is a connection that can close its write side alone.
+type halfCloser interface {
+	CloseWrite() error
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// splice copies both ways until both directions are done. An EOF in one
+// direction half-closes the other side's write side; an error in either
+// aborts both.
+func (p *proxied) splice() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := pipe(p.backend, p.client); err != nil {
+			p.close() // unblock the other direction
+		}
+	}()
+	if err := pipe(p.client, p.backend); err != nil {
+		p.close()
+	}
+	<-done
+	p.close()
+}
+
+func (p *proxied) close() {
+	p.closeOnce.Do(func() {
+		p.client.Close()
+		p.backend.Close()
+	})
+}
+
+// pipe copies src to dst until EOF, then half-closes dst. A nil error
+// means a clean EOF.
+func pipe(dst, src net.Conn) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if rerr == io.EOF {
+			if hc, ok := dst.(halfCloser); ok {
+				if err := hc.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+					return err
+				}
+			}
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.ETIMEDOUT)
+}
+
+func fromTCPIP(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip
+}

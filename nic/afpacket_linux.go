@@ -1,0 +1,78 @@
+package nic
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// socketBuffer is the packet socket's receive and send buffer. A burst that
+// arrives while the stack is busy waits here instead of being dropped.
+const socketBuffer = 4 << 20
+
+// openAFPacket takes over an existing interface with an AF_PACKET socket.
+func openAFPacket(opts Options) (*Link, error) {
+	link, err := netlink.LinkByName(opts.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("find interface: %w", err)
+	}
+	attrs := link.Attrs()
+	mac := opts.MAC
+	if mac == nil {
+		mac = attrs.HardwareAddr
+	}
+	if len(mac) != 6 {
+		return nil, fmt.Errorf("interface has no Ethernet address (%q); is it an Ethernet interface?", attrs.HardwareAddr)
+	}
+	mtu := opts.MTU
+	if mtu == 0 {
+		mtu = uint32(attrs.MTU)
+	}
+	if addrs, err := netlink.AddrList(link, netlink.FAMILY_V4); err == nil && len(addrs) > 0 {
+		opts.Logger.Warn("front interface has kernel IPv4 addresses; the kernel may answer for them beside vipmux", "interface", opts.Interface, "addrs", fmt.Sprint(addrs))
+	}
+	quietKernel(opts.Interface, opts.Logger)
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("set interface up: %w", err)
+	}
+
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return nil, fmt.Errorf("packet socket (needs CAP_NET_RAW): %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: attrs.Index}); err != nil {
+		return nil, fmt.Errorf("bind packet socket: %w", err)
+	}
+	// Our own transmitted frames must not come back as received ones.
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
+		return nil, fmt.Errorf("set PACKET_IGNORE_OUTGOING: %w", err)
+	}
+	for _, o := range []int{unix.SO_RCVBUFFORCE, unix.SO_SNDBUFFORCE} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o, socketBuffer); err != nil && !errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("set socket buffer: %w", err)
+		}
+	}
+	ep, err := newFDEndpoint(fd, mac, mtu, attrs.Index)
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return &Link{
+		Endpoint: ep,
+		Name:     opts.Interface,
+		MAC:      mac,
+		MTU:      mtu,
+		close:    func() error { return unix.Close(fd) },
+	}, nil
+}
+
+// htons converts a short from host to network byte order.
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -1,0 +1,121 @@
+// Package nic opens vipmux's front link: the one Ethernet interface, with one
+// MAC address, that the userspace stack owns. It knows interfaces, MACs, MTUs
+// and the kernel settings of the taken-over interface; it knows nothing of
+// IP addresses or TCP, which belong to package stack.
+//
+// Two drivers exist:
+//
+//   - "afpacket" takes over an existing interface (a NIC, a VLAN, a veth) with
+//     an AF_PACKET socket. The stack uses the interface's own MAC, so the
+//     interface needs no promiscuous mode. The host kernel still sees every
+//     frame, so Open tells it to stay out of the way: arp_ignore=8 (never
+//     answer ARP there), IPv6 off, forwarding off. The interface should have no
+//     kernel IP address; Open warns when it has one.
+//   - "tap" creates a TAP device; the stack sits behind it with a MAC of its
+//     own. The operator bridges the TAP device to the front network.
+//
+// Checksums: the stack verifies the checksum of every received frame. A frame
+// from a wire carries a full checksum. A veth peer on the same host may send
+// frames with a partial checksum (the kernel leaves the rest to an offload that
+// a veth never performs); the stack drops those as corrupt. On a veth front
+// link, turn transmit checksum offload off on the peer that sends to us
+// (`ethtool -K PEER tx off`), exactly as the tests do. A TAP device does not
+// have this problem for frames that cross a bridge from a wire.
+//
+// Usage:
+//
+//	l, err := nic.Open(nic.Options{Driver: "afpacket", Interface: "eth1", Logger: log})
+//	defer l.Close() // after the stack that uses l.Endpoint has stopped
+package nic
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Drivers that Open accepts.
+const (
+	// DriverAFPacket takes over an existing interface with an AF_PACKET socket.
+	DriverAFPacket = "afpacket"
+	// DriverTAP creates a TAP device.
+	DriverTAP = "tap"
+)
+
+// ErrUnknownDriver reports an Options.Driver that Open does not know.
+var ErrUnknownDriver = errors.New("unknown nic driver")
+
+// Options configures Open.
+type Options struct {
+	// Driver is DriverAFPacket or DriverTAP.
+	Driver string
+	// Interface is the interface to take over (afpacket) or the name of the
+	// TAP device to create (tap).
+	Interface string
+	// MAC is the stack's link address. Nil means the interface's own MAC
+	// (afpacket) or a random locally administered one (tap).
+	MAC net.HardwareAddr
+	// MTU is the link MTU. Zero means the interface's MTU (afpacket) or 1500
+	// (tap).
+	MTU uint32
+	// Logger receives warnings about the interface's kernel settings.
+	Logger *slog.Logger
+}
+
+// Link is an open front link.
+type Link struct {
+	// Endpoint is the link endpoint to give the stack.
+	Endpoint stack.LinkEndpoint
+	// Name is the interface's name.
+	Name string
+	// MAC is the stack's link address on it.
+	MAC net.HardwareAddr
+	// MTU is the link MTU.
+	MTU uint32
+
+	close func() error
+}
+
+// Open opens the front link that opts describe.
+func Open(opts Options) (*Link, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Interface == "" {
+		return nil, errors.New("open nic: no interface given")
+	}
+	if opts.MAC != nil && len(opts.MAC) != 6 {
+		return nil, fmt.Errorf("open nic %s: mac %s is not a 6-byte Ethernet address", opts.Interface, opts.MAC)
+	}
+	var (
+		l   *Link
+		err error
+	)
+	switch opts.Driver {
+	case DriverAFPacket:
+		l, err = openAFPacket(opts)
+	case DriverTAP:
+		l, err = openTAP(opts)
+	default:
+		return nil, fmt.Errorf("open nic %s: %w %q (want %q or %q)", opts.Interface, ErrUnknownDriver, opts.Driver, DriverAFPacket, DriverTAP)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open nic %s (%s): %w", opts.Interface, opts.Driver, err)
+	}
+	return l, nil
+}
+
+// Close releases the link's file descriptors and, for tap, removes the
+// device. Call it after the stack using Endpoint has been closed and has
+// waited for the endpoint. Close is idempotent.
+func (l *Link) Close() error {
+	if l.close == nil {
+		return nil
+	}
+	c := l.close
+	l.close = nil
+	return c()
+}
