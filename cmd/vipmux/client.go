@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/vipmux/vipmux/control"
+)
+
+// clientFlags are the flags of every command that talks to a gateway.
+func clientFlags(extra ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "gateway", Value: "http://127.0.0.1:7070", Usage: "control API `URL` of the gateway", EnvVars: []string{"VIPMUX_GATEWAY"}},
+		&cli.PathFlag{Name: "token-file", Usage: "`FILE` holding the API token", EnvVars: []string{"VIPMUX_TOKEN_FILE"}},
+		&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up on the gateway after this long"},
+	}, extra...)
+}
+
+func newClient(c *cli.Context) (*control.Client, error) {
+	cl := &control.Client{BaseURL: strings.TrimRight(c.String("gateway"), "/")}
+	if f := c.Path("token-file"); f != "" {
+		t, err := control.ReadTokenFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		cl.Token = t
+	}
+	return cl, nil
+}
+
+// withClient runs fn with a client and a context bounded by --timeout.
+func withClient(fn func(ctx context.Context, c *cli.Context, cl *control.Client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() > 0 {
+			return fmt.Errorf("unexpected argument %q (flags go before it? see --help)", c.Args().First())
+		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+		defer cancel()
+		return fn(ctx, c, cl)
+	}
+}
+
+// portFlag returns --port as the API's optional port: nil when not given.
+func portFlag(c *cli.Context) *int {
+	if !c.IsSet("port") {
+		return nil
+	}
+	p := c.Int("port")
+	return &p
+}
+
+var (
+	nameFlag = &cli.StringFlag{Name: "name", Usage: "server computer `NAME` ([A-Za-z0-9._-], at most 63)", Required: true}
+	ipFlag   = &cli.StringFlag{Name: "ip", Usage: "front `IP` (mode 1: the server's own; with --port: a gateway-held IP, default [shared] address)"}
+	portOpt  = &cli.IntFlag{Name: "port", Usage: "mode 2: the `PORT` (1-65535) on the shared IP; omit for every port (mode 1)"}
+)
+
+func registerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "register",
+		Usage: "register a server computer for an IP (mode 1) or a port (mode 2)",
+		Description: `Run by a server application's start script (or by an operator).
+
+Examples:
+   vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2
+   vipmux register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
+   vipmux register --name web-b --port 8080 --backend 198.19.0.3:8080   # standby`,
+		Flags: clientFlags(nameFlag, ipFlag, portOpt,
+			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled", Required: true},
+			&cli.StringFlag{Name: "state", Usage: "mode 2: active or standby (default: active if the port has no active server, else standby)"},
+		),
+		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			b, err := cl.Register(ctx, control.RegisterRequest{
+				Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c),
+				Backend: c.String("backend"), State: c.String("state"),
+			})
+			if err != nil {
+				return fmt.Errorf("register %s: %w", c.String("name"), err)
+			}
+			return printBindings(c.App.Writer, []control.BindingView{b})
+		}),
+	}
+}
+
+func deregisterCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "deregister",
+		Usage: "remove a server computer from an IP (mode 1) or a port (mode 2)",
+		Description: `Examples:
+   vipmux deregister --name web-a --ip 198.18.0.10
+   vipmux deregister --name web-a --port 8080`,
+		Flags: clientFlags(nameFlag, ipFlag, portOpt),
+		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			err := cl.Deregister(ctx, control.DeregisterRequest{Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c)})
+			if err != nil {
+				return fmt.Errorf("deregister %s: %w", c.String("name"), err)
+			}
+			fmt.Fprintf(c.App.Writer, "deregistered %s\n", c.String("name"))
+			return nil
+		}),
+	}
+}
+
+func switchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "switch",
+		Usage: "mode 2: make a standby the active server of a port",
+		Description: `New connections go to the new active server as soon as the command returns;
+established connections keep running.
+
+Example:
+   vipmux switch --port 8080 --to web-b`,
+		Flags: clientFlags(ipFlag,
+			&cli.IntFlag{Name: "port", Usage: "the `PORT` (1-65535)", Required: true},
+			&cli.StringFlag{Name: "to", Usage: "`NAME` of the member to make active", Required: true},
+		),
+		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			b, err := cl.Switch(ctx, control.SwitchRequest{IP: c.String("ip"), Port: portFlag(c), To: c.String("to")})
+			if err != nil {
+				return fmt.Errorf("switch port %d to %s: %w", c.Int("port"), c.String("to"), err)
+			}
+			return printBindings(c.App.Writer, []control.BindingView{b})
+		}),
+	}
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the table: ip, port, server, backend, state, connections",
+		Description: `Examples:
+   vipmux status
+   vipmux status --json | jq .`,
+		Flags: clientFlags(&cli.BoolFlag{Name: "json", Usage: "print the API's JSON"}),
+		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			s, err := cl.Status(ctx)
+			if err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			if s.Shared != "" {
+				fmt.Fprintf(c.App.Writer, "shared address %s\n", s.Shared)
+			}
+			if len(s.Bindings) == 0 {
+				fmt.Fprintln(c.App.Writer, "no bindings: nothing registered")
+				return nil
+			}
+			return printBindings(c.App.Writer, s.Bindings)
+		}),
+	}
+}
+
+// printBindings prints bindings as the patent's correspondence table, one
+// line per member, and says plainly which bindings refuse connections.
+func printBindings(w io.Writer, bs []control.BindingView) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tPORT\tSERVER\tBACKEND\tSTATE\tCONNS\tSINCE")
+	var dark []string
+	for _, b := range bs {
+		port := "*"
+		if b.Port != 0 {
+			port = strconv.Itoa(b.Port)
+		}
+		active := false
+		for _, m := range b.Members {
+			active = active || m.State == "active"
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", b.IP, port, m.Name, m.Backend, m.State, m.Connections, m.Since.Local().Format(time.DateTime))
+		}
+		if !active {
+			dark = append(dark, b.IP+":"+port)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, d := range dark {
+		fmt.Fprintf(w, "%s has no active server: new connections are refused (RST); use switch to make one active\n", d)
+	}
+	return nil
+}

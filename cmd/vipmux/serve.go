@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"github.com/vipmux/vipmux/config"
+	"github.com/vipmux/vipmux/control"
+	"github.com/vipmux/vipmux/dispatch"
+	"github.com/vipmux/vipmux/nic"
+	"github.com/vipmux/vipmux/registry"
+	"github.com/vipmux/vipmux/stack"
+)
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the gateway in the foreground",
+		Description: `Reads the config, takes over (afpacket) or creates (tap) the front NIC,
+restores the table from the state file, and serves until SIGINT or SIGTERM.
+
+Example:
+   vipmux serve --config /etc/vipmux/vipmux.toml`,
+		Flags: []cli.Flag{
+			&cli.PathFlag{Name: "config", Aliases: []string{"c"}, Value: "/etc/vipmux/vipmux.toml", Usage: "TOML config `FILE`", EnvVars: []string{"VIPMUX_CONFIG"}},
+			&cli.StringFlag{Name: "log-level", Usage: "override [log] level: debug, info, warn, error"},
+			&cli.StringFlag{Name: "log-format", Usage: "override [log] format: text or json"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg, err := config.Load(c.Path("config"))
+			if err != nil {
+				return err
+			}
+			if v := c.String("log-level"); v != "" {
+				cfg.Log.Level = v
+			}
+			if v := c.String("log-format"); v != "" {
+				cfg.Log.Format = v
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log, c.App.ErrWriter)
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := serve(ctx, cfg, log); err != nil {
+				log.Error("gateway stopped", "err", err)
+				return err
+			}
+			log.Info("gateway stopped")
+			return nil
+		},
+	}
+}
+
+// serve wires the packages together and runs until ctx is done.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	token := ""
+	if cfg.Control.TokenFile != "" {
+		t, err := control.ReadTokenFile(cfg.Control.TokenFile)
+		if err != nil {
+			return fmt.Errorf("control.token_file: %w", err)
+		}
+		token = t
+	}
+	reg, err := registry.New(registry.Options{
+		Networks: cfg.NIC.Networks,
+		Store:    &registry.FileStore{Path: cfg.State.Path},
+	})
+	if err != nil {
+		return fmt.Errorf("state.path %s: %w (move the file away to start with an empty table)", cfg.State.Path, err)
+	}
+	// Listen before touching the NIC: a port in use is the commonest
+	// mistake and should change nothing.
+	ln, err := net.Listen("tcp", cfg.Control.Listen)
+	if err != nil {
+		return fmt.Errorf("control.listen: %w", err)
+	}
+	defer ln.Close()
+
+	link, err := nic.Open(nic.Options{
+		Driver:    cfg.NIC.Driver,
+		Interface: cfg.NIC.Interface,
+		MAC:       cfg.NIC.MAC,
+		MTU:       uint32(cfg.NIC.MTU),
+		Logger:    log,
+	})
+	if err != nil {
+		return err
+	}
+	defer link.Close()
+	var static []netip.Addr
+	if cfg.Shared.Address.IsValid() {
+		static = append(static, cfg.Shared.Address)
+	}
+	st, err := stack.New(stack.Options{
+		Link:     link.Endpoint,
+		Networks: cfg.NIC.Networks,
+		Router:   cfg.NIC.Router,
+		Static:   static,
+		TimeWait: cfg.Dispatch.TimeWait.Duration,
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := reg.SetApplier(st); err != nil {
+		return err
+	}
+	fwd := dispatch.New(dispatch.Options{Table: reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: log})
+	defer fwd.Close()
+	st.HandleTCP(cfg.Dispatch.MaxInFlight, fwd.Handle)
+
+	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("gateway serving", "nic", link.Name, "driver", cfg.NIC.Driver, "mac", link.MAC.String(), "mtu", link.MTU,
+		"networks", fmt.Sprint(cfg.NIC.Networks), "shared", cfg.Shared.Address, "bindings", reg.Table().Len(), "control", ln.Addr().String())
+	err = control.Serve(ctx, ln, h)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// newLogger returns the process's logger; cfg has been validated.
+func newLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(strings.ToUpper(cfg.Level)))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
