@@ -119,7 +119,7 @@ type Forwarder struct {
 	mu     sync.Mutex
 	closed bool
 	conns  map[*proxied]struct{}
-	live  map[memberKey]int64
+	live   map[memberKey]int64
 }
 
 // New returns a Forwarder.
