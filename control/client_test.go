@@ -1,0 +1,251 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// testClient serves a handler over testRegistry and returns a client for it.
+func testClient(t *testing.T, token string) *Client {
+	t.Helper()
+	h, _ := testHandler(t, func(o *Options) { o.Token = testToken })
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &Client{BaseURL: srv.URL + "/", Token: token, HTTP: srv.Client()}
+}
+
+func TestClientCalls(t *testing.T) {
+	ctx := context.Background()
+	c := testClient(t, testToken)
+
+	b, err := c.Register(ctx, RegisterRequest{Name: "web-c", Port: intp(80), Backend: "198.19.0.4:80", State: "standby"})
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if len(b.Members) != 3 || b.Members[2].Name != "web-c" || b.Members[2].State != "standby" {
+		t.Errorf("Register = %+v, want web-c third and standby", b)
+	}
+
+	b, err = c.Switch(ctx, SwitchRequest{Port: intp(80), To: "web-c"})
+	if err != nil {
+		t.Fatalf("Switch: %v", err)
+	}
+	want := BindingView{IP: "198.18.0.100", Port: 80, Members: []MemberView{
+		{Name: "web-a", Backend: "198.19.0.2:80", State: "standby", Since: testNow, Connections: 3},
+		{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow},
+		{Name: "web-c", Backend: "198.19.0.4:80", State: "active", Since: testNow},
+	}}
+	if !reflect.DeepEqual(b, want) {
+		t.Errorf("Switch:\n got %+v\nwant %+v", b, want)
+	}
+
+	if err := c.Deregister(ctx, DeregisterRequest{Name: "web-a", IP: "198.18.0.10"}); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	wantSt := Status{Shared: "198.18.0.100", Bindings: []BindingView{want}}
+	if !reflect.DeepEqual(st, wantSt) {
+		t.Errorf("Status:\n got %+v\nwant %+v", st, wantSt)
+	}
+}
+
+func TestClientAPIError(t *testing.T) {
+	tests := []struct {
+		name    string
+		token   string
+		call    func(context.Context, *Client) error
+		want    APIError
+		wantStr string
+	}{
+		{
+			name:  "conflict",
+			token: testToken,
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.Register(ctx, RegisterRequest{Name: "web-b", IP: "198.18.0.10", Backend: "198.19.0.3"})
+				return err
+			},
+			want:    APIError{Code: 409, Message: "register web-b on 198.18.0.10: conflict: 198.18.0.10 is held by web-a"},
+			wantStr: "409 Conflict: register web-b on 198.18.0.10: conflict: 198.18.0.10 is held by web-a",
+		},
+		{
+			name:  "field",
+			token: testToken,
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.Register(ctx, RegisterRequest{Name: "web-c", IP: "198.17.0.1", Backend: "198.19.0.3"})
+				return err
+			},
+			want:    APIError{Code: 400, Message: "198.17.0.1 is outside the front networks [198.18.0.0/24] (nic.networks)", Field: "ip"},
+			wantStr: "400 Bad Request: ip: 198.17.0.1 is outside the front networks [198.18.0.0/24] (nic.networks)",
+		},
+		{
+			name:  "port out of range",
+			token: testToken,
+			call: func(ctx context.Context, c *Client) error {
+				return c.Deregister(ctx, DeregisterRequest{Name: "web-a", Port: intp(70000)})
+			},
+			want:    APIError{Code: 400, Message: "70000 is out of range 1..65535", Field: "port"},
+			wantStr: "400 Bad Request: port: 70000 is out of range 1..65535",
+		},
+		{
+			name:  "not found",
+			token: testToken,
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.Switch(ctx, SwitchRequest{Port: intp(80), To: "web-z"})
+				return err
+			},
+			want:    APIError{Code: 404, Message: "switch 198.18.0.100:80 to web-z: not found: web-z is not a member of 198.18.0.100:80"},
+			wantStr: "404 Not Found: switch 198.18.0.100:80 to web-z: not found: web-z is not a member of 198.18.0.100:80",
+		},
+		{
+			name: "unauthorized",
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.Status(ctx)
+				return err
+			},
+			want:    APIError{Code: 401, Message: "missing or wrong bearer token"},
+			wantStr: "401 Unauthorized: missing or wrong bearer token",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testClient(t, tc.token)
+			err := tc.call(context.Background(), c)
+			var got *APIError
+			if !errors.As(err, &got) {
+				t.Fatalf("error = %v (%T), want *APIError", err, err)
+			}
+			if *got != tc.want {
+				t.Errorf("APIError:\n got %+v\nwant %+v", *got, tc.want)
+			}
+			if got.Error() != tc.wantStr {
+				t.Errorf("Error() = %q, want %q", got.Error(), tc.wantStr)
+			}
+		})
+	}
+}
+
+func TestClientForeignErrorBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "upstream gone", http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	c := &Client{BaseURL: srv.URL}
+	_, err := c.Status(context.Background())
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != 502 || ae.Message != "upstream gone" || ae.Field != "" {
+		t.Fatalf("Status against a non-JSON 502 = %#v, want APIError{502, upstream gone}", err)
+	}
+	if want := "502 Bad Gateway: upstream gone"; ae.Error() != want {
+		t.Errorf("Error() = %q, want %q", ae.Error(), want)
+	}
+}
+
+func TestAPIErrorString(t *testing.T) {
+	tests := []struct {
+		name string
+		err  APIError
+		want string
+	}{
+		{name: "message", err: APIError{Code: 409, Message: "taken"}, want: "409 Conflict: taken"},
+		{name: "field", err: APIError{Code: 400, Message: "bad", Field: "ip"}, want: "400 Bad Request: ip: bad"},
+		{name: "bare", err: APIError{Code: 500}, want: "500 Internal Server Error"},
+		{name: "unknown code", err: APIError{Code: 599, Message: "odd"}, want: "599: odd"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.Error(); got != tc.want {
+				t.Errorf("%+v.Error() = %q, want %q", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	c := &Client{BaseURL: url}
+	_, err = c.Status(context.Background())
+	if err == nil {
+		t.Fatalf("Status against closed port succeeded")
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		t.Errorf("Status against closed port = APIError %v, want a connection error", ae)
+	}
+	if !strings.Contains(err.Error(), url) || !strings.Contains(err.Error(), "reach gateway") {
+		t.Errorf("error %q does not say that gateway %s could not be reached", err, url)
+	}
+}
+
+func TestClientNoURL(t *testing.T) {
+	if _, err := (&Client{}).Status(context.Background()); err == nil {
+		t.Errorf("Status with empty BaseURL succeeded")
+	}
+}
+
+func TestClientContextCanceled(t *testing.T) {
+	c := testClient(t, testToken)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Status(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Status with canceled ctx = %v, want context.Canceled", err)
+	}
+}
+
+func TestReadTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		content *string // nil: the file does not exist
+		want    string
+		wantErr bool
+	}{
+		{name: "plain", content: ptr("abc123"), want: "abc123"},
+		{name: "trailing newline", content: ptr("abc123\n"), want: "abc123"},
+		{name: "surrounding whitespace", content: ptr("  \tabc123 \r\n\n"), want: "abc123"},
+		{name: "empty", content: ptr(""), wantErr: true},
+		{name: "only whitespace", content: ptr(" \n\t\n"), wantErr: true},
+		{name: "two lines", content: ptr("abc\ndef\n"), wantErr: true},
+		{name: "inner space", content: ptr("abc def"), wantErr: true},
+		{name: "missing file", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+			if tc.content != nil {
+				if err := os.WriteFile(path, []byte(*tc.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := ReadTokenFile(path)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Errorf("ReadTokenFile(%q) = %q, %v; want %q, error %v", *orEmpty(tc.content), got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func orEmpty(s *string) *string {
+	if s == nil {
+		return ptr("<no file>")
+	}
+	return s
+}
