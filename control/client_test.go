@@ -8,9 +8,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // testClient serves a handler over testRegistry and returns a client for it.
@@ -43,8 +44,8 @@ func TestClientCalls(t *testing.T) {
 		{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow},
 		{Name: "web-c", Backend: "198.19.0.4:80", State: "active", Since: testNow},
 	}}
-	if !reflect.DeepEqual(b, want) {
-		t.Errorf("Switch:\n got %+v\nwant %+v", b, want)
+	if diff := cmp.Diff(want, b); diff != "" {
+		t.Errorf("Switch (-want +got):\n%s", diff)
 	}
 
 	if err := c.Deregister(ctx, DeregisterRequest{Name: "web-a", IP: "198.18.0.10"}); err != nil {
@@ -56,8 +57,8 @@ func TestClientCalls(t *testing.T) {
 		t.Fatalf("Status: %v", err)
 	}
 	wantSt := Status{Shared: "198.18.0.100", Bindings: []BindingView{want}}
-	if !reflect.DeepEqual(st, wantSt) {
-		t.Errorf("Status:\n got %+v\nwant %+v", st, wantSt)
+	if diff := cmp.Diff(wantSt, st); diff != "" {
+		t.Errorf("Status (-want +got):\n%s", diff)
 	}
 }
 
@@ -126,8 +127,8 @@ func TestClientAPIError(t *testing.T) {
 			if !errors.As(err, &got) {
 				t.Fatalf("error = %v (%T), want *APIError", err, err)
 			}
-			if *got != tc.want {
-				t.Errorf("APIError:\n got %+v\nwant %+v", *got, tc.want)
+			if diff := cmp.Diff(tc.want, *got); diff != "" {
+				t.Errorf("APIError (-want +got):\n%s", diff)
 			}
 			if got.Error() != tc.wantStr {
 				t.Errorf("Error() = %q, want %q", got.Error(), tc.wantStr)

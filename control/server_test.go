@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/vipmux/vipmux/registry"
 )
 
@@ -224,8 +225,8 @@ func TestHandlerChanges(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), got.Interface()); err != nil {
 				t.Fatalf("decode answer %s: %v", rec.Body.String(), err)
 			}
-			if !reflect.DeepEqual(got.Elem().Interface(), tc.want) {
-				t.Errorf("POST %s answer:\n got %+v\nwant %+v", tc.path, got.Elem().Interface(), tc.want)
+			if diff := cmp.Diff(tc.want, got.Elem().Interface()); diff != "" {
+				t.Errorf("POST %s %s answer (-want +got):\n%s", tc.path, tc.body, diff)
 			}
 			tc.wantTo(t, reg)
 		})
@@ -294,8 +295,8 @@ func TestHandlerStatus(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 				t.Fatalf("decode %s: %v", rec.Body.String(), err)
 			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("GET %s:\n got %+v\nwant %+v", PathStatus, got, tc.want)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("GET %s (-want +got):\n%s", PathStatus, diff)
 			}
 			if tc.want.Shared == "" && strings.Contains(rec.Body.String(), `"shared"`) {
 				t.Errorf("GET %s = %s, want no shared key", PathStatus, rec.Body.String())
@@ -514,7 +515,7 @@ func TestHealthz(t *testing.T) {
 type failingStore struct{}
 
 func (failingStore) Load() (*registry.Table, error) { return nil, nil }
-func (failingStore) Save(*registry.Table) error    { return errors.New("disk on fire") }
+func (failingStore) Save(*registry.Table) error     { return errors.New("disk on fire") }
 
 func TestHandlerInternalError(t *testing.T) {
 	reg, err := registry.New(registry.Options{Store: failingStore{}})
