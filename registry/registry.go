@@ -203,6 +203,12 @@ func (t *Table) clone() *Table {
 	return n
 }
 
+// clone returns a copy of b that shares no memory with it, for handing out
+// of the registry: the caller may modify it without touching the snapshot.
+func (b *Binding) clone() Binding {
+	return Binding{Key: b.Key, Members: slices.Clone(b.Members)}
+}
+
 // cloneBinding returns a deep copy of b (or a new empty binding at k).
 func cloneBinding(k Key, b *Binding) *Binding {
 	if b == nil {
@@ -343,10 +349,13 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 			}
 		}
 		t.bindings[k] = b
-		out = *b
+		out = b.clone()
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return Binding{}, err
+	}
+	return out, nil
 }
 
 // Deregister removes member name from binding k; a binding left without
@@ -392,7 +401,7 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			return fmt.Errorf("switch %s to %s: %w: %s is not a member of %s", k, to, ErrNotFound, to, k)
 		}
 		if old.Members[i].State == Active {
-			out = *old
+			out = old.clone()
 			return errNoChange
 		}
 		b := cloneBinding(k, old)
@@ -407,10 +416,13 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			}
 		}
 		t.bindings[k] = b
-		out = *b
+		out = b.clone()
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return Binding{}, err
+	}
+	return out, nil
 }
 
 // errNoChange tells update that fn succeeded without changing anything.
@@ -477,7 +489,10 @@ func (r *Registry) checkIP(ip netip.Addr) error {
 	}
 	for _, p := range r.opts.Networks {
 		if p.Contains(ip) {
-			if ip == p.Masked().Addr() || (ip.Is4() && p.Bits() < 31 && isBroadcast(ip, p)) {
+			// A /31 or /32 (RFC 3021), or an IPv6 /127 or /128, has no
+			// network or broadcast address: every address is a host.
+			hasNetworkAddr := ip.BitLen()-p.Bits() >= 2
+			if hasNetworkAddr && (ip == p.Masked().Addr() || (ip.Is4() && isBroadcast(ip, p))) {
 				return Invalid("ip", "%s is the network or broadcast address of %s", ip, p)
 			}
 			return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -39,7 +40,9 @@ func DecodeTable(data []byte) (*Table, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("decode state: %w", err)
 	}
-	if dec.More() {
+	// dec.More is not enough here: at the top level it reports false for a
+	// stray ']' or '}', so read to the end instead.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("decode state: trailing data after the JSON object")
 	}
 	if f.Version != stateVersion {

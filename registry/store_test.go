@@ -1,0 +1,239 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// validState is a state file with one mode-1 and one mode-2 binding.
+const validState = `{
+  "version": 1,
+  "bindings": [
+    {"ip": "198.18.0.10", "port": 0, "members": [
+      {"name": "web-a", "backend": "198.19.0.2:0", "state": "active", "since": "2026-01-02T03:04:05Z"}]},
+    {"ip": "198.18.0.100", "port": 80, "members": [
+      {"name": "web-a", "backend": "198.19.0.2:80", "state": "active", "since": "2026-01-02T03:04:05Z"},
+      {"name": "web-b", "backend": "198.19.0.3:80", "state": "standby", "since": "2026-01-02T03:04:05Z"}]}
+  ]
+}
+`
+
+func validStateBindings() []Binding {
+	return []Binding{
+		{Key: Key{IP: ipA}, Members: []Member{member("web-a", beA, Active, t0)}},
+		{Key: Key{IP: ipShared, Port: 80}, Members: []Member{
+			member("web-a", netip.MustParseAddrPort("198.19.0.2:80"), Active, t0),
+			member("web-b", netip.MustParseAddrPort("198.19.0.3:80"), Standby, t0),
+		}},
+	}
+}
+
+func TestDecodeTable(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    []Binding
+		wantErr string
+	}{
+		{name: "valid", in: validState, want: validStateBindings()},
+		{name: "empty table", in: `{"version":1,"bindings":[]}`},
+		{name: "null bindings", in: `{"version":1,"bindings":null}`},
+		{name: "trailing whitespace", in: `{"version":1,"bindings":[]}` + "\n\n\t "},
+		{name: "empty input", in: ``, wantErr: "decode state"},
+		{name: "truncated", in: validState[:len(validState)/2], wantErr: "decode state"},
+		{name: "not JSON", in: `version = 1`, wantErr: "decode state"},
+		{name: "wrong version", in: `{"version":2,"bindings":[]}`, wantErr: "version 2, want 1"},
+		{name: "no version", in: `{"bindings":[]}`, wantErr: "version 0, want 1"},
+		{name: "unknown field", in: `{"version":1,"bindings":[],"leases":[]}`, wantErr: "unknown field"},
+		{name: "unknown member field", in: `{"version":1,"bindings":[{"ip":"198.18.0.10","port":0,"members":[{"name":"a","weight":1}]}]}`, wantErr: "unknown field"},
+		{name: "bad ip", in: `{"version":1,"bindings":[{"ip":"198.18.0.300","port":0,"members":[]}]}`, wantErr: "decode state"},
+		{name: "port out of range", in: `{"version":1,"bindings":[{"ip":"198.18.0.10","port":65536,"members":[]}]}`, wantErr: "decode state"},
+		{
+			name:    "duplicate binding",
+			in:      `{"version":1,"bindings":[{"ip":"198.18.0.10","port":80,"members":[]},{"ip":"198.18.0.10","port":80,"members":[]}]}`,
+			wantErr: "198.18.0.10:80 appears twice",
+		},
+		{name: "trailing object", in: `{"version":1,"bindings":[]} {}`, wantErr: "trailing data"},
+		{name: "trailing garbage", in: `{"version":1,"bindings":[]}x`, wantErr: "trailing data"},
+		{name: "trailing bracket", in: `{"version":1,"bindings":[]}]`, wantErr: "trailing data"},
+		{name: "trailing brace", in: `{"version":1,"bindings":[]}}`, wantErr: "trailing data"},
+		{name: "top-level array", in: `[]`, wantErr: "decode state"},
+		{name: "null", in: `null`, wantErr: "version 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeTable([]byte(tc.in))
+			if tc.wantErr != "" {
+				if err == nil {
+					t.Fatalf("DecodeTable() = %d bindings, nil; want an error containing %q", got.Len(), tc.wantErr)
+				}
+				if !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("DecodeTable() error = %q, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("DecodeTable() error: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, bindings(got), cmpOpts, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("DecodeTable() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestTableJSONRoundTrip(t *testing.T) {
+	tb, err := DecodeTable([]byte(validState))
+	if err != nil {
+		t.Fatalf("DecodeTable() error: %v", err)
+	}
+	data, err := json.Marshal(tb)
+	if err != nil {
+		t.Fatalf("json.Marshal(table) error: %v", err)
+	}
+	back, err := DecodeTable(data)
+	if err != nil {
+		t.Fatalf("DecodeTable(%s) error: %v", data, err)
+	}
+	if diff := cmp.Diff(bindings(tb), bindings(back), cmpOpts); diff != "" {
+		t.Errorf("round trip mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestFileStoreRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	// The directory does not exist yet: Save makes it.
+	st := &FileStore{Path: filepath.Join(dir, "lib", "state.json")}
+	clk := &clock{t: t0}
+	r, err := New(Options{Networks: front, Store: st, Now: clk.Now})
+	if err != nil {
+		t.Fatalf("New() on a missing state file: %v", err)
+	}
+	mustRegister(t, r,
+		Registration{Name: "web-a", IP: ipA, Backend: beA},
+		Registration{Name: "web-a", IP: ipShared, Port: 80, Backend: netip.MustParseAddrPort("198.19.0.2:80")},
+		Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: netip.MustParseAddrPort("198.19.0.3:80")},
+		Registration{Name: "web-c", IP: ipB, Backend: beC},
+	)
+	if err := r.Deregister("web-c", Key{IP: ipB}); err != nil {
+		t.Fatalf("Deregister() error: %v", err)
+	}
+	if diff := cmp.Diff(validStateBindings(), bindings(r.Table()), cmpOpts); diff != "" {
+		t.Fatalf("table before restart mismatch (-want +got):\n%s", diff)
+	}
+
+	r2, err := New(Options{Networks: front, Store: &FileStore{Path: st.Path}})
+	if err != nil {
+		t.Fatalf("New() restoring %s: %v", st.Path, err)
+	}
+	if diff := cmp.Diff(bindings(r.Table()), bindings(r2.Table()), cmpOpts); diff != "" {
+		t.Errorf("restored table mismatch (-want +got):\n%s", diff)
+	}
+	if m, _, ok := r2.Lookup(ipShared, 80); !ok || m.Name != "web-a" {
+		t.Errorf("restored Lookup(%s, 80) = %+v, %v; want web-a", ipShared, m, ok)
+	}
+
+	entries, err := os.ReadDir(filepath.Dir(st.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "state.json" {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("state directory holds %q, want only state.json (no temporary files left)", names)
+	}
+	if info, err := os.Stat(st.Path); err != nil || info.Mode().Perm()&0o077 != 0 {
+		t.Errorf("state file mode = %v, %v; want no group or other access", info.Mode(), err)
+	}
+}
+
+func TestFileStoreMissing(t *testing.T) {
+	st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+	got, err := st.Load()
+	if got != nil || err != nil {
+		t.Errorf("Load() of a missing file = %v, %v; want nil, nil", got, err)
+	}
+}
+
+func TestFileStoreCorrupt(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		// wantLoadErr: FileStore.Load fails; otherwise only New does (the
+		// file decodes but is not a valid table).
+		wantLoadErr bool
+	}{
+		{name: "truncated", data: validState[:len(validState)-20], wantLoadErr: true},
+		{name: "empty", data: "", wantLoadErr: true},
+		{name: "garbage", data: "\x00\x01\x02not json", wantLoadErr: true},
+		{name: "wrong version", data: strings.Replace(validState, `"version": 1`, `"version": 9`, 1), wantLoadErr: true},
+		{name: "trailing data", data: validState + "]", wantLoadErr: true},
+		{name: "two actives", data: strings.Replace(validState, `"standby"`, `"active"`, 1)},
+		{name: "ip outside networks", data: strings.Replace(validState, `198.18.0.10`, `198.19.0.10`, 1)},
+		{name: "two members on every-port binding", data: strings.Replace(validState, `"port": 80`, `"port": 0`, 1)},
+		{name: "bad member name", data: strings.Replace(validState, `"web-b"`, `"web b"`, 1)},
+		{name: "member twice", data: strings.Replace(validState, `"web-b"`, `"web-a"`, 1)},
+		{name: "no state", data: strings.Replace(validState, `"state": "standby", `, ``, 1)},
+		{name: "empty binding", data: `{"version":1,"bindings":[{"ip":"198.18.0.10","port":0,"members":[]}]}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			if err := os.WriteFile(path, []byte(tc.data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			st := &FileStore{Path: path}
+			got, err := st.Load()
+			if tc.wantLoadErr {
+				if err == nil {
+					t.Errorf("Load() = %d bindings, nil; want an error", got.Len())
+				} else if !strings.Contains(err.Error(), path) {
+					t.Errorf("Load() error = %q, want it to name %s", err, path)
+				}
+			} else if err != nil {
+				t.Errorf("Load() error: %v; want the file to decode", err)
+			}
+			if r, err := New(Options{Networks: front, Store: st}); err == nil {
+				t.Errorf("New() with state %q = %d bindings, nil; want an error", tc.data, r.Table().Len())
+			}
+			after, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(after, []byte(tc.data)) {
+				t.Errorf("state file changed by Load/New:\nbefore %q\nafter  %q", tc.data, after)
+			}
+		})
+	}
+}
+
+func TestFileStoreSaveError(t *testing.T) {
+	dir := t.TempDir()
+	// The state path's parent is a file, so Save cannot make the directory.
+	parent := filepath.Join(dir, "file")
+	if err := os.WriteFile(parent, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := &FileStore{Path: filepath.Join(dir, "state.json")}
+	r, err := New(Options{Networks: front, Store: st})
+	if err != nil {
+		t.Fatalf("New() error: %v", err)
+	}
+	st.Path = filepath.Join(parent, "state.json")
+	if _, err := r.Register(Registration{Name: "web-a", IP: ipA, Backend: beA}); err == nil {
+		t.Fatalf("Register() with an unwritable store = nil, want an error")
+	}
+	if n := r.Table().Len(); n != 0 {
+		t.Errorf("Table().Len() = %d after a failed save, want 0", n)
+	}
+}
