@@ -1,0 +1,61 @@
+# vipmux — build, demo, test.
+#
+#   make demo   build and show vipmux on a throw-away topology (root)
+#   make test   go vet, unit tests with -race, the e2e suite (root for e2e)
+#   make build  bin/vipmux, static, version stamped
+
+SHELL   := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= go
+BIN     := bin/vipmux
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# Debian packages the demo and the tests drive: ip/bridge, curl, ethtool.
+DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool
+UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
+
+.PHONY: all build deps demo test vet unit e2e fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vipmux
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/namesrv ./e2e/namesrv
+
+# deps installs the Debian tools that are missing (root), and fetches Go
+# modules through the module proxy.
+deps:
+	@missing=""; for t in $(DEB_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "Go is needed (go1.26 or later at /usr/local/go)"; exit 1; }
+	$(GO) mod download
+
+demo: deps build
+	./scripts/demo.sh
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+e2e: deps
+	$(GO) test -count=1 -timeout 15m ./e2e/
+
+test: deps vet unit e2e
+
+# fuzz runs each fuzz target for FUZZTIME (make fuzz FUZZTIME=10m for a long run).
+FUZZTIME ?= 15s
+fuzz:
+	@for p in $$($(GO) list ./... | grep -v /e2e); do \
+		for f in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do \
+			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf bin
