@@ -52,6 +52,35 @@ func TestTwoServersOneMAC(t *testing.T) {
 		for _, ip := range []string{"198.18.0.10", "198.18.0.11"} {
 			tp.requireARPAnswer(ip)
 		}
+		t.Run("backend with port", func(t *testing.T) {
+			// --backend HOST:PORT: every client port of 198.18.0.12 goes to
+			// web-a's raw server on 7000, whose reply proves where it went.
+			tp := tp.With(t)
+			tp.Register("web-a", "198.18.0.12", tp.Server("web-a").IP+":7000")
+			var r Transfer
+			tp.ClientJSON(30*time.Second, &r, "halfclose", "-n", "100", "-seed", "3", "198.18.0.12:1234")
+			if want := "web-a got 100 bytes sha256=" + patternSum(3, 100); r.Reply != want {
+				t.Errorf("198.18.0.12:1234 with backend %s:7000: reply %q err %q, want %q", tp.Server("web-a").IP, r.Reply, r.Err, want)
+			}
+			tp.MustCLI("deregister", "--name", "web-a", "--ip", "198.18.0.12")
+		})
+		// The human table names ip, server, backend and state.
+		table := tp.MustCLI("status")
+		for _, want := range []string{"198.18.0.10", "198.18.0.11", "web-a", "web-b", "198.19.0.2", "198.19.0.3", "active"} {
+			if !strings.Contains(table, want) {
+				t.Errorf("vipmux status does not show %q:\n%s", want, table)
+			}
+		}
+		// --gateway and VIPMUX_GATEWAY pick the gateway; a wrong one fails.
+		if out, errOut, code := tp.CLI(nil, "status", "--gateway", controlURL); code != 0 || !strings.Contains(out, "web-a") {
+			t.Errorf("vipmux status --gateway %s: exit %d %s%s, want exit 0 and the table", controlURL, code, out, errOut)
+		}
+		if out, errOut, code := tp.CLI([]string{"VIPMUX_GATEWAY=http://127.0.0.1:7171"}, "status"); code == 0 {
+			t.Errorf("vipmux status with VIPMUX_GATEWAY=http://127.0.0.1:7171 (nothing listens): exit 0 %s%s, want non-zero", out, errOut)
+		}
+		if out, errOut, code := tp.CLI(nil, "version"); code != 0 || strings.TrimSpace(out) == "" {
+			t.Errorf("vipmux version: exit %d %q %s, want exit 0 and a version", code, out, errOut)
+		}
 		if got, want := tp.Status().Summary(), []string{
 			"198.18.0.10:0 web-a@198.19.0.2=active",
 			"198.18.0.11:0 web-b@198.19.0.3=active",
@@ -461,6 +490,11 @@ func TestServeConfigAndSignals(t *testing.T) {
 				tp.Register("web-a", "198.18.0.10", tp.Server("web-a").IP)
 				if got := tp.Get("http://198.18.0.10:8080/"); got != "web-a" {
 					t.Fatalf("curl = %q, want web-a", got)
+				}
+				// An established connection must not hold the shutdown up.
+				s := tp.startStream("198.18.0.10:7000", 5)
+				if l := s.next(t, 15*time.Second); !strings.Contains(l, "connected") {
+					t.Fatalf("tcpclient stream: first line %q, want connected", l)
 				}
 				if code := g.Stop(sig, 5*time.Second); code != 0 {
 					t.Errorf("vipmux serve exited %d after %v, want 0\n%s", code, sig, g.Log())

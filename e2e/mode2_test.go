@@ -25,7 +25,10 @@ var sharedConfig = fmt.Sprintf("[shared]\naddress = %q", sharedIP)
 // the answers by server name ("ERR ..." lines count as errors).
 func (tp *Topology) GetN(url string, n int) map[string]int {
 	tp.t.Helper()
-	out, _, _ := tp.Client(time.Duration(n)*6*time.Second+10*time.Second, "get", "-n", fmt.Sprint(n), url)
+	out, errOut, _ := tp.Client(time.Duration(n)*6*time.Second+10*time.Second, "get", "-n", fmt.Sprint(n), url)
+	if !strings.Contains(errOut, "slow_over_500ms=0") {
+		tp.t.Logf("tcpclient get -n %d %s: %s", n, url, strings.TrimSpace(errOut))
+	}
 	got := map[string]int{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if strings.HasPrefix(line, "ERR ") {
@@ -180,6 +183,15 @@ func TestSwitchKeepsEstablished(t *testing.T) {
 		tp.ClientJSON(30*time.Second, &r, "halfclose", "-n", "1000", "-seed", "22", addr)
 		if want := "web-b got 1000 bytes sha256=" + patternSum(22, 1000); r.Reply != want {
 			t.Errorf("new connection after switch: reply %q err %q, want %q", r.Reply, r.Err, want)
+		}
+
+		// status counts the stream on web-a, the member it was accepted for.
+		for _, b := range tp.Status().Bindings {
+			for _, m := range b.Members {
+				if b.Port == 7000 && m.Name == "web-a" && m.Connections < 1 {
+					t.Errorf("status during the stream: web-a on %s:7000 has %d connections, want at least 1", b.IP, m.Connections)
+				}
+			}
 		}
 
 		// The old stream still flows: bytes sent after the mark still arrive.

@@ -93,8 +93,19 @@ func get(url string, n int, keepalive bool, timeout time.Duration) {
 		Transport: &http.Transport{DisableKeepAlives: !keepalive, Proxy: nil},
 	}
 	bad := false
+	var maxD time.Duration
+	slow := 0
+	defer func() {
+		fmt.Fprintf(os.Stderr, "latency: n=%d max_ms=%d slow_over_500ms=%d\n", n, maxD.Milliseconds(), slow)
+	}()
 	for range n {
+		start := time.Now()
 		body, err := getOnce(c, url)
+		d := time.Since(start)
+		maxD = max(maxD, d)
+		if d > 500*time.Millisecond {
+			slow++
+		}
 		if err != nil {
 			bad = true
 			fmt.Printf("ERR %v\n", err)
@@ -103,6 +114,7 @@ func get(url string, n int, keepalive bool, timeout time.Duration) {
 		fmt.Println(strings.TrimSpace(body))
 	}
 	if bad {
+		fmt.Fprintf(os.Stderr, "latency: n=%d max_ms=%d slow_over_500ms=%d\n", n, maxD.Milliseconds(), slow)
 		os.Exit(1)
 	}
 }
