@@ -1,0 +1,725 @@
+package dispatch_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/vipmux/vipmux/dispatch"
+	"github.com/vipmux/vipmux/registry"
+	"github.com/vipmux/vipmux/stack"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
+	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+const (
+	gatewayMAC = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x01")
+	clientMAC  = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x02")
+	clientNIC  = tcpip.NICID(1)
+)
+
+var (
+	frontNet = netip.MustParsePrefix("198.18.0.0/24")
+	clientIP = netip.MustParseAddr("198.18.0.1")
+	vip      = netip.MustParseAddr("198.18.0.10")  // mode 1 address
+	shared   = netip.MustParseAddr("198.18.0.100") // mode 2 address
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+// goroutineLeakCheck fails t, in cleanup, if more goroutines run than when
+// it was called, after a bounded wait for stragglers to exit. Call it
+// before any other t.Cleanup so that it runs last.
+func goroutineLeakCheck(t testing.TB) {
+	t.Helper()
+	stacks := func() (int, []byte) {
+		p := pprof.Lookup("goroutine")
+		var b bytes.Buffer
+		p.WriteTo(&b, 1)
+		return p.Count(), b.Bytes()
+	}
+	start, startStacks := stacks()
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if runtime.NumGoroutine() <= start {
+				return
+			}
+		}
+		end, endStacks := stacks()
+		t.Logf("goroutines at start:\n%s", startStacks)
+		t.Logf("goroutines at end:\n%s", endStacks)
+		t.Errorf("goroutines: %d at start, %d after cleanup; leak?", start, end)
+	})
+}
+
+// env is a gateway (registry, stack, forwarder) and a client stack joined
+// by an Ethernet pipe: the whole data path in one process.
+type env struct {
+	reg    *registry.Registry
+	st     *stack.Stack
+	fwd    *dispatch.Forwarder
+	client *gstack.Stack
+}
+
+// newEnv builds an env on a 1500-byte Ethernet link; opts.Table and
+// opts.Logger are filled in. Everything is closed in cleanup, forwarder
+// first, and checked for goroutine leaks.
+func newEnv(t testing.TB, opts dispatch.Options) *env {
+	t.Helper()
+	return newEnvMTU(t, 1500, opts)
+}
+
+// newEnvMTU is newEnv with a link MTU of mtu.
+func newEnvMTU(t testing.TB, mtu uint32, opts dispatch.Options) *env {
+	t.Helper()
+	goroutineLeakCheck(t)
+	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{frontNet}})
+	if err != nil {
+		t.Fatalf("registry.New: %v", err)
+	}
+	gwLink, clientLink := pipe.New(gatewayMAC, clientMAC, mtu)
+
+	client := newClientStack(t, ethernet.New(clientLink))
+
+	st, err := stack.New(stack.Options{
+		Link:     ethernet.New(gwLink),
+		Networks: []netip.Prefix{frontNet},
+		TimeWait: time.Second,
+		Logger:   discard,
+	})
+	if err != nil {
+		t.Fatalf("stack.New: %v", err)
+	}
+	t.Cleanup(st.Close)
+	if err := reg.SetApplier(st); err != nil {
+		t.Fatalf("SetApplier: %v", err)
+	}
+
+	opts.Table, opts.Logger = reg, discard
+	fwd := dispatch.New(opts)
+	t.Cleanup(fwd.Close)
+	st.HandleTCP(64, fwd.Handle)
+	return &env{reg: reg, st: st, fwd: fwd, client: client}
+}
+
+// newClientStack returns a plain gVisor stack at 198.18.0.1/24 on link.
+func newClientStack(t testing.TB, link gstack.LinkEndpoint) *gstack.Stack {
+	t.Helper()
+	s := gstack.New(gstack.Options{
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	t.Cleanup(func() { s.Close(); s.Wait() })
+	sack := tcpip.TCPSACKEnabled(true)
+	tw := tcpip.TCPTimeWaitTimeoutOption(time.Second)
+	for _, o := range []tcpip.SettableTransportProtocolOption{
+		&sack, &tw,
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
+	} {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			t.Fatalf("client SetTransportProtocolOption(%T): %s", o, err)
+		}
+	}
+	if err := s.CreateNIC(clientNIC, link); err != nil {
+		t.Fatalf("client CreateNIC: %s", err)
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol:          ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(clientIP.As4()), PrefixLen: frontNet.Bits()},
+	}
+	if err := s.AddProtocolAddress(clientNIC, pa, gstack.AddressProperties{}); err != nil {
+		t.Fatalf("client AddProtocolAddress(%s): %s", clientIP, err)
+	}
+	s.SetRouteTable([]tcpip.Route{{Destination: pa.AddressWithPrefix.Subnet(), NIC: clientNIC}})
+	return s
+}
+
+// register adds a member or fails t.
+func (e *env) register(t testing.TB, reg registry.Registration) {
+	t.Helper()
+	if _, err := e.reg.Register(reg); err != nil {
+		t.Fatalf("Register(%+v): %v", reg, err)
+	}
+}
+
+// dial connects the client stack to dst through the gateway.
+func (e *env) dial(dst netip.AddrPort) (*gonet.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return gonet.DialContextTCP(ctx, e.client, tcpip.FullAddress{NIC: clientNIC, Addr: tcpip.AddrFrom4(dst.Addr().As4()), Port: dst.Port()}, ipv4.ProtocolNumber)
+}
+
+// mustDial is dial that fails t on error and closes the connection in
+// cleanup.
+func (e *env) mustDial(t testing.TB, dst netip.AddrPort) *gonet.TCPConn {
+	t.Helper()
+	c, err := e.dial(dst)
+	if err != nil {
+		t.Fatalf("DialContextTCP(%s): %v", dst, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitConns polls Conns(k, name) until it is want, for at most 5 s.
+func (e *env) waitConns(t testing.TB, k registry.Key, name string, want int64) {
+	t.Helper()
+	var got int64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if got = e.fwd.Conns(k, name); got == want {
+			return
+		}
+	}
+	t.Fatalf("Conns(%s, %s) = %d after 5s, want %d", k, name, got, want)
+}
+
+// nonZero returns the outcomes that happened.
+func nonZero(m map[dispatch.Outcome]uint64) map[dispatch.Outcome]uint64 {
+	out := map[dispatch.Outcome]uint64{}
+	for o, n := range m {
+		if n != 0 {
+			out[o] = n
+		}
+	}
+	return out
+}
+
+// backend is a kernel TCP listener on 127.0.0.1 that runs handle for every
+// connection on a goroutine of its own.
+type backend struct {
+	addr    netip.AddrPort
+	accepts atomic.Int64
+}
+
+// newBackend starts a backend; cleanup closes the listener and every
+// connection and waits for the goroutines.
+func newBackend(t testing.TB, handle func(*net.TCPConn)) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen: %v", err)
+	}
+	b := &backend{addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepts.Add(1)
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				handle(c.(*net.TCPConn))
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return b
+}
+
+// echo copies c back to itself and half-closes at EOF.
+func echo(c *net.TCPConn) {
+	io.Copy(c, c)
+	c.CloseWrite()
+}
+
+// namedEcho says name on a line of its own, then echoes.
+func namedEcho(name string) func(*net.TCPConn) {
+	return func(c *net.TCPConn) {
+		if _, err := io.WriteString(c, name+"\n"); err != nil {
+			return
+		}
+		echo(c)
+	}
+}
+
+// sha reads c to EOF and answers the SHA-256 of what it read.
+func sha(c *net.TCPConn) {
+	h := sha256.New()
+	if _, err := io.Copy(h, c); err != nil {
+		return
+	}
+	c.Write(h.Sum(nil))
+	c.CloseWrite()
+}
+
+// sink reads c to EOF and answers the byte count, 8 bytes big-endian.
+func sink(c *net.TCPConn) {
+	n, err := io.Copy(io.Discard, c)
+	if err != nil {
+		return
+	}
+	c.Write(binary.BigEndian.AppendUint64(nil, uint64(n)))
+	c.CloseWrite()
+}
+
+// closedPort returns a 127.0.0.1 address on which nothing listens.
+func closedPort(t testing.TB) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen: %v", err)
+	}
+	ap := ln.Addr().(*net.TCPAddr).AddrPort()
+	ln.Close()
+	return ap
+}
+
+// echoOnce writes msg on c and reads it back.
+func echoOnce(t testing.TB, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("Write(%q): %v", msg, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("ReadFull after Write(%q): %v", msg, err)
+	}
+	if string(got) != msg {
+		t.Fatalf("echo of %q = %q", msg, got)
+	}
+}
+
+// randomBytes returns n deterministic pseudo-random bytes.
+func randomBytes(n int, seed uint64) []byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	b := make([]byte, n)
+	rand.NewChaCha8(s).Read(b)
+	return b
+}
+
+// TestOutcomes checks what becomes of a SYN: proxied, or a RST to the
+// client with the outcome counted.
+func TestOutcomes(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup registers bindings and returns the address to dial.
+		setup        func(t *testing.T, e *env) netip.AddrPort
+		opts         dispatch.Options
+		wantProxied  bool
+		wantOutcomes map[dispatch.Outcome]uint64
+	}{
+		{
+			name: "proxied",
+			setup: func(t *testing.T, e *env) netip.AddrPort {
+				be := newBackend(t, echo)
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+				return netip.AddrPortFrom(vip, 80)
+			},
+			wantProxied:  true,
+			wantOutcomes: map[dispatch.Outcome]uint64{dispatch.Proxied: 1},
+		},
+		{
+			name: "backend port 0 is the dialled port",
+			setup: func(t *testing.T, e *env) netip.AddrPort {
+				be := newBackend(t, echo)
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: netip.AddrPortFrom(be.addr.Addr(), 0)})
+				return netip.AddrPortFrom(vip, be.addr.Port())
+			},
+			wantProxied:  true,
+			wantOutcomes: map[dispatch.Outcome]uint64{dispatch.Proxied: 1},
+		},
+		{
+			name: "backend refused",
+			setup: func(t *testing.T, e *env) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: closedPort(t)})
+				return netip.AddrPortFrom(vip, 80)
+			},
+			wantOutcomes: map[dispatch.Outcome]uint64{dispatch.Refused: 1},
+		},
+		{
+			name: "no binding for the port",
+			setup: func(t *testing.T, e *env) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: shared, Port: 8080, Backend: netip.MustParseAddrPort("127.0.0.1:9")})
+				return netip.AddrPortFrom(shared, 80)
+			},
+			wantOutcomes: map[dispatch.Outcome]uint64{dispatch.NoRoute: 1},
+		},
+		{
+			name: "no active member",
+			setup: func(t *testing.T, e *env) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: shared, Port: 8080, Backend: netip.MustParseAddrPort("127.0.0.1:9"), State: registry.Standby})
+				return netip.AddrPortFrom(shared, 8080)
+			},
+			wantOutcomes: map[dispatch.Outcome]uint64{dispatch.NoRoute: 1},
+		},
+		{
+			name: "dial timeout",
+			setup: func(t *testing.T, e *env) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: netip.MustParseAddrPort("127.0.0.1:9")})
+				return netip.AddrPortFrom(vip, 80)
+			},
+			opts: dispatch.Options{
+				DialTimeout: 200 * time.Millisecond,
+				Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					<-ctx.Done()
+					return nil, ctx.Err()
+				},
+			},
+			wantOutcomes: map[dispatch.Outcome]uint64{dispatch.DialTimeout: 1},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.opts)
+			dst := tc.setup(t, e)
+			start := time.Now()
+			c, err := e.dial(dst)
+			switch {
+			case tc.wantProxied && err != nil:
+				t.Fatalf("DialContextTCP(%s) = %v, want a connection", dst, err)
+			case tc.wantProxied:
+				echoOnce(t, c, "ping")
+				c.Close()
+			case err == nil:
+				c.Close()
+				t.Fatalf("DialContextTCP(%s) succeeded, want connection refused", dst)
+			case !strings.Contains(err.Error(), "refused"):
+				// A RST in SYN-SENT is "connection refused"; anything else
+				// (a timeout) means the gateway did not answer.
+				t.Fatalf("DialContextTCP(%s) = %v after %v, want connection refused (RST)", dst, err, time.Since(start))
+			}
+			if diff := cmp.Diff(tc.wantOutcomes, nonZero(e.fwd.Outcomes())); diff != "" {
+				t.Errorf("Outcomes() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestConns checks the live-connection count of a member while a proxied
+// connection is open and after it is closed.
+func TestConns(t *testing.T) {
+	e := newEnv(t, dispatch.Options{})
+	be := newBackend(t, echo)
+	e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+	key := registry.Key{IP: vip}
+
+	c := e.mustDial(t, netip.AddrPortFrom(vip, 443))
+	echoOnce(t, c, "hello")
+	if got := e.fwd.Conns(key, "srv"); got != 1 {
+		t.Errorf("Conns(%s, srv) with one open connection = %d, want 1", key, got)
+	}
+	if got := e.fwd.Conns(key, "other"); got != 0 {
+		t.Errorf("Conns(%s, other) = %d, want 0", key, got)
+	}
+	if got := be.accepts.Load(); got != 1 {
+		t.Errorf("backend accepts = %d, want 1", got)
+	}
+	c.Close()
+	e.waitConns(t, key, "srv", 0)
+}
+
+// TestHalfClose checks that the client's FIN reaches the backend as EOF
+// while the other direction stays open for the answer.
+func TestHalfClose(t *testing.T) {
+	e := newEnv(t, dispatch.Options{})
+	be := newBackend(t, sha)
+	e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+
+	c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	data := randomBytes(1<<20, 1)
+	if _, err := c.Write(data); err != nil {
+		t.Fatalf("Write(1 MiB): %v", err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("ReadAll after CloseWrite: %v", err)
+	}
+	want := sha256.Sum256(data)
+	if !bytes.Equal(got, want[:]) {
+		t.Errorf("answer after CloseWrite = %x, want sha256 %x", got, want)
+	}
+}
+
+// TestLargeTransfer pushes 32 MiB each way at once through an echo
+// backend and compares checksums. The link has jumbo frames: at 1500 bytes
+// the race detector makes gVisor's per-segment work take ~18 s for this
+// test; the other tests cover segmentation at 1500.
+func TestLargeTransfer(t *testing.T) {
+	const size = 32 << 20
+	e := newEnvMTU(t, 9000, dispatch.Options{})
+	be := newBackend(t, echo)
+	e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+
+	c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+	c.SetDeadline(time.Now().Add(25 * time.Second))
+	data := randomBytes(size, 2)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		t.Fatalf("reading the echo: %v after %d bytes", err, n)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing %d bytes: %v", size, err)
+	}
+	want := sha256.Sum256(data)
+	if n != size || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Errorf("echo = %d bytes sha256 %x, want %d bytes sha256 %x", n, h.Sum(nil), size, want)
+	}
+}
+
+// TestSwitch checks mode 2: new connections go to the active member, a
+// switch sends new connections to the new active member, and connections
+// opened before the switch keep working.
+func TestSwitch(t *testing.T) {
+	e := newEnv(t, dispatch.Options{})
+	a, b := newBackend(t, namedEcho("A")), newBackend(t, namedEcho("B"))
+	e.register(t, registry.Registration{Name: "A", IP: shared, Port: 8080, Backend: a.addr, State: registry.Active})
+	e.register(t, registry.Registration{Name: "B", IP: shared, Port: 8080, Backend: b.addr, State: registry.Standby})
+	key := registry.Key{IP: shared, Port: 8080}
+	dst := netip.AddrPortFrom(shared, 8080)
+
+	// hello dials dst and returns the connection and its backend's name.
+	hello := func() (*gonet.TCPConn, *bufio.Reader, string) {
+		t.Helper()
+		c := e.mustDial(t, dst)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r := bufio.NewReader(c)
+		name, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the backend's name: %v", err)
+		}
+		c.SetReadDeadline(time.Time{})
+		return c, r, strings.TrimSuffix(name, "\n")
+	}
+
+	before, beforeR, got := hello()
+	if got != "A" {
+		t.Fatalf("before the switch: connection went to %q, want A", got)
+	}
+	if _, err := e.reg.Switch(key, "B"); err != nil {
+		t.Fatalf("Switch(%s, B): %v", key, err)
+	}
+	after, _, got := hello()
+	if got != "B" {
+		t.Fatalf("after the switch: connection went to %q, want B", got)
+	}
+	echoOnce(t, after, "to B")
+
+	// The connection opened before the switch still reaches A.
+	before.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(before, "still A"); err != nil {
+		t.Fatalf("Write on the pre-switch connection: %v", err)
+	}
+	buf := make([]byte, len("still A"))
+	if _, err := io.ReadFull(beforeR, buf); err != nil || string(buf) != "still A" {
+		t.Fatalf("echo on the pre-switch connection = %q, %v; want %q", buf, err, "still A")
+	}
+
+	live := map[string]int64{"A": e.fwd.Conns(key, "A"), "B": e.fwd.Conns(key, "B")}
+	if diff := cmp.Diff(map[string]int64{"A": 1, "B": 1}, live); diff != "" {
+		t.Errorf("Conns(%s, ·) (-want +got):\n%s", key, diff)
+	}
+	if got := []int64{a.accepts.Load(), b.accepts.Load()}; !slicesEqual(got, []int64{1, 1}) {
+		t.Errorf("backend accepts [A B] = %v, want [1 1]", got)
+	}
+	before.Close()
+	after.Close()
+	e.waitConns(t, key, "A", 0)
+	e.waitConns(t, key, "B", 0)
+}
+
+func slicesEqual(a, b []int64) bool { return cmp.Equal(a, b) }
+
+// TestClose checks that Close closes live proxied connections, returns,
+// and that the gateway then refuses new SYNs.
+func TestClose(t *testing.T) {
+	e := newEnv(t, dispatch.Options{})
+	be := newBackend(t, echo)
+	e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+	dst := netip.AddrPortFrom(vip, 80)
+
+	conns := []*gonet.TCPConn{e.mustDial(t, dst), e.mustDial(t, dst)}
+	for _, c := range conns {
+		echoOnce(t, c, "open")
+	}
+	closeWithin(t, e.fwd, 5*time.Second)
+
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		if err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("conn %d: Read after Close = %d, %v; want EOF or reset", i, n, err)
+		}
+	}
+	if got := e.fwd.Conns(registry.Key{IP: vip}, "srv"); got != 0 {
+		t.Errorf("Conns after Close = %d, want 0", got)
+	}
+
+	before := e.fwd.Outcomes()[dispatch.NoRoute]
+	if c, err := e.dial(dst); err == nil {
+		c.Close()
+		t.Fatalf("DialContextTCP(%s) after Close succeeded, want connection refused", dst)
+	} else if !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("DialContextTCP(%s) after Close = %v, want connection refused", dst, err)
+	}
+	if got := e.fwd.Outcomes()[dispatch.NoRoute] - before; got != 1 {
+		t.Errorf("Outcomes()[NoRoute] grew by %d after a SYN to the closed forwarder, want 1", got)
+	}
+}
+
+// TestCloseDuringDial checks that Close cancels a backend dial in flight
+// instead of waiting for the dial timeout, and the client gets a RST.
+func TestCloseDuringDial(t *testing.T) {
+	dialing := make(chan struct{})
+	e := newEnv(t, dispatch.Options{
+		DialTimeout: time.Minute,
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			close(dialing)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+	})
+	e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: netip.MustParseAddrPort("127.0.0.1:9")})
+	dst := netip.AddrPortFrom(vip, 80)
+
+	derr := make(chan error, 1)
+	go func() {
+		c, err := e.dial(dst)
+		if err == nil {
+			c.Close()
+		}
+		derr <- err
+	}()
+	select {
+	case <-dialing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("backend dial not started within 5s of the client's SYN")
+	}
+	closeWithin(t, e.fwd, 5*time.Second)
+	if err := <-derr; err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("DialContextTCP(%s) with Close during the backend dial = %v, want connection refused", dst, err)
+	}
+	if diff := cmp.Diff(map[dispatch.Outcome]uint64{dispatch.Refused: 1}, nonZero(e.fwd.Outcomes())); diff != "" {
+		t.Errorf("Outcomes() (-want +got):\n%s", diff)
+	}
+}
+
+// closeWithin calls f.Close and fails t if it does not return within d.
+func closeWithin(t testing.TB, f *dispatch.Forwarder, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { f.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("Forwarder.Close did not return within %v", d)
+	}
+}
+
+// BenchmarkConnect measures a whole proxied connection: handshake, backend
+// dial, a 1-byte echo and close.
+func BenchmarkConnect(b *testing.B) {
+	e := newEnv(b, dispatch.Options{})
+	be := newBackend(b, echo)
+	e.register(b, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+	dst := netip.AddrPortFrom(vip, 80)
+	buf := make([]byte, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := e.dial(dst)
+		if err != nil {
+			b.Fatalf("DialContextTCP(%s): %v", dst, err)
+		}
+		if _, err := c.Write(buf); err != nil {
+			b.Fatalf("Write: %v", err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatalf("ReadFull: %v", err)
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkThroughput measures client-to-backend throughput through the
+// proxy on one connection.
+func BenchmarkThroughput(b *testing.B) {
+	const chunk = 256 << 10
+	e := newEnv(b, dispatch.Options{})
+	be := newBackend(b, sink)
+	e.register(b, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+	c := e.mustDial(b, netip.AddrPortFrom(vip, 80))
+	data := randomBytes(chunk, 3)
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	var sent uint64
+	for b.Loop() {
+		if _, err := c.Write(data); err != nil {
+			b.Fatalf("Write: %v", err)
+		}
+		sent += chunk
+	}
+	if err := c.CloseWrite(); err != nil {
+		b.Fatalf("CloseWrite: %v", err)
+	}
+	var n [8]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		b.Fatalf("reading the backend's count: %v", err)
+	}
+	if got := binary.BigEndian.Uint64(n[:]); got != sent {
+		b.Fatalf("backend received %d bytes, want %d", got, sent)
+	}
+}
