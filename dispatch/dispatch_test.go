@@ -583,6 +583,75 @@ func TestSwitch(t *testing.T) {
 
 func slicesEqual(a, b []int64) bool { return cmp.Equal(a, b) }
 
+// TestAbort checks that a reset on either side tears the whole proxied
+// connection down: the other side is closed and the member's count drops.
+func TestAbort(t *testing.T) {
+	tests := []struct {
+		name    string
+		backend func(done chan<- struct{}) func(*net.TCPConn)
+		client  func(t *testing.T, c *gonet.TCPConn)
+	}{
+		{
+			// Closing with unread data makes the client send a RST.
+			name: "client resets",
+			backend: func(done chan<- struct{}) func(*net.TCPConn) {
+				return func(c *net.TCPConn) {
+					defer close(done)
+					c.Write([]byte("unread"))
+					io.Copy(io.Discard, c) // until the proxy closes us
+				}
+			},
+			client: func(t *testing.T, c *gonet.TCPConn) {
+				// Let "unread" arrive; if it has not, the client sends a
+				// FIN instead and the test still checks teardown.
+				time.Sleep(50 * time.Millisecond)
+				c.Close()
+			},
+		},
+		{
+			name: "backend resets",
+			backend: func(done chan<- struct{}) func(*net.TCPConn) {
+				return func(c *net.TCPConn) {
+					defer close(done)
+					buf := make([]byte, 1)
+					io.ReadFull(c, buf)
+					c.SetLinger(0)
+					c.Close()
+				}
+			},
+			client: func(t *testing.T, c *gonet.TCPConn) {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Write([]byte("x")); err != nil {
+					t.Fatalf("Write: %v", err)
+				}
+				n, err := c.Read(make([]byte, 1))
+				var ne net.Error
+				if err == nil || errors.As(err, &ne) && ne.Timeout() {
+					t.Fatalf("Read after the backend reset = %d, %v; want EOF or reset", n, err)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, dispatch.Options{})
+			done := make(chan struct{})
+			be := newBackend(t, tc.backend(done))
+			e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+			key := registry.Key{IP: vip}
+			c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+			e.waitConns(t, key, "srv", 1)
+			tc.client(t, c)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("backend connection still open 5s after the abort")
+			}
+			e.waitConns(t, key, "srv", 0)
+		})
+	}
+}
+
 // TestClose checks that Close closes live proxied connections, returns,
 // and that the gateway then refuses new SYNs.
 func TestClose(t *testing.T) {
