@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -326,6 +327,27 @@ func TestDataIntegrity(t *testing.T) {
 			}
 			t.Logf("500 connections held open after %d ms", r.DialMS)
 		})
+		t.Run("connections drain", func(t *testing.T) {
+			// Every client connection has closed: the gateway's count of
+			// live connections must fall back to 0 (no leaked splices).
+			tp := tp.With(t)
+			var live []string
+			for i := 0; i < 100; i++ {
+				live = nil
+				for _, b := range tp.Status().Bindings {
+					for _, m := range b.Members {
+						if m.Connections != 0 {
+							live = append(live, fmt.Sprintf("%s:%d %s=%d", b.IP, b.Port, m.Name, m.Connections))
+						}
+					}
+				}
+				if len(live) == 0 {
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			t.Errorf("20 s after every client closed, status still counts live connections: %v", live)
+		})
 	})
 }
 
@@ -535,5 +557,46 @@ func TestStateSurvivesRestart(t *testing.T) {
 			t.Errorf("after restart: curl = %q, want web-a", got)
 		}
 		tp.requireARPAnswer("198.18.0.10")
+	})
+}
+
+// TestDeregisterEstablished goes beyond the acceptance list of issue 3,
+// which says what happens to new connections after deregister but not to
+// established ones. An operator can live with either outcome for a
+// connection that was open when its IP was deregistered: it keeps running
+// to the end, byte-exact, or it is reset promptly. What no client should see
+// is a connection that silently stops being acknowledged and hangs until its
+// own retransmission timeout (minutes), while the gateway keeps the backend
+// side open.
+func TestDeregisterEstablished(t *testing.T) {
+	t.Parallel()
+	forEachDriver(t, func(t *testing.T, driver string) {
+		tp := NewTopology(t, Options{Driver: driver, Servers: []string{"web-a"}})
+		tp.Start()
+		tp.Register("web-a", "198.18.0.10", tp.Server("web-a").IP)
+		s := tp.startStream("198.18.0.10:7000", 31)
+		if l := s.next(t, 15*time.Second); !strings.Contains(l, "connected") {
+			t.Fatalf("tcpclient stream: first line %q, want connected", l)
+		}
+		time.Sleep(500 * time.Millisecond)
+		tp.MustCLI("deregister", "--name", "web-a", "--ip", "198.18.0.10")
+		time.Sleep(time.Second)
+		s.stdin.Close()
+		select {
+		case l, ok := <-s.lines:
+			var r Transfer
+			if !ok || json.Unmarshal([]byte(l), &r) != nil {
+				t.Fatalf("tcpclient stream: final line %q", l)
+			}
+			want := fmt.Sprintf("web-a got %d bytes sha256=%s", r.Bytes, r.SHA256)
+			if r.Err == "" && r.Reply != want {
+				t.Errorf("stream across deregister ended without error but reply %q, want %q", r.Reply, want)
+			}
+			t.Logf("stream across deregister: reply %q err %q", r.Reply, r.Err)
+		case <-time.After(10 * time.Second):
+			out, _, _ := run(5*time.Second, nil, "ip", "netns", "exec", tp.ClientNS, "ss", "-tni", "dst", "198.18.0.10")
+			back, _, _ := run(5*time.Second, nil, "ip", "netns", "exec", tp.GatewayNS, "ss", "-tn")
+			t.Errorf("a connection established before deregister neither finished nor was reset within 10 s: it hangs\nclient socket:\n%s\ngateway's backend sockets:\n%s", out, back)
+		}
 	})
 }

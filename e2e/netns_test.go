@@ -225,7 +225,15 @@ type Topology struct {
 	// FrontMAC is the MAC the client must learn for every gateway IP.
 	FrontMAC string
 
-	gw *Gateway
+	gw *Gateway // the last one started
+}
+
+// gwLog is the output of the last gateway started, for probes.
+func (tp *Topology) gwLog() string {
+	if tp.gw == nil {
+		return ""
+	}
+	return tp.gw.Log()
 }
 
 // NewTopology builds the namespaces and links and starts one namesrv per
@@ -527,6 +535,7 @@ func (tp *Topology) StartConfig(path string) *Gateway {
 	t := tp.t
 	t.Helper()
 	g := &Gateway{tp: tp, Config: path}
+	tp.gw = g
 	g.proc = tp.startProc(fmt.Sprintf("vipmux-%d", time.Now().UnixNano()), tp.GatewayNS, vipmuxBin, "serve", "--config", path)
 	t.Cleanup(func() {
 		if g.proc.exited() {
