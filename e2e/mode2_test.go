@@ -301,6 +301,16 @@ func TestMode1AndMode2(t *testing.T) {
 		tp.requireARPAnswer("198.18.0.10")
 		tp.requireARPAnswer(sharedIP)
 
+		t.Run("port on another gateway-held IP", func(t *testing.T) {
+			// --ip with --port binds a port on an IP other than the shared one.
+			tp := tp.With(t)
+			tp.MustCLI("register", "--name", "web-b", "--ip", "198.18.0.20", "--port", "8080", "--backend", tp.Server("web-b").IP+":8080")
+			tp.requireAll("http://198.18.0.20:8080/", 10, "web-b", "198.18.0.20:8080 bound to web-b")
+			if r := tp.Dial("198.18.0.20:9090", 5*time.Second); r.OK || !strings.Contains(r.Err, "connection refused") {
+				t.Errorf("dial 198.18.0.20:9090 (no binding on that port) = ok=%v %q, want connection refused", r.OK, r.Err)
+			}
+			tp.requireARPAnswer("198.18.0.20")
+		})
 		t.Run("port binding wins over every-port binding", func(t *testing.T) {
 			tp := tp.With(t)
 			tp.MustCLI("register", "--name", "web-a", "--ip", "198.18.0.10", "--port", "9090", "--backend", tp.Server("web-a").IP+":9090")
@@ -323,6 +333,17 @@ func TestSharedARPAtStartup(t *testing.T) {
 		r := tp.Dial(sharedIP+":8080", 5*time.Second)
 		if r.OK || !strings.Contains(r.Err, "connection refused") {
 			t.Errorf("dial %s:8080 before any registration = ok=%v %q after %d ms, want connection refused (ARP answered, no binding)", sharedIP, r.OK, r.Err, r.MS)
+		}
+		tp.requireARPAnswer(sharedIP)
+
+		// The shared IP stays held when its last port member leaves.
+		tp.RegisterPort("web-a", 8080, "active")
+		tp.requireAll("http://"+sharedIP+":8080/", 5, "web-a", "registered")
+		tp.MustCLI("deregister", "--name", "web-a", "--port", "8080")
+		tp.FlushNeigh()
+		r = tp.Dial(sharedIP+":8080", 5*time.Second)
+		if r.OK || !strings.Contains(r.Err, "connection refused") {
+			t.Errorf("dial %s:8080 after its last member left = ok=%v %q after %d ms, want connection refused (still answered in ARP)", sharedIP, r.OK, r.Err, r.MS)
 		}
 		tp.requireARPAnswer(sharedIP)
 	})
