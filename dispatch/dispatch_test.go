@@ -572,7 +572,7 @@ func TestSwitch(t *testing.T) {
 	if diff := cmp.Diff(map[string]int64{"A": 1, "B": 1}, live); diff != "" {
 		t.Errorf("Conns(%s, ·) (-want +got):\n%s", key, diff)
 	}
-	if got := []int64{a.accepts.Load(), b.accepts.Load()}; !slicesEqual(got, []int64{1, 1}) {
+	if got := []int64{a.accepts.Load(), b.accepts.Load()}; !cmp.Equal(got, []int64{1, 1}) {
 		t.Errorf("backend accepts [A B] = %v, want [1 1]", got)
 	}
 	before.Close()
@@ -580,8 +580,6 @@ func TestSwitch(t *testing.T) {
 	e.waitConns(t, key, "A", 0)
 	e.waitConns(t, key, "B", 0)
 }
-
-func slicesEqual(a, b []int64) bool { return cmp.Equal(a, b) }
 
 // TestAbort checks that a reset on either side tears the whole proxied
 // connection down: the other side is closed and the member's count drops.
