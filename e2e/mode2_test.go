@@ -432,3 +432,55 @@ func checkBadInput(tp *Topology, path, body string, cli []string, wantCode int, 
 		t.Errorf("vipmux %q printed %q, want it to mention %q", cli, msg, wantText)
 	}
 }
+
+// TestSwitchUnderLoad checks issue 4's "switch is atomic: there is never a
+// moment with two actives or none" on the data path: while the active
+// member flips back and forth, every new connection is answered by one of
+// the two servers, none is refused.
+func TestSwitchUnderLoad(t *testing.T) {
+	t.Parallel()
+	forEachDriver(t, func(t *testing.T, driver string) {
+		tp := NewTopology(t, Options{Driver: driver, Servers: []string{"web-a", "web-b"}, Extra: sharedConfig})
+		tp.Start()
+		tp.RegisterPort("web-a", 8080, "active")
+		tp.RegisterPort("web-b", 8080, "standby")
+
+		type result struct {
+			out, errOut string
+			code        int
+		}
+		done := make(chan result, 1)
+		go func() {
+			o, e, c := tp.Client(120*time.Second, "get", "-n", "300", "http://"+sharedIP+":8080/")
+			done <- result{o, e, c}
+		}()
+		switches := 0
+	loop:
+		for i := 0; i < 40; i++ {
+			select {
+			case r := <-done:
+				done <- r
+				break loop
+			default:
+			}
+			to := []string{"web-b", "web-a"}[i%2]
+			if out, errOut, code := tp.CLI(nil, "switch", "--port", "8080", "--to", to); code != 0 {
+				t.Errorf("switch --to %s under load: exit %d %s%s", to, code, out, errOut)
+			}
+			switches++
+		}
+		r := <-done
+		got := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(r.out), "\n") {
+			got[line]++
+		}
+		if got["web-a"]+got["web-b"] != 300 {
+			t.Errorf("300 requests during %d switches: answers %v (exit %d, %s), want all 300 by web-a or web-b", switches, got, r.code, r.errOut)
+		}
+		t.Logf("300 requests during %d switches: %v", switches, got)
+		st := tp.States(sharedIP, 8080)
+		if actives := strings.Count(fmt.Sprint(st), "active"); actives != 1 || len(st) != 2 {
+			t.Errorf("after the switches: states %v, want two members, one active", st)
+		}
+	})
+}
