@@ -77,8 +77,8 @@ func TestClientAPIError(t *testing.T) {
 				_, err := c.Register(ctx, RegisterRequest{Name: "web-b", IP: "198.18.0.10", Backend: "198.19.0.3"})
 				return err
 			},
-			want:    APIError{Code: 409, Message: "register web-b on 198.18.0.10: conflict: 198.18.0.10 is held by web-a"},
-			wantStr: "409 Conflict: register web-b on 198.18.0.10: conflict: 198.18.0.10 is held by web-a",
+			want:    APIError{Code: 409, Message: "198.18.0.10 is already held by server web-a; deregister it first", Field: "ip"},
+			wantStr: "409 Conflict: ip: 198.18.0.10 is already held by server web-a; deregister it first",
 		},
 		{
 			name:  "field",
@@ -106,8 +106,8 @@ func TestClientAPIError(t *testing.T) {
 				_, err := c.Switch(ctx, SwitchRequest{Port: intp(80), To: "web-z"})
 				return err
 			},
-			want:    APIError{Code: 404, Message: "switch 198.18.0.100:80 to web-z: not found: web-z is not a member of 198.18.0.100:80"},
-			wantStr: "404 Not Found: switch 198.18.0.100:80 to web-z: not found: web-z is not a member of 198.18.0.100:80",
+			want:    APIError{Code: 404, Message: "web-z is not registered on 198.18.0.100:80", Field: "to"},
+			wantStr: "404 Not Found: to: web-z is not registered on 198.18.0.100:80",
 		},
 		{
 			name: "unauthorized",

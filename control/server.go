@@ -159,9 +159,6 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &mbe):
 		code = http.StatusRequestEntityTooLarge
 		body.Error = fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)
-	case errors.As(err, &fe):
-		code = http.StatusBadRequest
-		body.Error, body.Field = fe.Msg, fe.Field
 	case errors.Is(err, registry.ErrInvalid):
 		code = http.StatusBadRequest
 	case errors.Is(err, registry.ErrConflict):
@@ -171,6 +168,9 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		code = http.StatusInternalServerError
 		s.log.Error("control request failed", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+	}
+	if code < http.StatusInternalServerError && errors.As(err, &fe) {
+		body.Error, body.Field = fe.Msg, fe.Field
 	}
 	writeJSON(w, code, body)
 }

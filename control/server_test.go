@@ -384,12 +384,12 @@ func TestHandlerErrors(t *testing.T) {
 		},
 
 		// Conflicts with the table.
-		{name: "same ip by second server", path: PathRegister, body: `{"name":"web-b","ip":"198.18.0.10","backend":"198.19.0.3"}`, wantCode: 409},
-		{name: "second active", path: PathRegister, body: `{"name":"web-c","port":80,"backend":"198.19.0.4:80","state":"active"}`, wantCode: 409},
-		{name: "switch to unknown member", path: PathSwitch, body: `{"port":80,"to":"web-z"}`, wantCode: 404},
-		{name: "switch unknown binding", path: PathSwitch, body: `{"port":81,"to":"web-a"}`, wantCode: 404},
-		{name: "deregister unknown member", path: PathDeregister, body: `{"name":"web-z","ip":"198.18.0.10"}`, wantCode: 404},
-		{name: "deregister unknown binding", path: PathDeregister, body: `{"name":"web-a","ip":"198.18.0.11"}`, wantCode: 404},
+		{name: "same ip by second server", path: PathRegister, body: `{"name":"web-b","ip":"198.18.0.10","backend":"198.19.0.3"}`, wantCode: 409, wantField: "ip"},
+		{name: "second active", path: PathRegister, body: `{"name":"web-c","port":80,"backend":"198.19.0.4:80","state":"active"}`, wantCode: 409, wantField: "state"},
+		{name: "switch to unknown member", path: PathSwitch, body: `{"port":80,"to":"web-z"}`, wantCode: 404, wantField: "to"},
+		{name: "switch unknown binding", path: PathSwitch, body: `{"port":81,"to":"web-a"}`, wantCode: 404, wantField: "port"},
+		{name: "deregister unknown member", path: PathDeregister, body: `{"name":"web-z","ip":"198.18.0.10"}`, wantCode: 404, wantField: "name"},
+		{name: "deregister unknown binding", path: PathDeregister, body: `{"name":"web-a","ip":"198.18.0.11"}`, wantCode: 404, wantField: "ip"},
 
 		// Routing.
 		{name: "GET register", method: http.MethodGet, path: PathRegister, wantCode: 405, wantAllow: "POST"},

@@ -196,14 +196,12 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	cc := gonet.NewTCPConn(&wq, ep)
 	f.count(Proxied)
 
-	p := &proxied{client: cc, backend: bc}
-	mk := memberKey{key: key, name: m.Name}
-	if !f.track(p, mk) {
-		cc.Close()
-		bc.Close()
+	p := &proxied{client: cc, ep: ep, backend: bc, member: memberKey{key: key, name: m.Name}}
+	if !f.track(p) {
+		p.close()
 		return
 	}
-	defer f.untrack(p, mk)
+	defer f.untrack(p)
 	f.log.Debug("proxying", "client", src, "binding", key, "member", m.Name, "backend", backend)
 	p.splice()
 }
@@ -251,24 +249,39 @@ func (f *Forwarder) enter() bool {
 	return true
 }
 
+// Prune aborts (RST both ways) every connection whose member next no
+// longer has: a deregistered server's connections end at once instead of
+// hanging on an address that is about to go away. A switch keeps every
+// member, so established connections survive it. Give Prune to
+// registry.Watch.
+func (f *Forwarder) Prune(_, next *registry.Table) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p := range f.conns {
+		if b, ok := next.Binding(p.member.key); !ok || !b.Has(p.member.name) {
+			p.abort()
+		}
+	}
+}
+
 // track registers p; it reports false when the forwarder is closing.
-func (f *Forwarder) track(p *proxied, mk memberKey) bool {
+func (f *Forwarder) track(p *proxied) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return false
 	}
 	f.conns[p] = struct{}{}
-	f.live[mk]++
+	f.live[p.member]++
 	return true
 }
 
-func (f *Forwarder) untrack(p *proxied, mk memberKey) {
+func (f *Forwarder) untrack(p *proxied) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.conns, p)
-	if f.live[mk]--; f.live[mk] <= 0 {
-		delete(f.live, mk)
+	if f.live[p.member]--; f.live[p.member] <= 0 {
+		delete(f.live, p.member)
 	}
 }
 
@@ -287,7 +300,9 @@ func setClientOptions(ep tcpip.Endpoint) {
 // proxied is one client connection and its backend connection.
 type proxied struct {
 	client  *gonet.TCPConn
+	ep      tcpip.Endpoint // client's endpoint, for Abort
 	backend net.Conn
+	member  memberKey
 
 	closeOnce sync.Once
 }
@@ -314,6 +329,15 @@ func (p *proxied) splice() {
 		p.close()
 	}
 	<-done
+	p.close()
+}
+
+// abort resets both sides at once; the copy goroutines then end.
+func (p *proxied) abort() {
+	p.ep.Abort()
+	if tc, ok := p.backend.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 	p.close()
 }
 

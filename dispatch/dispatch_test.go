@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -123,6 +124,7 @@ func newEnvMTU(t testing.TB, mtu uint32, opts dispatch.Options) *env {
 	opts.Table, opts.Logger = reg, discard
 	fwd := dispatch.New(opts)
 	t.Cleanup(fwd.Close)
+	reg.Watch(fwd.Prune)
 	st.HandleTCP(64, fwd.Handle)
 	return &env{reg: reg, st: st, fwd: fwd, client: client}
 }
@@ -583,6 +585,54 @@ func TestSwitch(t *testing.T) {
 
 // TestAbort checks that a reset on either side tears the whole proxied
 // connection down: the other side is closed and the member's count drops.
+// TestPrune: deregistering a member resets its established connections at
+// once (they would otherwise hang on an address that goes away), while the
+// connections of members that stay, switched or not, keep running.
+func TestPrune(t *testing.T) {
+	e := newEnv(t, dispatch.Options{})
+	a, b := newBackend(t, echo), newBackend(t, echo)
+	mode1 := registry.Key{IP: netip.MustParseAddr("198.18.0.10")}
+	port := registry.Key{IP: shared, Port: 8080}
+	e.register(t, registry.Registration{Name: "A", IP: mode1.IP, Backend: a.addr})
+	e.register(t, registry.Registration{Name: "A", IP: shared, Port: 8080, Backend: a.addr, State: registry.Active})
+	e.register(t, registry.Registration{Name: "B", IP: shared, Port: 8080, Backend: b.addr, State: registry.Standby})
+
+	c1 := e.mustDial(t, netip.AddrPortFrom(mode1.IP, 9000))
+	c2 := e.mustDial(t, netip.AddrPortFrom(shared, 8080)) // to A
+	echoOnce(t, c1, "one")
+	echoOnce(t, c2, "two")
+	if _, err := e.reg.Switch(port, "B"); err != nil {
+		t.Fatalf("Switch: %v", err)
+	}
+	c3 := e.mustDial(t, netip.AddrPortFrom(shared, 8080)) // to B
+	echoOnce(t, c2, "switched, still A")
+
+	if err := e.reg.Deregister("A", mode1); err != nil {
+		t.Fatalf("Deregister(A, %s): %v", mode1, err)
+	}
+	c1.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c1.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read on a deregistered member's connection = %v, want a reset", err)
+	}
+	e.waitConns(t, mode1, "A", 0)
+	echoOnce(t, c2, "A on the port is still registered")
+	echoOnce(t, c3, "B untouched")
+
+	if err := e.reg.Deregister("A", port); err != nil {
+		t.Fatalf("Deregister(A, %s): %v", port, err)
+	}
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c2.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read on the deregistered port member's connection = %v, want a reset", err)
+	}
+	e.waitConns(t, port, "A", 0)
+	echoOnce(t, c3, "B still untouched")
+	for _, c := range []net.Conn{c1, c2, c3} {
+		c.Close()
+	}
+	e.waitConns(t, port, "B", 0)
+}
+
 func TestAbort(t *testing.T) {
 	tests := []struct {
 		name    string

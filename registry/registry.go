@@ -37,19 +37,32 @@ var (
 	ErrNotFound = errors.New("not found")
 )
 
-// FieldError is an ErrInvalid that names the request field at fault.
+// FieldError is an error that names the request field at fault. Its kind
+// is ErrInvalid unless Kind says otherwise (ErrConflict, ErrNotFound).
 type FieldError struct {
 	// Field is the request field, as the API and CLI spell it ("ip", "name").
 	Field string
 	// Msg says what is wrong with it.
 	Msg string
+	// Kind is the sentinel that errors.Is matches; nil means ErrInvalid.
+	Kind error
 }
 
 // Error implements error.
 func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
-// Is makes errors.Is(err, ErrInvalid) true for every FieldError.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+// Is makes errors.Is(err, kind) true, where kind is e.Kind or ErrInvalid.
+func (e *FieldError) Is(target error) bool {
+	if e.Kind == nil {
+		return target == ErrInvalid
+	}
+	return target == e.Kind
+}
+
+// fieldErr returns a FieldError of kind for field.
+func fieldErr(kind error, field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...), Kind: kind}
+}
 
 // Invalid returns a FieldError for field with a formatted message.
 func Invalid(field, format string, args ...any) error {
@@ -132,6 +145,9 @@ func (b *Binding) Active() (Member, bool) {
 	}
 	return Member{}, false
 }
+
+// Has reports whether name is a member of b.
+func (b *Binding) Has(name string) bool { return b.index(name) >= 0 }
 
 func (b *Binding) index(name string) int {
 	return slices.IndexFunc(b.Members, func(m Member) bool { return m.Name == name })
@@ -217,12 +233,18 @@ func cloneBinding(k Key, b *Binding) *Binding {
 	return &Binding{Key: b.Key, Members: slices.Clone(b.Members)}
 }
 
-// Applier is told of every change before it becomes visible. Apply makes
-// the world match next (for the stack: hold next's addresses); an error
-// aborts the change. If a later step fails, the registry calls Apply again
-// with the arguments swapped to undo it.
+// Applier makes the world follow the table (for the stack: hold the
+// table's addresses), in two steps around the moment a change becomes
+// visible.
 type Applier interface {
-	Apply(prev, next *Table) error
+	// Prepare acquires what next needs and prev does not (adds addresses)
+	// before next is published; an error aborts the change.
+	Prepare(prev, next *Table) error
+	// Commit releases what prev had and next does not (removes addresses)
+	// after next is published and every Watch function has run. The
+	// registry also calls Commit(next, prev) to undo a Prepare whose change
+	// could not be saved.
+	Commit(prev, next *Table)
 }
 
 // Store persists the table. Save must not return before the table is
@@ -250,8 +272,9 @@ type Registry struct {
 	snap atomic.Pointer[Table]
 
 	// mu serializes writers and guards the following fields.
-	mu      sync.Mutex
-	applier Applier
+	mu       sync.Mutex
+	applier  Applier
+	watchers []func(prev, next *Table)
 }
 
 // New returns a registry, restoring the table from opts.Store if it has one.
@@ -285,16 +308,27 @@ func (r *Registry) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 	return r.snap.Load().Lookup(ip, port)
 }
 
-// SetApplier installs a and applies the current table to it (as a change
+// SetApplier installs a and prepares the current table on it (as a change
 // from the empty table). It replaces any earlier applier.
 func (r *Registry) SetApplier(a Applier) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := a.Apply(&Table{}, r.snap.Load()); err != nil {
+	if err := a.Prepare(&Table{}, r.snap.Load()); err != nil {
 		return fmt.Errorf("apply restored table: %w", err)
 	}
 	r.applier = a
 	return nil
+}
+
+// Watch makes fn run after every change, once the new table is published
+// and before the applier releases what the change dropped; fn runs with
+// the registry's write lock held and must not call back into the registry.
+// Dispatch uses it to close the connections of members that are gone while
+// their addresses can still answer.
+func (r *Registry) Watch(fn func(prev, next *Table)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watchers = append(r.watchers, fn)
 }
 
 // Registration is a request to add or update a member.
@@ -327,7 +361,7 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 		active, hasActive := b.Active()
 		i := b.index(reg.Name)
 		if k.Port == 0 && i < 0 && len(b.Members) > 0 {
-			return fmt.Errorf("register %s on %s: %w: %s is held by %s", reg.Name, k.IP, ErrConflict, k.IP, b.Members[0].Name)
+			return fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is already held by server %s; deregister it first", k.IP, b.Members[0].Name))
 		}
 		state := reg.State
 		if state == "" {
@@ -337,7 +371,7 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 			}
 		}
 		if state == Active && hasActive && active.Name != reg.Name {
-			return fmt.Errorf("register %s on %s: %w: %s is already active; use switch to change the active server", reg.Name, k, ErrConflict, active.Name)
+			return fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
 		}
 		if i < 0 {
 			b.Members = append(b.Members, Member{Name: reg.Name, Backend: reg.Backend, State: state, Since: now})
@@ -367,11 +401,11 @@ func (r *Registry) Deregister(name string, k Key) error {
 	return r.update(func(t *Table) error {
 		old, ok := t.bindings[k]
 		if !ok {
-			return fmt.Errorf("deregister %s from %s: %w: no such binding", name, k, ErrNotFound)
+			return fmt.Errorf("deregister %s: %w", name, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k))
 		}
 		i := old.index(name)
 		if i < 0 {
-			return fmt.Errorf("deregister %s from %s: %w: no such member", name, k, ErrNotFound)
+			return fmt.Errorf("deregister %s: %w", name, fieldErr(ErrNotFound, "name", "%s is not registered on %s", name, k))
 		}
 		b := cloneBinding(k, old)
 		b.Members = slices.Delete(b.Members, i, i+1)
@@ -394,11 +428,11 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 	err := r.update(func(t *Table) error {
 		old, ok := t.bindings[k]
 		if !ok {
-			return fmt.Errorf("switch %s to %s: %w: no such binding", k, to, ErrNotFound)
+			return fmt.Errorf("switch %s: %w", k, fieldErr(ErrNotFound, "port", "nothing is registered on %s", k))
 		}
 		i := old.index(to)
 		if i < 0 {
-			return fmt.Errorf("switch %s to %s: %w: %s is not a member of %s", k, to, ErrNotFound, to, k)
+			return fmt.Errorf("switch %s: %w", k, fieldErr(ErrNotFound, "to", "%s is not registered on %s", to, k))
 		}
 		if old.Members[i].State == Active {
 			out = old.clone()
@@ -429,7 +463,7 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 var errNoChange = errors.New("no change")
 
 // update applies fn to a copy of the table and, if fn succeeds, makes the
-// copy durable and visible: applier first, then store, then publish.
+// copy durable and visible: prepare, save, publish, watchers, commit.
 func (r *Registry) update(fn func(*Table) error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -442,20 +476,25 @@ func (r *Registry) update(fn func(*Table) error) error {
 		return err
 	}
 	if r.applier != nil {
-		if err := r.applier.Apply(prev, next); err != nil {
+		if err := r.applier.Prepare(prev, next); err != nil {
 			return err
 		}
 	}
 	if r.opts.Store != nil {
 		if err := r.opts.Store.Save(next); err != nil {
 			if r.applier != nil {
-				// Best effort: the stack should follow the table that stays.
-				_ = r.applier.Apply(next, prev)
+				r.applier.Commit(next, prev) // release what Prepare took
 			}
 			return fmt.Errorf("save table: %w", err)
 		}
 	}
 	r.snap.Store(next)
+	for _, w := range r.watchers {
+		w(prev, next)
+	}
+	if r.applier != nil {
+		r.applier.Commit(prev, next)
+	}
 	return nil
 }
 
@@ -499,6 +538,14 @@ func (r *Registry) checkIP(ip netip.Addr) error {
 		}
 	}
 	return Invalid("ip", "%s is outside the front networks %v (nic.networks)", ip, r.opts.Networks)
+}
+
+// keyField names the request field that selects binding k.
+func keyField(k Key) string {
+	if k.Port != 0 {
+		return "port"
+	}
+	return "ip"
 }
 
 func isBroadcast(ip netip.Addr, p netip.Prefix) bool {

@@ -149,11 +149,12 @@ func TestRegister(t *testing.T) {
 			wantTable: []Binding{{Key: k1, Members: []Member{member("web-a", beB, Active, t0)}}},
 		},
 		{
-			name:    "mode 1 second name conflicts",
-			setup:   []Registration{{Name: "web-a", IP: ipA, Backend: beA}},
-			reg:     Registration{Name: "web-b", IP: ipA, Backend: beB},
-			wantErr: ErrConflict,
-			wantMsg: "held by web-a",
+			name:      "mode 1 second name conflicts",
+			setup:     []Registration{{Name: "web-a", IP: ipA, Backend: beA}},
+			reg:       Registration{Name: "web-b", IP: ipA, Backend: beB},
+			wantErr:   ErrConflict,
+			wantField: "ip",
+			wantMsg:   "held by server web-a",
 		},
 		{
 			name:  "mode 1 one member per IP",
@@ -217,9 +218,10 @@ func TestRegister(t *testing.T) {
 				{Name: "web-a", IP: ipShared, Port: 80, Backend: beA},
 				{Name: "web-b", IP: ipShared, Port: 80, Backend: beB},
 			},
-			reg:     Registration{Name: "web-c", IP: ipShared, Port: 80, Backend: beC, State: Active},
-			wantErr: ErrConflict,
-			wantMsg: "switch",
+			reg:       Registration{Name: "web-c", IP: ipShared, Port: 80, Backend: beC, State: Active},
+			wantErr:   ErrConflict,
+			wantField: "state",
+			wantMsg:   "switch",
 		},
 		{
 			name: "mode 2 standby re-registered as active conflicts",
@@ -227,9 +229,10 @@ func TestRegister(t *testing.T) {
 				{Name: "web-a", IP: ipShared, Port: 80, Backend: beA},
 				{Name: "web-b", IP: ipShared, Port: 80, Backend: beB},
 			},
-			reg:     Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: beB, State: Active},
-			wantErr: ErrConflict,
-			wantMsg: "switch",
+			reg:       Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: beB, State: Active},
+			wantErr:   ErrConflict,
+			wantField: "state",
+			wantMsg:   "switch",
 		},
 		{
 			name: "mode 2 re-register active keeps it active",
@@ -423,9 +426,9 @@ func TestDeregister(t *testing.T) {
 		// lookups after the call: port on ipShared → member name ("" = none).
 		wantLookup map[uint16]string
 	}{
-		{name: "no such binding", member: "web-a", key: Key{IP: ipB}, wantErr: ErrNotFound, wantMsg: "no such binding"},
-		{name: "no such port", member: "web-a", key: Key{IP: ipShared, Port: 81}, wantErr: ErrNotFound},
-		{name: "no such member", member: "web-z", key: k80, wantErr: ErrNotFound, wantMsg: "no such member"},
+		{name: "no such binding", member: "web-a", key: Key{IP: ipB}, wantErr: ErrNotFound, wantField: "ip", wantMsg: "nothing is registered on"},
+		{name: "no such port", member: "web-a", key: Key{IP: ipShared, Port: 81}, wantErr: ErrNotFound, wantField: "port"},
+		{name: "no such member", member: "web-z", key: k80, wantErr: ErrNotFound, wantField: "name", wantMsg: "web-z is not registered on"},
 		{name: "member of another binding", member: "web-c", key: k80, wantErr: ErrNotFound},
 		{name: "bad name", member: "web a", key: k80, wantErr: ErrInvalid, wantField: "name"},
 		{
@@ -526,8 +529,8 @@ func TestSwitch(t *testing.T) {
 		wantMsg   string
 		wantTable []Binding // nil: unchanged
 	}{
-		{name: "unknown binding", setup: three, key: Key{IP: ipShared, Port: 81}, to: "web-b", wantErr: ErrNotFound, wantMsg: "no such binding"},
-		{name: "unknown member", setup: three, key: k80, to: "web-z", wantErr: ErrNotFound, wantMsg: "not a member"},
+		{name: "unknown binding", setup: three, key: Key{IP: ipShared, Port: 81}, to: "web-b", wantErr: ErrNotFound, wantField: "port", wantMsg: "nothing is registered on"},
+		{name: "unknown member", setup: three, key: k80, to: "web-z", wantErr: ErrNotFound, wantField: "to", wantMsg: "web-z is not registered on"},
 		{name: "bad name", setup: three, key: k80, to: "", wantErr: ErrInvalid, wantField: "to"},
 		{
 			name: "to the active is a no-op", setup: three, key: k80, to: "web-a",
@@ -694,18 +697,31 @@ func TestKeyString(t *testing.T) {
 	}
 }
 
-// fakeApplier records Apply calls and fails while err is set.
+// applierCall is one call to an Applier.
+type applierCall struct {
+	op         string // "prepare" or "commit"
+	prev, next *Table
+}
+
+// fakeApplier records Prepare and Commit calls; Prepare fails while err is
+// set.
 type fakeApplier struct {
 	mu    sync.Mutex
 	err   error
-	calls [][2]*Table
+	calls []applierCall
 }
 
-func (a *fakeApplier) Apply(prev, next *Table) error {
+func (a *fakeApplier) Prepare(prev, next *Table) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.calls = append(a.calls, [2]*Table{prev, next})
+	a.calls = append(a.calls, applierCall{"prepare", prev, next})
 	return a.err
+}
+
+func (a *fakeApplier) Commit(prev, next *Table) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, applierCall{"commit", prev, next})
 }
 
 // fakeStore is an in-memory Store that fails while err is set.
@@ -760,13 +776,13 @@ func TestApplier(t *testing.T) {
 		applyErr   error
 		saveErr    error
 		wantErr    error
-		wantCalls  int // Apply calls made by the change
+		wantCalls  []string // applier calls made by the change
 		wantSaves  int
 		wantChange bool
 	}{
-		{name: "success", wantCalls: 1, wantSaves: 1, wantChange: true},
-		{name: "applier fails", applyErr: errApply, wantErr: errApply, wantCalls: 1, wantSaves: 0},
-		{name: "store fails", saveErr: errSave, wantErr: errSave, wantCalls: 2, wantSaves: 1},
+		{name: "success", wantCalls: []string{"prepare", "commit"}, wantSaves: 1, wantChange: true},
+		{name: "applier fails", applyErr: errApply, wantErr: errApply, wantCalls: []string{"prepare"}, wantSaves: 0},
+		{name: "store fails", saveErr: errSave, wantErr: errSave, wantCalls: []string{"prepare", "commit"}, wantSaves: 1},
 	}
 	for _, tc := range tests {
 		for _, ch := range changes {
@@ -784,6 +800,18 @@ func TestApplier(t *testing.T) {
 				if err := r.SetApplier(ap); err != nil {
 					t.Fatalf("SetApplier() error: %v", err)
 				}
+				// A watcher sees the change after it is published and
+				// before the applier's Commit releases anything.
+				var watched []applierCall
+				r.Watch(func(prev, next *Table) {
+					if r.snap.Load() != next {
+						t.Errorf("watcher ran before the change was published")
+					}
+					if n := len(ap.calls); n == 0 || ap.calls[n-1].op != "prepare" {
+						t.Errorf("watcher ran after Commit (applier calls %d)", n)
+					}
+					watched = append(watched, applierCall{"watch", prev, next})
+				})
 				prev := r.Table()
 				before := bindings(prev)
 				ap.calls, st.saves = nil, 0
@@ -793,22 +821,32 @@ func TestApplier(t *testing.T) {
 				if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
 					t.Fatalf("%s error = %v, want %v", ch.name, err, tc.wantErr)
 				}
-				if len(ap.calls) != tc.wantCalls {
-					t.Fatalf("%s made %d Apply calls, want %d", ch.name, len(ap.calls), tc.wantCalls)
+				var ops []string
+				for _, c := range ap.calls {
+					ops = append(ops, c.op)
+				}
+				if diff := cmp.Diff(tc.wantCalls, ops); diff != "" {
+					t.Fatalf("%s applier calls (-want +got):\n%s", ch.name, diff)
+				}
+				if tc.wantChange != (len(watched) == 1) {
+					t.Errorf("%s: watcher ran %d times, want it to run iff the change succeeded (%v)", ch.name, len(watched), tc.wantChange)
 				}
 				if st.saves != tc.wantSaves {
 					t.Errorf("%s made %d Save calls, want %d", ch.name, st.saves, tc.wantSaves)
 				}
 				first := ap.calls[0]
-				if first[0] != prev {
-					t.Errorf("Apply #1 prev is not the table before the change")
+				if first.prev != prev {
+					t.Errorf("Prepare prev is not the table before the change")
 				}
-				if diff := cmp.Diff(before, bindings(first[0]), cmpOpts); diff != "" {
-					t.Errorf("Apply #1 prev was modified (-want +got):\n%s", diff)
+				if diff := cmp.Diff(before, bindings(first.prev), cmpOpts); diff != "" {
+					t.Errorf("Prepare prev was modified (-want +got):\n%s", diff)
 				}
 				if tc.wantChange {
-					if r.Table() != first[1] {
-						t.Errorf("Apply #1 next is not the table published after the change")
+					if r.Table() != first.next {
+						t.Errorf("Prepare next is not the table published after the change")
+					}
+					if c := ap.calls[1]; c.prev != prev || c.next != first.next {
+						t.Errorf("Commit(%p, %p), want Commit(prev %p, next %p)", c.prev, c.next, prev, first.next)
 					}
 					if cmp.Diff(before, bindings(r.Table()), cmpOpts) == "" {
 						t.Errorf("%s did not change the table", ch.name)
@@ -821,10 +859,10 @@ func TestApplier(t *testing.T) {
 				if diff := cmp.Diff(before, bindings(r.Table()), cmpOpts); diff != "" {
 					t.Errorf("table after failed %s changed (-want +got):\n%s", ch.name, diff)
 				}
-				if tc.wantCalls == 2 {
+				if len(ap.calls) == 2 {
 					undo := ap.calls[1]
-					if undo[0] != first[1] || undo[1] != first[0] {
-						t.Errorf("Apply #2 = Apply(%p, %p), want the undo Apply(%p, %p)", undo[0], undo[1], first[1], first[0])
+					if undo.prev != first.next || undo.next != first.prev {
+						t.Errorf("undo = Commit(%p, %p), want Commit(%p, %p)", undo.prev, undo.next, first.next, first.prev)
 					}
 				}
 			})
@@ -838,11 +876,11 @@ func TestSetApplier(t *testing.T) {
 	if err := r.SetApplier(ap); err != nil {
 		t.Fatalf("SetApplier() error: %v", err)
 	}
-	if len(ap.calls) != 1 {
-		t.Fatalf("SetApplier() made %d Apply calls, want 1", len(ap.calls))
+	if len(ap.calls) != 1 || ap.calls[0].op != "prepare" {
+		t.Fatalf("SetApplier() made applier calls %+v, want one Prepare", ap.calls)
 	}
-	if prev, next := ap.calls[0][0], ap.calls[0][1]; prev.Len() != 0 || next != r.Table() {
-		t.Errorf("SetApplier() called Apply(%d bindings, %p); want Apply(empty, current table %p)", prev.Len(), next, r.Table())
+	if prev, next := ap.calls[0].prev, ap.calls[0].next; prev.Len() != 0 || next != r.Table() {
+		t.Errorf("SetApplier() called Prepare(%d bindings, %p); want Prepare(empty, current table %p)", prev.Len(), next, r.Table())
 	}
 
 	// An applier that refuses the current table is not installed.
@@ -853,8 +891,8 @@ func TestSetApplier(t *testing.T) {
 	if _, err := r.Register(Registration{Name: "web-b", IP: ipB, Backend: beB}); err != nil {
 		t.Fatalf("Register() after a failed SetApplier: %v", err)
 	}
-	if len(bad.calls) != 1 || len(ap.calls) != 2 {
-		t.Errorf("Apply calls: failed applier %d (want 1), installed applier %d (want 2)", len(bad.calls), len(ap.calls))
+	if len(bad.calls) != 1 || len(ap.calls) != 3 {
+		t.Errorf("applier calls: failed applier %d (want 1), installed applier %d (want 3: prepare, prepare, commit)", len(bad.calls), len(ap.calls))
 	}
 }
 

@@ -9,7 +9,7 @@
 // that is dispatch's job, from the registry's table.
 //
 //	s, err := stack.New(stack.Options{Link: link.Endpoint, Networks: nets, Logger: log})
-//	reg.SetApplier(s)            // hold the table's addresses
+//	reg.SetApplier(s)             // hold the table's addresses
 //	s.HandleTCP(8192, fwd.Handle) // hand every SYN to dispatch
 //	defer s.Close()
 package stack
@@ -168,22 +168,14 @@ func (st *Stack) HandleTCP(maxInFlight int, h func(*tcp.ForwarderRequest)) {
 	st.s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
 }
 
-// Apply implements registry.Applier: it adds the addresses that next holds
-// and prev does not, and removes those that prev holds and next does not.
-// If an add fails, the addresses added so far are removed again and nothing
-// is removed.
-func (st *Stack) Apply(prev, next *registry.Table) error {
+// Prepare implements registry.Applier: it adds the addresses that next
+// holds and prev does not. If an add fails, the addresses added so far are
+// removed again.
+func (st *Stack) Prepare(prev, next *registry.Table) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	was, will := prev.Addrs(), next.Addrs()
 	var added []netip.Addr
-	for a := range will {
-		if _, ok := was[a]; ok {
-			continue
-		}
-		if _, ok := st.static[a]; ok {
-			continue
-		}
+	for _, a := range st.diff(next, prev) {
 		if err := st.add(a); err != nil {
 			for _, b := range added {
 				st.remove(b)
@@ -192,16 +184,33 @@ func (st *Stack) Apply(prev, next *registry.Table) error {
 		}
 		added = append(added, a)
 	}
-	for a := range was {
-		if _, ok := will[a]; ok {
-			continue
-		}
-		if _, ok := st.static[a]; ok {
-			continue
-		}
+	return nil
+}
+
+// Commit implements registry.Applier: it removes the addresses that prev
+// holds and next does not. Connections on them stop receiving.
+func (st *Stack) Commit(prev, next *registry.Table) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, a := range st.diff(prev, next) {
 		st.remove(a)
 	}
-	return nil
+}
+
+// diff returns the addresses of a that b does not hold, static ones left
+// out.
+func (st *Stack) diff(a, b *registry.Table) []netip.Addr {
+	in, out := a.Addrs(), b.Addrs()
+	var d []netip.Addr
+	for ip := range in {
+		_, held := out[ip]
+		_, static := st.static[ip]
+		if !held && !static {
+			d = append(d, ip)
+		}
+	}
+	slices.SortFunc(d, netip.Addr.Compare)
+	return d
 }
 
 // Addrs returns the addresses that the NIC holds, sorted.

@@ -239,19 +239,23 @@ func TestApply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st, wire := newStack(t, tc.static...)
 			for i, s := range tc.steps {
-				err := st.Apply(table(t, s.prev...), table(t, s.next...))
+				prev, next := table(t, s.prev...), table(t, s.next...)
+				err := st.Prepare(prev, next)
+				if err == nil {
+					st.Commit(prev, next)
+				}
 				if !errors.Is(err, s.wantErr) {
-					t.Fatalf("step %d: Apply(%v, %v) = %v, want %v", i, s.prev, s.next, err, s.wantErr)
+					t.Fatalf("step %d: Prepare+Commit(%v, %v) = %v, want %v", i, s.prev, s.next, err, s.wantErr)
 				}
 				if diff := cmp.Diff(s.wantAddrs, st.Addrs(), cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
-					t.Errorf("step %d: Addrs() after Apply(%v, %v) (-want +got):\n%s", i, s.prev, s.next, diff)
+					t.Errorf("step %d: Addrs() after Prepare+Commit(%v, %v) (-want +got):\n%s", i, s.prev, s.next, diff)
 				}
 				probe := make([]netip.Addr, 0, len(s.wantARP))
 				for a := range s.wantARP {
 					probe = append(probe, a)
 				}
 				if diff := cmp.Diff(s.wantARP, answers(t, wire, probe...), cmpopts.EquateComparable(netip.Addr{})); diff != "" {
-					t.Errorf("step %d: ARP answered after Apply(%v, %v) (-want +got):\n%s", i, s.prev, s.next, diff)
+					t.Errorf("step %d: ARP answered after Prepare+Commit(%v, %v) (-want +got):\n%s", i, s.prev, s.next, diff)
 				}
 			}
 		})

@@ -119,6 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	fwd := dispatch.New(dispatch.Options{Table: reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: log})
 	defer fwd.Close()
+	reg.Watch(fwd.Prune)
 	st.HandleTCP(cfg.Dispatch.MaxInFlight, fwd.Handle)
 
 	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Logger: log})
