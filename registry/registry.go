@@ -19,6 +19,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -128,6 +129,18 @@ type Member struct {
 	State State `json:"state"`
 	// Since is when the member entered State.
 	Since time.Time `json:"since"`
+	// TTL is the member's lease; zero means permanent (the patent's
+	// registration). A leased member must be renewed before Expires.
+	TTL time.Duration `json:"ttl,omitempty"`
+	// Expires is when the lease runs out; zero without a lease.
+	Expires time.Time `json:"expires,omitzero"`
+	// Down marks a member that its health check or its lease declared
+	// gone; a down member receives no connections.
+	Down bool `json:"down,omitempty"`
+	// FailedOver marks a former active that automatic failover demoted.
+	FailedOver bool `json:"failed_over,omitempty"`
+	// Reason says why State or Down last changed.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Binding is one row of the table: a key and its ordered members.
@@ -136,7 +149,7 @@ type Binding struct {
 	Members []Member `json:"members"`
 }
 
-// Active returns the binding's active member.
+// Active returns the binding's active member, down or not.
 func (b *Binding) Active() (Member, bool) {
 	for _, m := range b.Members {
 		if m.State == Active {
@@ -144,6 +157,16 @@ func (b *Binding) Active() (Member, bool) {
 		}
 	}
 	return Member{}, false
+}
+
+// Serving returns the member that new connections go to: the active
+// member unless it is down.
+func (b *Binding) Serving() (Member, bool) {
+	m, ok := b.Active()
+	if !ok || m.Down {
+		return Member{}, false
+	}
+	return m, true
 }
 
 // Has reports whether name is a member of b.
@@ -172,7 +195,7 @@ func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 			return Member{}, k, false
 		}
 	}
-	m, ok := b.Active()
+	m, ok := b.Serving()
 	return m, k, ok
 }
 
@@ -263,25 +286,36 @@ type Options struct {
 	Store Store
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Failback makes a former active that automatic failover demoted
+	// active again when its health check recovers. Off by default: no
+	// flapping back.
+	Failback bool
+	// Logger receives one line per automatic change; nil discards.
+	Logger *slog.Logger
 }
 
 // Registry holds the table. Its methods are safe for concurrent use.
 type Registry struct {
 	opts Options
 	now  func() time.Time
+	log  *slog.Logger
 	snap atomic.Pointer[Table]
 
 	// mu serializes writers and guards the following fields.
 	mu       sync.Mutex
 	applier  Applier
 	watchers []func(prev, next *Table)
+	events   []Event
 }
 
 // New returns a registry, restoring the table from opts.Store if it has one.
 func New(opts Options) (*Registry, error) {
-	r := &Registry{opts: opts, now: opts.Now}
+	r := &Registry{opts: opts, now: opts.Now, log: opts.Logger}
 	if r.now == nil {
 		r.now = time.Now
+	}
+	if r.log == nil {
+		r.log = discardLogger
 	}
 	t := &Table{bindings: map[Key]*Binding{}}
 	if opts.Store != nil {
@@ -294,6 +328,16 @@ func New(opts Options) (*Registry, error) {
 				return nil, fmt.Errorf("restore table: %w", err)
 			}
 			t = loaded
+			// Leases run from the restart: the servers could not renew
+			// while the gateway was down.
+			now := r.now()
+			for _, b := range t.bindings {
+				for i := range b.Members {
+					if m := &b.Members[i]; m.TTL > 0 {
+						m.Expires = now.Add(m.TTL)
+					}
+				}
+			}
 		}
 	}
 	r.snap.Store(t)
@@ -343,6 +387,8 @@ type Registration struct {
 	// State is the requested state; empty means active when the binding has
 	// no active member, standby otherwise.
 	State State
+	// TTL is the lease; zero means permanent. Registering again renews it.
+	TTL time.Duration
 }
 
 // Register adds a member to the binding (IP, Port), creating the binding if
@@ -374,14 +420,21 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 			return fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
 		}
 		if i < 0 {
-			b.Members = append(b.Members, Member{Name: reg.Name, Backend: reg.Backend, State: state, Since: now})
-		} else {
-			m := &b.Members[i]
-			m.Backend = reg.Backend
-			if m.State != state {
-				m.State, m.Since = state, now
-			}
+			b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Reason: "registered"})
+			i = len(b.Members) - 1
 		}
+		m := &b.Members[i]
+		m.Backend, m.TTL, m.Expires = reg.Backend, reg.TTL, time.Time{}
+		if reg.TTL > 0 {
+			m.Expires = now.Add(reg.TTL)
+		}
+		if m.State != state {
+			m.State, m.Since, m.Reason, m.FailedOver = state, now, "registered", false
+		}
+		if m.Down { // a registration is proof of life
+			m.Down, m.Since, m.Reason = false, now, "registered again"
+		}
+		r.failover(b, now)
 		t.bindings[k] = b
 		out = b.clone()
 		return nil
@@ -444,10 +497,11 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			m := &b.Members[j]
 			switch {
 			case j == i:
-				m.State, m.Since = Active, now
+				m.State, m.Since, m.Reason = Active, now, "switch"
 			case m.State == Active:
-				m.State, m.Since = Standby, now
+				m.State, m.Since, m.Reason = Standby, now, "switch to "+to
 			}
+			m.FailedOver = false
 		}
 		t.bindings[k] = b
 		out = b.clone()
@@ -512,6 +566,9 @@ func (r *Registry) checkRegistration(reg Registration) error {
 	case "", Active, Standby:
 	default:
 		return Invalid("state", "%q: use %q or %q", reg.State, Active, Standby)
+	}
+	if reg.TTL != 0 && (reg.TTL < MinTTL || reg.TTL > MaxTTL) {
+		return Invalid("ttl", "%v is outside %v..%v (omit it for a permanent registration)", reg.TTL, MinTTL, MaxTTL)
 	}
 	return nil
 }

@@ -1,0 +1,216 @@
+package registry
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+)
+
+// Lease bounds.
+const (
+	// MinTTL is the shortest lease accepted.
+	MinTTL = 100 * time.Millisecond
+	// MaxTTL is the longest lease accepted.
+	MaxTTL = 24 * time.Hour
+)
+
+// maxEvents is how many automatic changes Events remembers.
+const maxEvents = 128
+
+// Event is one automatic change of the table: a lease that ran out, a
+// health check that failed or recovered, a failover.
+type Event struct {
+	// Time is when it happened.
+	Time time.Time `json:"time"`
+	// Binding is the binding concerned.
+	Binding Key `json:"binding"`
+	// Member is the member concerned.
+	Member string `json:"member"`
+	// What happened: "down", "up", "expired", "removed", "promoted", "demoted".
+	What string `json:"what"`
+	// Why it happened.
+	Why string `json:"why"`
+}
+
+// Events returns the most recent automatic changes, oldest first.
+func (r *Registry) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// eventLocked records and logs an automatic change; r.mu is held.
+func (r *Registry) eventLocked(e Event) {
+	if len(r.events) == maxEvents {
+		r.events = slices.Delete(r.events, 0, 1)
+	}
+	r.events = append(r.events, e)
+	r.log.Info("automatic change", "binding", e.Binding, "member", e.Member, "what", e.What, "why", e.Why)
+}
+
+// Renew extends the lease of member name in binding k by its TTL. A member
+// that its lease had marked down is up again.
+func (r *Registry) Renew(name string, k Key) (Binding, error) {
+	if err := ValidateName(name); err != nil {
+		return Binding{}, err
+	}
+	var out Binding
+	err := r.update(func(t *Table) error {
+		old, ok := t.bindings[k]
+		if !ok {
+			return fmt.Errorf("renew %s: %w", name, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k))
+		}
+		i := old.index(name)
+		if i < 0 {
+			return fmt.Errorf("renew %s: %w", name, fieldErr(ErrNotFound, "name", "%s is not registered on %s", name, k))
+		}
+		if old.Members[i].TTL == 0 {
+			return fmt.Errorf("renew %s: %w", name, Invalid("ttl", "%s on %s is registered without a lease; nothing to renew", name, k))
+		}
+		b := cloneBinding(k, old)
+		now := r.now()
+		m := &b.Members[i]
+		m.Expires = now.Add(m.TTL)
+		if m.Down && m.Reason == reasonLease {
+			m.Down, m.Since, m.Reason = false, now, "lease renewed"
+			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "up", Why: "lease renewed"})
+		}
+		r.failover(b, now)
+		t.bindings[k] = b
+		out = b.clone()
+		return nil
+	})
+	if err != nil {
+		return Binding{}, err
+	}
+	return out, nil
+}
+
+// reasonLease is the Reason of a member that its lease marked down.
+const reasonLease = "lease expired"
+
+// Expire ends the leases that ran out by now: a mode-1 member is removed
+// (its address released), a mode-2 member is marked down (and failed over
+// from, if it was active). It returns how many leases ended. The gateway
+// calls it periodically.
+func (r *Registry) Expire() int {
+	n := 0
+	err := r.update(func(t *Table) error {
+		now := r.now()
+		for k, old := range t.bindings {
+			if !old.expired(now) {
+				continue
+			}
+			b := cloneBinding(k, old)
+			b.Members = slices.DeleteFunc(b.Members, func(m Member) bool {
+				if m.Expires.IsZero() || now.Before(m.Expires) || (m.Down && m.Reason == reasonLease) {
+					return false
+				}
+				n++
+				if k.Port == 0 {
+					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "removed", Why: reasonLease})
+					return true
+				}
+				return false
+			})
+			for i := range b.Members {
+				m := &b.Members[i]
+				if !m.Expires.IsZero() && !now.Before(m.Expires) && !(m.Down && m.Reason == reasonLease) {
+					m.Down, m.Since, m.Reason = true, now, reasonLease
+					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "down", Why: reasonLease})
+				}
+			}
+			r.failover(b, now)
+			if len(b.Members) == 0 {
+				delete(t.bindings, k)
+			} else {
+				t.bindings[k] = b
+			}
+		}
+		if n == 0 {
+			return errNoChange
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Error("expire leases", "err", err)
+	}
+	return n
+}
+
+// expired reports whether a member of b has a lease that ran out and is
+// not yet handled.
+func (b *Binding) expired(now time.Time) bool {
+	for _, m := range b.Members {
+		if !m.Expires.IsZero() && !now.Before(m.Expires) && !(m.Down && m.Reason == reasonLease) {
+			return true
+		}
+	}
+	return false
+}
+
+// SetHealth records the result of member name's health check in binding
+// k: up or down, and why. A change of an active member to down fails over
+// to the first healthy standby; a recovered member stays standby unless
+// Options.Failback is set and automatic failover had demoted it. Reporting
+// an unchanged state is a no-op.
+func (r *Registry) SetHealth(k Key, name string, up bool, why string) error {
+	return r.update(func(t *Table) error {
+		old, ok := t.bindings[k]
+		if !ok {
+			return fmt.Errorf("set health of %s: %w", name, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k))
+		}
+		i := old.index(name)
+		if i < 0 {
+			return fmt.Errorf("set health of %s: %w", name, fieldErr(ErrNotFound, "name", "%s is not registered on %s", name, k))
+		}
+		if old.Members[i].Down != up {
+			return errNoChange
+		}
+		b := cloneBinding(k, old)
+		now := r.now()
+		m := &b.Members[i]
+		m.Down, m.Since, m.Reason = !up, now, why
+		what := "down"
+		if up {
+			what = "up"
+		}
+		r.eventLocked(Event{Time: now, Binding: k, Member: name, What: what, Why: why})
+		if up && m.FailedOver && r.opts.Failback {
+			for j := range b.Members {
+				if o := &b.Members[j]; o.State == Active {
+					o.State, o.Since, o.Reason = Standby, now, "failback to "+name
+				}
+			}
+			m.State, m.FailedOver, m.Reason = Active, false, "failback: "+why
+			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "promoted", Why: "failback"})
+		}
+		r.failover(b, now)
+		t.bindings[k] = b
+		return nil
+	})
+}
+
+// failover promotes the first healthy standby of b when its active member
+// is down. Without a healthy standby the down active stays (and the port
+// answers RST) until something changes.
+func (r *Registry) failover(b *Binding, now time.Time) {
+	ai := slices.IndexFunc(b.Members, func(m Member) bool { return m.State == Active })
+	if ai < 0 || !b.Members[ai].Down {
+		return
+	}
+	si := slices.IndexFunc(b.Members, func(m Member) bool { return m.State == Standby && !m.Down })
+	if si < 0 {
+		return
+	}
+	a, s := &b.Members[ai], &b.Members[si]
+	why := "automatic failover: " + a.Name + " " + a.Reason
+	a.State, a.Since, a.FailedOver = Standby, now, true
+	s.State, s.Since, s.Reason, s.FailedOver = Active, now, why, false
+	r.eventLocked(Event{Time: now, Binding: b.Key, Member: a.Name, What: "demoted", Why: a.Reason})
+	r.eventLocked(Event{Time: now, Binding: b.Key, Member: s.Name, What: "promoted", Why: why})
+}
+
+// discardLogger is the registry's logger when Options.Logger is nil.
+var discardLogger = slog.New(slog.DiscardHandler)
