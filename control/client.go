@@ -77,6 +77,15 @@ func (c *Client) Switch(ctx context.Context, req SwitchRequest) (BindingView, er
 	return b, err
 }
 
+// Renew extends a member's lease (POST /v1/renew) and returns the binding
+// as it now stands. A 404 *APIError means the lease was lost (it expired
+// and the member was removed, or someone deregistered it): register again.
+func (c *Client) Renew(ctx context.Context, req RenewRequest) (BindingView, error) {
+	var b BindingView
+	err := c.do(ctx, http.MethodPost, PathRenew, req, &b)
+	return b, err
+}
+
 // Status returns every binding (GET /v1/status).
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status

@@ -38,6 +38,7 @@ const (
 	PathRegister   = "/v1/register"
 	PathDeregister = "/v1/deregister"
 	PathSwitch     = "/v1/switch"
+	PathRenew      = "/v1/renew"
 	PathStatus     = "/v1/status"
 	PathHealth     = "/healthz"
 )
@@ -64,6 +65,23 @@ type RegisterRequest struct {
 	// State is "active" or "standby"; empty means active if the binding has
 	// no active member yet, standby otherwise.
 	State string `json:"state,omitempty"`
+	// TTL is the lease as a Go duration ("2s", "1m30s"), 100ms to 24h: the
+	// member must be renewed (POST /v1/renew) before it runs out, or it is
+	// removed (mode 1) or marked down (mode 2). Empty means permanent.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// RenewRequest is the body of POST /v1/renew: extend the lease of member
+// Name in the binding (IP, Port) by its TTL. IP and Port follow the rules
+// of RegisterRequest.
+type RenewRequest struct {
+	// Name is the member whose lease is renewed.
+	Name string `json:"name"`
+	// IP is the binding's address; empty with Port set means the shared
+	// address.
+	IP string `json:"ip,omitempty"`
+	// Port is the binding's port; nil means every port (mode 1).
+	Port *int `json:"port,omitempty"`
 }
 
 // DeregisterRequest is the body of POST /v1/deregister. IP and Port follow
@@ -113,6 +131,11 @@ type MemberView struct {
 	// Connections is the number of live proxied connections to the member,
 	// or 0 when the gateway does not count them.
 	Connections int64 `json:"connections"`
+	// TTL is the member's lease as a Go duration; empty when permanent.
+	TTL string `json:"ttl,omitempty"`
+	// Expires is when the lease runs out unless renewed; absent when
+	// permanent.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // Status is the body of the answer to GET /v1/status.

@@ -91,6 +91,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathRegister:   {method: http.MethodPost, fn: s.register},
 		PathDeregister: {method: http.MethodPost, fn: s.deregister},
 		PathSwitch:     {method: http.MethodPost, fn: s.switchTo},
+		PathRenew:      {method: http.MethodPost, fn: s.renew},
 		PathStatus:     {method: http.MethodGet, fn: s.status},
 		PathHealth:     {method: http.MethodGet, open: true, fn: s.health},
 	}
@@ -316,12 +317,17 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		return err
+	}
 	b, err := s.reg.Register(registry.Registration{
 		Name:    req.Name,
 		IP:      k.IP,
 		Port:    k.Port,
 		Backend: be,
 		State:   registry.State(req.State),
+		TTL:     ttl,
 	})
 	if err != nil {
 		return err
@@ -332,7 +338,45 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 			state = string(m.State)
 		}
 	}
-	s.log.Info("register", "name", req.Name, "binding", k.String(), "backend", be.String(), "state", state, "remote", r.RemoteAddr)
+	s.log.Info("register", "name", req.Name, "binding", k.String(), "backend", be.String(), "state", state, "ttl", ttl, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, s.view(&b))
+	return nil
+}
+
+// parseTTL parses a request's lease; empty means permanent (0). The
+// registry checks the bounds.
+func parseTTL(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, registry.Invalid("ttl", "%q is not a duration: use e.g. \"2s\" or \"1m30s\"", s)
+	}
+	if d <= 0 {
+		return 0, registry.Invalid("ttl", "%q: must be positive (omit it for a permanent registration)", s)
+	}
+	return d, nil
+}
+
+func (s *server) renew(w http.ResponseWriter, r *http.Request) error {
+	var req RenewRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := registry.ValidateName(req.Name); err != nil {
+		return err
+	}
+	k, err := s.key(req.IP, req.Port, false)
+	if err != nil {
+		return err
+	}
+	b, err := s.reg.Renew(req.Name, k)
+	if err != nil {
+		return err
+	}
+	// Renewals come every few seconds from every leased member: debug only.
+	s.log.Debug("renew", "name", req.Name, "binding", k.String(), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, s.view(&b))
 	return nil
 }
@@ -420,6 +464,9 @@ func (s *server) view(b *registry.Binding) BindingView {
 		}
 		if s.conns != nil {
 			mv.Connections = s.conns.Conns(b.Key, m.Name)
+		}
+		if m.TTL > 0 {
+			mv.TTL, mv.Expires = m.TTL.String(), m.Expires
 		}
 		v.Members = append(v.Members, mv)
 	}
