@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vipmux/vipmux/config"
@@ -75,6 +77,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	reg, err := registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
 		Store:    &registry.FileStore{Path: cfg.State.Path},
+		Logger:   log,
 	})
 	if err != nil {
 		return fmt.Errorf("state.path %s: %w (move the file away to start with an empty table)", cfg.State.Path, err)
@@ -122,6 +125,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	reg.Watch(fwd.Prune)
 	st.HandleTCP(cfg.Dispatch.MaxInFlight, fwd.Handle)
 
+	// Leases end within expiryInterval of running out. The loop is serve's:
+	// it stops (cancel, then wait) before the stack and dispatch close.
+	expiryCtx, stopExpiry := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { reg.RunExpiry(expiryCtx, expiryInterval) })
+	defer wg.Wait()
+	defer stopExpiry()
+
 	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Logger: log})
 	if err != nil {
 		return err
@@ -134,6 +145,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	return err
 }
+
+// expiryInterval is how often serve ends the leases that ran out.
+const expiryInterval = 100 * time.Millisecond
 
 // newLogger returns the process's logger; cfg has been validated.
 func newLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }) *slog.Logger {
