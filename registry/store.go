@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // stateVersion is the version of the state file format.
@@ -126,4 +127,26 @@ func (s *FileStore) Save(t *Table) error {
 		return fmt.Errorf("sync state directory: %w", err)
 	}
 	return nil
+}
+
+// MoveAside renames the state file to "<Path>.corrupt-<unix time>" and
+// returns the new name; it never deletes anything. A missing file is not
+// an error: it returns "". `serve --reset-state` uses it to start with an
+// empty table while keeping the old file for inspection.
+func (s *FileStore) MoveAside(now time.Time) (string, error) {
+	if _, err := os.Lstat(s.Path); errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	to := fmt.Sprintf("%s.corrupt-%d", s.Path, now.Unix())
+	if _, err := os.Lstat(to); err == nil {
+		return "", fmt.Errorf("move state file %s aside: %s already exists", s.Path, to)
+	}
+	if err := os.Rename(s.Path, to); err != nil {
+		return "", fmt.Errorf("move state file aside: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(s.Path)); err == nil {
+		_ = d.Sync() // the rename is durable before the first save
+		d.Close()
+	}
+	return to, nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -235,5 +236,35 @@ func TestFileStoreSaveError(t *testing.T) {
 	}
 	if n := r.Table().Len(); n != 0 {
 		t.Errorf("Table().Len() = %d after a failed save, want 0", n)
+	}
+}
+
+func TestFileStoreMoveAside(t *testing.T) {
+	dir := t.TempDir()
+	s := &FileStore{Path: filepath.Join(dir, "state.json")}
+	if got, err := s.MoveAside(time.Unix(100, 0)); got != "" || err != nil {
+		t.Fatalf("MoveAside without a file = %q, %v; want \"\", nil", got, err)
+	}
+	bad := []byte(`{"version":1,"bindings":[`)
+	if err := os.WriteFile(s.Path, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(); err == nil {
+		t.Fatalf("Load of a truncated file: nil error, want one")
+	}
+	got, err := s.MoveAside(time.Unix(100, 0))
+	if want := s.Path + ".corrupt-100"; got != want || err != nil {
+		t.Fatalf("MoveAside = %q, %v; want %q, nil", got, err, want)
+	}
+	if b, err := os.ReadFile(got); err != nil || string(b) != string(bad) {
+		t.Errorf("moved file = %q, %v; want the old bytes %q", b, err, bad)
+	}
+	if tb, err := s.Load(); tb != nil || err != nil {
+		t.Errorf("Load after MoveAside = %v, %v; want nil, nil (empty)", tb, err)
+	}
+	// A second move in the same second must not overwrite the first.
+	os.WriteFile(s.Path, []byte("x"), 0o600)
+	if _, err := s.MoveAside(time.Unix(100, 0)); err == nil {
+		t.Errorf("MoveAside onto an existing .corrupt file: nil error, want one")
 	}
 }

@@ -36,6 +36,7 @@ Example:
 			&cli.PathFlag{Name: "config", Aliases: []string{"c"}, Value: "/etc/vipmux/vipmux.toml", Usage: "TOML config `FILE`", EnvVars: []string{"VIPMUX_CONFIG"}},
 			&cli.StringFlag{Name: "log-level", Usage: "override [log] level: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Usage: "override [log] format: text or json"},
+			&cli.BoolFlag{Name: "reset-state", Usage: "start with an empty table: move the state file (corrupt or not) aside to FILE.corrupt-UNIXTIME, never deleting it"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := config.Load(c.Path("config"))
@@ -54,7 +55,7 @@ Example:
 			log := newLogger(cfg.Log, c.App.ErrWriter)
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := serve(ctx, cfg, log); err != nil {
+			if err := serve(ctx, cfg, log, c.Bool("reset-state")); err != nil {
 				log.Error("gateway stopped", "err", err)
 				return err
 			}
@@ -64,8 +65,10 @@ Example:
 	}
 }
 
-// serve wires the packages together and runs until ctx is done.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// serve wires the packages together and runs until ctx is done. With
+// resetState, an existing state file is moved aside first and the table
+// starts empty.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState bool) error {
 	token := ""
 	if cfg.Control.TokenFile != "" {
 		t, err := control.ReadTokenFile(cfg.Control.TokenFile)
@@ -74,13 +77,25 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		token = t
 	}
+	store := &registry.FileStore{Path: cfg.State.Path}
+	if resetState {
+		moved, err := store.MoveAside(time.Now())
+		if err != nil {
+			return fmt.Errorf("--reset-state: %w", err)
+		}
+		if moved != "" {
+			log.Warn("--reset-state: starting with an empty table; the old state file is kept", "state", cfg.State.Path, "moved_to", moved)
+		}
+	}
 	reg, err := registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
-		Store:    &registry.FileStore{Path: cfg.State.Path},
+		Store:    store,
 		Logger:   log,
 	})
 	if err != nil {
-		return fmt.Errorf("state.path %s: %w (move the file away to start with an empty table)", cfg.State.Path, err)
+		// The file is left exactly as it was: it may be all that is left
+		// of the table.
+		return fmt.Errorf("state.path %s: %w; the file is left unchanged: repair it, or run serve --reset-state to move it aside and start with an empty table", cfg.State.Path, err)
 	}
 	// Listen before touching the NIC: a port in use is the commonest
 	// mistake and should change nothing.
