@@ -15,7 +15,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build deps demo test vet unit e2e fuzz clean
+.PHONY: all build deps demo test vet unit e2e fuzz bench bench-quick bench-deps clean
 
 all: build
 
@@ -64,6 +64,23 @@ fuzz:
 			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
 		done; \
 	done
+
+# bench measures vipmux next to HAProxy and the kernel in one run (root);
+# bench-quick is the short version for development.
+BENCH_TOOLS := haproxy:haproxy iperf3:iperf3 arping:iputils-arping
+bench-deps: deps build
+	@missing=""; for t in $(BENCH_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/loadgen ./bench/loadgen
+
+bench: bench-deps
+	./bench/run.sh
+
+bench-quick: bench-deps
+	QUICK=1 ./bench/run.sh
 
 clean:
 	rm -rf bin

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# make bench / make bench-quick: vipmux next to the kernel and HAProxy, in one
+# run, on the same links and the same servers. Namespaces and addresses
+# (198.18.0.0/15 only) are made here and removed on every exit path.
+#
+#   client ns ─ c0 ──────── f0 (vipmux, afpacket, no kernel IP)   gateway ns
+#   198.18.0.1/16                                        │
+#             ─ c1 ──────── h0 198.19.128.2 (HAProxy; kernel router for "direct")
+#   198.19.128.1/24                                      │ br0 198.19.0.1/24
+#                                       web-a 198.19.0.2 (iperf3, namesrv)  web-b 198.19.0.3
+#
+# Every figure is the median of RUNS runs, with min and max, and its ratio
+# to HAProxy and to the direct kernel path measured in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; T=${T:-3}; IDLE_N=${IDLE_N:-2000}; SCALE_N=${SCALE_N:-1000}
+else RUNS=${RUNS:-3}; T=${T:-10}; IDLE_N=${IDLE_N:-10000}; SCALE_N=${SCALE_N:-10000}; fi
+RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (below saturation)
+BIN=bin/vipmux NAMESRV=bin/namesrv LOADGEN=bin/loadgen
+[ "$(id -u)" = 0 ] || { echo "bench: run as root"; exit 1; }
+ulimit -n 20000 2>/dev/null || true
+
+id=$(printf '%04x' $((RANDOM)))
+C=vmxb$id-cli G=vmxb$id-gw A=vmxb$id-a B=vmxb$id-b
+tmp=$(mktemp -d /tmp/vipmux-bench.XXXXXX)
+pids=()
+cleanup() {
+	set +e
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	sleep 0.2
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+	for ns in $C $G $A $B; do ip netns del "$ns" 2>/dev/null; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+bg()  { "$@" & pids+=($!); }
+log() { printf '%s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- topology
+ip netns add $C; ip netns add $G; ip netns add $A; ip netns add $B
+for ns in $C $G $A $B; do nsx $ns ip link set lo up; done
+ip link add c0 netns $C type veth peer name f0 netns $G
+ip link add c1 netns $C type veth peer name h0 netns $G
+nsx $C ip addr add 198.18.0.1/16 dev c0
+nsx $C ip addr add 198.19.128.1/24 dev c1
+nsx $C ip link set c0 up; nsx $C ip link set c1 up
+nsx $C ip route add 198.19.0.0/24 via 198.19.128.2
+# Frames as from a wire (full checksums), on both client links alike.
+for d in c0 c1; do nsx $C ethtool -K $d tx off tso off gso off >/dev/null; done
+nsx $G sysctl -qw net.ipv4.ip_forward=1
+nsx $G ip addr add 198.19.128.2/24 dev h0; nsx $G ip link set h0 up
+nsx $G ip link add br0 type bridge; nsx $G ip addr add 198.19.0.1/24 dev br0; nsx $G ip link set br0 up
+i=2
+for s in $A $B; do
+	ip link add e0 netns $s type veth peer name p$i netns $G
+	nsx $G ip link set p$i master br0 up
+	nsx $s ip addr add 198.19.0.$i/24 dev e0; nsx $s ip link set e0 up
+	nsx $s ip route add default via 198.19.0.1
+	i=$((i + 1))
+done
+bg nsx $A iperf3 -s >/dev/null 2>&1
+bg nsx $A "$NAMESRV" --name web-a --listen :8080
+bg nsx $B "$NAMESRV" --name web-b --listen :8080
+
+# ---------------------------------------------------------------- gateways
+cat >"$tmp/haproxy.cfg" <<CFG
+global
+	maxconn 9000
+	nbthread 2
+defaults
+	mode tcp
+	timeout connect 3s
+	timeout client 60s
+	timeout server 60s
+frontend http
+	bind 198.19.128.2:8080
+	default_backend http
+backend http
+	server a 198.19.0.2:8080
+frontend iperf
+	bind 198.19.128.2:5201
+	default_backend iperf
+backend iperf
+	server a 198.19.0.2:5201
+CFG
+bg nsx $G haproxy -f "$tmp/haproxy.cfg" -db
+cat >"$tmp/vipmux.toml" <<TOML
+[nic]
+driver = "afpacket"
+interface = "f0"
+networks = ["198.18.0.0/16"]
+[shared]
+address = "198.18.0.100"
+[control]
+listen = "127.0.0.1:7070"
+[state]
+path = "$tmp/state.json"
+[log]
+level = "warn"
+TOML
+bg nsx $G "$BIN" serve --config "$tmp/vipmux.toml"
+VPID=$!
+for _ in $(seq 100); do nsx $G "$BIN" status >/dev/null 2>&1 && break; sleep 0.1; done
+vmx() { nsx $G "$BIN" "$@" >/dev/null; }
+vmx register --name web-a --ip 198.18.0.10 --backend 198.19.0.2
+vmx register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
+vmx register --name web-b --port 8080 --backend 198.19.0.3:8080 --state standby
+vmx register --name web-a --port 5201 --backend 198.19.0.2:5201
+HPID=$(pgrep -f "haproxy -f $tmp/haproxy.cfg" | head -1)
+for _ in $(seq 50); do nsx $C curl -s -m 1 -o /dev/null http://198.18.0.10:8080/ && break; sleep 0.1; done
+
+declare -A TARGET=([direct]=198.19.0.2 [haproxy]=198.19.128.2 [vipmux-m1]=198.18.0.10 [vipmux-m2]=198.18.0.100)
+PATHS=(direct haproxy vipmux-m1 vipmux-m2)
+
+# ---------------------------------------------------------------- measures
+# Each prints one number.
+iperf() { # iperf() IP [iperf3 flags]: Gbit/s received
+	local ip=$1; shift
+	nsx $C iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
+rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+
+declare -A R    # R[figure|path] = "v1 v2 v3"
+add() { R["$1|$2"]="${R["$1|$2"]:-} $3"; }
+for run in $(seq "$RUNS"); do
+	log "run $run/$RUNS"
+	for p in "${PATHS[@]}"; do
+		ip=${TARGET[$p]}
+		add "1 stream, Gbit/s" "$p" "$(iperf "$ip")"
+		add "1 stream reverse, Gbit/s" "$p" "$(iperf "$ip" -R)"
+		add "8 streams, Gbit/s" "$p" "$(iperf "$ip" -P 8)"
+		add "new conn/s" "$p" "$(nsx $C "$LOADGEN" conns -addr "$ip:8080" -c 32 -d "${T}s" | jget per_sec | xargs printf '%.0f')"
+		lat=$(nsx $C "$LOADGEN" rate -addr "$ip:8080" -c 16 -rate "$RATE" -d "${T}s")
+		add "p50 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p50_us)"
+		add "p99 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p99_us)"
+		add "p99.9 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p999_us)"
+	done
+	for p in haproxy vipmux-m1; do
+		pid=$HPID; [ "$p" = haproxy ] || pid=$VPID
+		before=$(rss_kib "$pid")
+		nsx $C "$LOADGEN" idle -addr "${TARGET[$p]}:8080" -n "$IDLE_N" -hold 30s >"$tmp/idle.json" 2>"$tmp/idle.err" &
+		lg=$!
+		for _ in $(seq 600); do grep -q holding "$tmp/idle.err" 2>/dev/null && break; sleep 0.1; done
+		sleep 1
+		after=$(rss_kib "$pid")
+		kill "$lg" 2>/dev/null; wait "$lg" 2>/dev/null || true
+		add "KiB per idle conn" "$p" "$(awk -v a="$after" -v b="$before" -v n="$IDLE_N" 'BEGIN {printf "%.1f", (a-b)/n}')"
+	done
+	# Manual switch → first new connection served by the new active.
+	to=web-b; [ $((run % 2)) = 1 ] || to=web-a
+	nsx $C "$LOADGEN" follow -addr 198.18.0.100:8080 -want $to -d 5s >"$tmp/follow.json" &
+	lg=$!; sleep 0.3
+	t0=$(date +%s%N); vmx switch --port 8080 --to $to
+	wait "$lg"
+	add "switch → first new conn, ms" vipmux-m2 "$(python3 -c "import json; d=json.load(open('$tmp/follow.json')); print('%.1f' % ((d['at_unix_ns']-$t0)/1e6))")"
+	sleep 1
+done
+
+# Automatic failover: kill -9 the active server; first new connection served
+# by the standby. keepalived's VRRP default needs 3 × advert_int = 3 s.
+active=$(nsx $G "$BIN" status --json | python3 -c 'import json,sys
+for b in json.load(sys.stdin)["bindings"]:
+    if b["port"]==8080:
+        print([m["name"] for m in b["members"] if m["state"]=="active"][0])')
+standby=web-b; victim=$A; [ "$active" = web-a ] || { standby=web-a; victim=$B; }
+nsx $C "$LOADGEN" follow -addr 198.18.0.100:8080 -want $standby -d 10s >"$tmp/follow.json" 2>"$tmp/follow.err" &
+lg=$!; sleep 0.3
+t0=$(date +%s%N); for p in $(ip netns pids "$victim"); do grep -q namesrv /proc/$p/cmdline 2>/dev/null && kill -9 "$p"; done
+if wait "$lg"; then
+	add "kill -9 → first new conn, ms" vipmux-m2 "$(python3 -c "import json; d=json.load(open('$tmp/follow.json')); print('%.1f' % ((d['at_unix_ns']-$t0)/1e6))")"
+else
+	add "kill -9 → first new conn, ms" vipmux-m2 "none"; log "failover: $(cat "$tmp/follow.err")"
+fi
+
+# Scale: SCALE_N mode-1 IPs on the one NIC.
+before=$(rss_kib "$VPID")
+reg=$(nsx $G "$LOADGEN" register -api http://127.0.0.1:7070 -n "$SCALE_N" -c 8 -base 198.18.100.0 -backend 198.19.0.2)
+after=$(rss_kib "$VPID")
+add "register $SCALE_N IPs, s" vipmux-m1 "$(echo "$reg" | jget seconds | xargs printf '%.2f')"
+add "KiB per registered IP" vipmux-m1 "$(awk -v a="$after" -v b="$before" -v n="$SCALE_N" 'BEGIN {printf "%.2f", (a-b)/n}')"
+arp=()
+for k in $(seq 10); do
+	ipn=$(python3 -c "import ipaddress,random; print(ipaddress.ip_address('198.18.100.0')+random.randrange($SCALE_N))")
+	ms=$(nsx $C arping -c 1 -w 2 -I c0 "$ipn" 2>/dev/null | sed -n 's/.* \([0-9.]*\)ms$/\1/p' | head -1)
+	arp+=("${ms:-none}")
+done
+R["ARP answer ms (10 random of $SCALE_N)|vipmux-m1"]=" ${arp[*]}"
+
+# ---------------------------------------------------------------- report
+host=$(hostname -s 2>/dev/null || echo host)
+out=bench/results/$(date +%Y-%m-%d)-$host$([ "$QUICK" = 1 ] && echo -quick).md
+mkdir -p bench/results
+python3 - "$out" "$RUNS" "$T" "$(nproc)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<PY
+import sys, statistics
+out, runs, t, cpus, commit = sys.argv[1:]
+raw = """$(for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done)"""
+figs = {}
+order = []
+for line in raw.strip().splitlines():
+    key, vals = line.split("\t")
+    fig, path = key.split("|")
+    if fig not in order: order.append(fig)
+    figs.setdefault(fig, {})[path] = vals.split()
+prefer = ["1 stream", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch", "kill", "register", "KiB per registered", "ARP"]
+order.sort(key=lambda f: next((i for i, p in enumerate(prefer) if f.startswith(p)), 99))
+paths = ["direct", "haproxy", "vipmux-m1", "vipmux-m2"]
+def med(v):
+    nums = [float(x) for x in v if x != "none"]
+    if not nums: return None, "none"
+    m = statistics.median(nums)
+    s = "%g" % m if len(nums) == 1 else "%g (%g–%g)" % (m, min(nums), max(nums))
+    return m, s
+lines = ["# vipmux benchmark", "",
+         "commit %s, %s CPUs, %s run(s) of %s s each, median (min–max). Same run, same links, same servers." % (commit, cpus, runs, t), "",
+         "| figure | direct | haproxy | vipmux mode 1 | vipmux mode 2 | m1/haproxy | m1/direct |", "|---|---|---|---|---|---|---|"]
+for fig in order:
+    row = figs[fig]
+    meds = {p: med(row[p]) if p in row else (None, "") for p in paths}
+    def ratio(a, b):
+        x, y = meds[a][0], meds[b][0]
+        return "%.2f" % (x / y) if x is not None and y else ""
+    lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (fig, *(meds[p][1] for p in paths), ratio("vipmux-m1", "haproxy"), ratio("vipmux-m1", "direct")))
+lines += ["", "Reference for failover: keepalived's VRRP default needs 3 × advert_int = 3 s."]
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+print("written to", out)
+PY
