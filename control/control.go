@@ -94,6 +94,11 @@ type DeregisterRequest struct {
 	IP string `json:"ip,omitempty"`
 	// Port is the binding's port; nil means every port (mode 1).
 	Port *int `json:"port,omitempty"`
+	// Drain, a Go duration up to "1h", lets the member's established
+	// connections run for that long before the gateway closes them; new
+	// connections are refused at once either way. Empty or "0s" closes them
+	// at once.
+	Drain string `json:"drain,omitempty"`
 }
 
 // SwitchRequest is the body of POST /v1/switch: make To the active member of

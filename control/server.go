@@ -402,12 +402,29 @@ func (s *server) deregister(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	if err := s.reg.Deregister(req.Name, k); err != nil {
+	drain, err := parseDrain(req.Drain)
+	if err != nil {
 		return err
 	}
-	s.log.Info("deregister", "name", req.Name, "binding", k.String(), "backend", before.Backend.String(), "state", string(before.State), "remote", r.RemoteAddr)
+	if err := s.reg.DeregisterDrain(req.Name, k, drain); err != nil {
+		return err
+	}
+	s.log.Info("deregister", "name", req.Name, "binding", k.String(), "backend", before.Backend.String(), "state", string(before.State), "drain", drain, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, okBody{OK: true})
 	return nil
+}
+
+// parseDrain parses a deregistration's drain; empty means none. The
+// registry checks the range.
+func parseDrain(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, registry.Invalid("drain", "%q is not a duration: use e.g. \"30s\" or \"5m\" (at most %v)", s, registry.MaxDrain)
+	}
+	return d, nil
 }
 
 func (s *server) switchTo(w http.ResponseWriter, r *http.Request) error {

@@ -252,15 +252,21 @@ func (f *Forwarder) enter() bool {
 // Prune aborts (RST both ways) every connection whose member next no
 // longer has: a deregistered server's connections end at once instead of
 // hanging on an address that is about to go away. A switch keeps every
-// member, so established connections survive it. Give Prune to
+// member, so established connections survive it. A member that is
+// draining (registry.Drain) keeps its connections until the registry ends
+// the drain; the table holds its address until then. Give Prune to
 // registry.Watch.
 func (f *Forwarder) Prune(_, next *registry.Table) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for p := range f.conns {
-		if b, ok := next.Binding(p.member.key); !ok || !b.Has(p.member.name) {
-			p.abort()
+		if b, ok := next.Binding(p.member.key); ok && b.Has(p.member.name) {
+			continue
 		}
+		if _, draining := next.Draining(p.member.key, p.member.name); draining {
+			continue
+		}
+		p.abort()
 	}
 }
 

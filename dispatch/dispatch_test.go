@@ -840,3 +840,49 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatalf("backend received %d bytes, want %d", got, sent)
 	}
 }
+
+// TestDrain: a member deregistered with a drain refuses new connections at
+// once, while its established connection keeps flowing (the address is
+// still held) until the registry ends the drain, which resets it.
+func TestDrain(t *testing.T) {
+	e := newEnv(t, dispatch.Options{})
+	a := newBackend(t, echo)
+	k := registry.Key{IP: netip.MustParseAddr("198.18.0.10")}
+	e.register(t, registry.Registration{Name: "A", IP: k.IP, Backend: a.addr})
+	c := e.mustDial(t, netip.AddrPortFrom(k.IP, 9000))
+	echoOnce(t, c, "before")
+
+	if err := e.reg.DeregisterDrain("A", k, time.Hour); err != nil {
+		t.Fatalf("DeregisterDrain(A, %s, 1h): %v", k, err)
+	}
+	if nc, err := e.dial(netip.AddrPortFrom(k.IP, 9000)); err == nil {
+		nc.Close()
+		t.Fatalf("dial a draining member: nil error, want a refusal")
+	}
+	echoOnce(t, c, "draining, still flowing")
+	if got := e.fwd.Conns(k, "A"); got != 1 {
+		t.Errorf("Conns(%s, A) while draining = %d, want 1", k, got)
+	}
+	if got := e.reg.EndDrains(); got != 0 {
+		t.Fatalf("EndDrains before the deadline = %d, want 0", got)
+	}
+	echoOnce(t, c, "still before the deadline")
+
+	// Registering again cancels the drain; a 1 ms drain then runs out.
+	e.register(t, registry.Registration{Name: "A", IP: k.IP, Backend: a.addr})
+	if err := e.reg.DeregisterDrain("A", k, time.Millisecond); err != nil {
+		t.Fatalf("DeregisterDrain(A, %s, 1ms): %v", k, err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if got := e.reg.EndDrains(); got != 1 {
+		t.Fatalf("EndDrains after the deadline = %d, want 1", got)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after the drain ended = %v, want a reset", err)
+	}
+	e.waitConns(t, k, "A", 0)
+	if got := e.st.Addrs(); len(got) != 0 {
+		t.Errorf("stack addresses after the drain ended = %v, want none", got)
+	}
+}

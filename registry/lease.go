@@ -216,13 +216,13 @@ func (r *Registry) failover(b *Binding, now time.Time) {
 // discardLogger is the registry's logger when Options.Logger is nil.
 var discardLogger = slog.New(slog.DiscardHandler)
 
-// RunExpiry calls Expire every interval until ctx is done; it returns
+// RunExpiry calls Expire and EndDrains every interval until ctx is done; it returns
 // ctx's error. The gateway runs it in a goroutine that it owns and waits
 // for:
 //
 //	wg.Go(func() { reg.RunExpiry(ctx, 100*time.Millisecond) })
 //
-// A lease thus ends at most interval after it ran out.
+// A lease or a drain thus ends at most interval after it ran out.
 func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = MinTTL
@@ -235,6 +235,7 @@ func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) error 
 			return ctx.Err()
 		case <-tick.C:
 			r.Expire()
+			r.EndDrains()
 		}
 	}
 }

@@ -180,6 +180,9 @@ func (b *Binding) index(name string) int {
 // obtained from the registry.
 type Table struct {
 	bindings map[Key]*Binding
+	// drains are deregistered members whose connections still run; see
+	// Drain.
+	drains []Drain
 }
 
 // Lookup returns the member that a connection to (ip, port) goes to: the
@@ -226,6 +229,9 @@ func (t *Table) Addrs() map[netip.Addr]struct{} {
 	for k := range t.bindings {
 		out[k.IP] = struct{}{}
 	}
+	for _, d := range t.drains {
+		out[d.Key.IP] = struct{}{}
+	}
 	return out
 }
 
@@ -239,6 +245,7 @@ func (t *Table) clone() *Table {
 	for k, b := range t.bindings {
 		n.bindings[k] = b
 	}
+	n.drains = slices.Clone(t.drains)
 	return n
 }
 
@@ -436,6 +443,7 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 		}
 		r.failover(b, now)
 		t.bindings[k] = b
+		t.dropDrain(k, reg.Name) // back before its drain ended
 		out = b.clone()
 		return nil
 	})
@@ -446,29 +454,11 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 }
 
 // Deregister removes member name from binding k; a binding left without
-// members is removed. Removing the active member promotes nobody.
+// members is removed. Removing the active member promotes nobody. The
+// member's established connections are reset; DeregisterDrain lets them
+// finish.
 func (r *Registry) Deregister(name string, k Key) error {
-	if err := ValidateName(name); err != nil {
-		return err
-	}
-	return r.update(func(t *Table) error {
-		old, ok := t.bindings[k]
-		if !ok {
-			return fmt.Errorf("deregister %s: %w", name, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k))
-		}
-		i := old.index(name)
-		if i < 0 {
-			return fmt.Errorf("deregister %s: %w", name, fieldErr(ErrNotFound, "name", "%s is not registered on %s", name, k))
-		}
-		b := cloneBinding(k, old)
-		b.Members = slices.Delete(b.Members, i, i+1)
-		if len(b.Members) == 0 {
-			delete(t.bindings, k)
-		} else {
-			t.bindings[k] = b
-		}
-		return nil
-	})
+	return r.DeregisterDrain(name, k, 0)
 }
 
 // Switch makes member to the active member of binding k and the former

@@ -4,6 +4,13 @@
 // NDP answered by gVisor itself for exactly those addresses, routes for the
 // front networks, and the TCP options of the data path.
 //
+// Whenever it starts holding an IPv4 address it announces it with
+// gratuitous ARP (RFC 5227 ARP announcements), so that neighbours move
+// their caches to the front NIC's MAC without asking. Before it holds a new
+// table address it probes the front link for another holder (RFC 5227 ARP
+// probes, gVisor's ARP duplicate address detection) and refuses the address
+// if one answers; see Options.DADProbes and Options.Restored.
+//
 // It exposes what dispatch needs, a way to install the TCP forwarder, and
 // keeps the rest of gVisor inside. It does not decide where connections go;
 // that is dispatch's job, from the registry's table.
@@ -15,6 +22,7 @@
 package stack
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +32,7 @@ import (
 	"time"
 
 	"github.com/vipmux/vipmux/registry"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -65,9 +74,45 @@ type Options struct {
 	// zero means gVisor's default (60 s). A short one lets a client reuse a
 	// port soon after the gateway closed a connection on it.
 	TimeWait time.Duration
+	// GARPCount is how many gratuitous ARP announcements (ARP requests
+	// with sender and target IP both the address, from the NIC's MAC, to
+	// broadcast) the stack sends whenever it starts holding an IPv4
+	// address: a Static one in New, a table address in Prepare (including
+	// the table restored at start-up). Zero sends none; vipmux's config
+	// default ([arp] garp_count) is 3. At most 255.
+	GARPCount int
+	// GARPInterval is the time between two announcements of one address.
+	// The first goes out before Prepare returns, the others from a
+	// goroutine that Close stops. Required (> 0) when GARPCount > 1;
+	// config default ([arp] garp_interval) 200ms.
+	GARPInterval time.Duration
+	// DADProbes is how many ARP probes (sender IP 0.0.0.0, target the
+	// address) Prepare sends before it holds a new IPv4 table address;
+	// if another host answers for the address within DADProbes x
+	// DADInterval, Prepare fails with a *registry.FieldError of kind
+	// registry.ErrConflict naming the address and the MAC that answered,
+	// and holds nothing. The addresses of one Prepare are probed at once,
+	// so a change waits DADProbes x DADInterval (the default 200ms) in
+	// all, with the registry's write lock held. Static addresses and
+	// Restored ones are not probed. Zero disables detection; config
+	// default ([arp] dad_probes) 2. At most 255.
+	DADProbes int
+	// DADInterval is the time between two probes, and the time that the
+	// last probe waits for an answer. Required (>= 1ms) when DADProbes >
+	// 0; config default ([arp] dad_interval) 100ms.
+	DADInterval time.Duration
+	// Restored are the addresses of the table restored from the state
+	// file at start-up: the gateway held them before it restarted, so
+	// they are the gateway's already. The first Prepare that adds one
+	// holds and announces it without probing; an address added again
+	// later (after it was released) is probed like any new one.
+	Restored []netip.Addr
 	// Logger receives address changes. Required.
 	Logger *slog.Logger
 }
+
+// errClosed reports a Prepare interrupted by Close.
+var errClosed = errors.New("stack closed")
 
 // Stack is the gateway's userspace stack with its one front NIC.
 type Stack struct {
@@ -75,11 +120,33 @@ type Stack struct {
 	log      *slog.Logger
 	networks []netip.Prefix
 	static   map[netip.Addr]struct{}
+	mac      tcpip.LinkAddress
+	garp     announceConfig
+	dad      gstack.DADConfigurations
 
-	// mu serializes Apply (the registry already does; this guards the
-	// stack against other callers).
-	mu        sync.Mutex
+	// ctx is cancelled by Close; it stops the announcement goroutines,
+	// which wg tracks.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// mu serializes Prepare and Commit (the registry already does; this
+	// guards the stack against other callers) and guards the following
+	// fields.
+	mu sync.Mutex
+	// announcing maps each held IPv4 address to the cancel function of
+	// its announcements, so that releasing the address stops them.
+	announcing map[netip.Addr]context.CancelFunc
+	// restored are the Restored addresses not yet added.
+	restored map[netip.Addr]struct{}
+
 	closeOnce sync.Once
+}
+
+// announceConfig is how the stack announces an address.
+type announceConfig struct {
+	count    int
+	interval time.Duration
 }
 
 var _ registry.Applier = (*Stack)(nil)
@@ -96,15 +163,45 @@ func New(opts Options) (*Stack, error) {
 	if len(opts.Networks) == 0 {
 		return nil, errors.New("new stack: no front networks")
 	}
+	if opts.GARPCount < 0 || opts.GARPCount > 255 {
+		return nil, fmt.Errorf("new stack: GARPCount %d out of range 0..255", opts.GARPCount)
+	}
+	if opts.GARPCount > 1 && opts.GARPInterval <= 0 {
+		return nil, fmt.Errorf("new stack: GARPInterval %v must be > 0 with GARPCount %d", opts.GARPInterval, opts.GARPCount)
+	}
+	if opts.DADProbes < 0 || opts.DADProbes > 255 {
+		return nil, fmt.Errorf("new stack: DADProbes %d out of range 0..255", opts.DADProbes)
+	}
+	if opts.DADProbes > 0 && opts.DADInterval < time.Millisecond {
+		return nil, fmt.Errorf("new stack: DADInterval %v must be >= 1ms with DADProbes %d", opts.DADInterval, opts.DADProbes)
+	}
+	dad := gstack.DADConfigurations{DupAddrDetectTransmits: uint8(opts.DADProbes), RetransmitTimer: opts.DADInterval}
 	s := gstack.New(gstack.Options{
-		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		// gVisor's ARP endpoint runs the RFC 5227 probes (DAD) itself; it
+		// reports a reply for the probed address with the holder's MAC.
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocolWithOptions(arp.Options{DADConfigs: dad})},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
 		HandleLocal:        false,
 	})
-	st := &Stack{s: s, log: opts.Logger, networks: opts.Networks, static: map[netip.Addr]struct{}{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &Stack{
+		s:          s,
+		log:        opts.Logger,
+		networks:   opts.Networks,
+		static:     map[netip.Addr]struct{}{},
+		mac:        opts.Link.LinkAddress(),
+		garp:       announceConfig{count: opts.GARPCount, interval: opts.GARPInterval},
+		dad:        dad,
+		ctx:        ctx,
+		cancel:     cancel,
+		announcing: map[netip.Addr]context.CancelFunc{},
+		restored:   map[netip.Addr]struct{}{},
+	}
+	for _, a := range opts.Restored {
+		st.restored[a] = struct{}{}
+	}
 	if err := st.configure(opts); err != nil {
-		s.Close()
-		s.Wait()
+		st.Close()
 		return nil, fmt.Errorf("new stack: %w", err)
 	}
 	return st, nil
@@ -150,6 +247,8 @@ func (st *Stack) configure(opts Options) error {
 		routes = append(routes, tcpip.Route{Destination: dst, Gateway: toAddr(opts.Router), NIC: nicID})
 	}
 	st.s.SetRouteTable(routes)
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	for _, a := range opts.Static {
 		if err := st.add(a); err != nil {
 			return err
@@ -169,13 +268,19 @@ func (st *Stack) HandleTCP(maxInFlight int, h func(*tcp.ForwarderRequest)) {
 }
 
 // Prepare implements registry.Applier: it adds the addresses that next
-// holds and prev does not. If an add fails, the addresses added so far are
-// removed again.
+// holds and prev does not, after probing the front link for another holder
+// of each new IPv4 address (see Options.DADProbes; this takes DADProbes x
+// DADInterval). If a probe is answered or an add fails, nothing is held:
+// the addresses added so far are removed again.
 func (st *Stack) Prepare(prev, next *registry.Table) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	news := st.diff(next, prev)
+	if err := st.probeLocked(news); err != nil {
+		return err
+	}
 	var added []netip.Addr
-	for _, a := range st.diff(next, prev) {
+	for _, a := range news {
 		if err := st.add(a); err != nil {
 			for _, b := range added {
 				st.remove(b)
@@ -184,7 +289,78 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 		}
 		added = append(added, a)
 	}
+	for _, a := range news {
+		delete(st.restored, a)
+	}
 	return nil
+}
+
+// probeLocked runs duplicate address detection for the IPv4 addresses of
+// addrs that are not restored ones, all at once, and returns a conflict
+// error for the first (lowest) address that another host answered for.
+func (st *Stack) probeLocked(addrs []netip.Addr) error {
+	if st.dad.DupAddrDetectTransmits == 0 {
+		return nil
+	}
+	type result struct {
+		ip  netip.Addr
+		res gstack.DADResult
+	}
+	results := make(chan result, len(addrs))
+	n := 0
+	for _, a := range addrs {
+		if _, ok := st.restored[a]; ok || !a.Is4() {
+			continue
+		}
+		// The handler runs on a gVisor timer goroutine or the one that
+		// delivered the reply, with the ARP endpoint's lock held: it only
+		// hands the result over (the channel has room for every result).
+		h := func(r gstack.DADResult) { results <- result{a, r} }
+		disp, err := st.s.CheckDuplicateAddress(nicID, ipv4.ProtocolNumber, toAddr(a), h)
+		if err != nil {
+			return fmt.Errorf("probe %s: %s", a, err)
+		}
+		if disp == gstack.DADDisabled {
+			continue
+		}
+		n++
+	}
+	// gVisor reports after DADProbes x DADInterval; the margin covers a
+	// busy machine, the limit a result that never comes.
+	limit := time.NewTimer(time.Duration(st.dad.DupAddrDetectTransmits)*st.dad.RetransmitTimer + 5*time.Second)
+	defer limit.Stop()
+	var conflicts []result
+	var failed error
+	for range n {
+		select {
+		case r := <-results:
+			switch res := r.res.(type) {
+			case *gstack.DADSucceeded:
+			case *gstack.DADDupAddrDetected:
+				conflicts = append(conflicts, r)
+			case *gstack.DADError:
+				failed = errors.Join(failed, fmt.Errorf("probe %s: %s", r.ip, res.Err))
+			default:
+				failed = errors.Join(failed, fmt.Errorf("probe %s: %T", r.ip, res))
+			}
+		case <-limit.C:
+			return fmt.Errorf("probe %v: no result from duplicate address detection", addrs)
+		case <-st.ctx.Done():
+			return fmt.Errorf("probe %v: %w", addrs, errClosed)
+		}
+	}
+	if len(conflicts) > 0 {
+		slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
+		c := conflicts[0]
+		holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress
+		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", holder.String())
+		return &registry.FieldError{
+			Field: "ip",
+			Kind:  registry.ErrConflict,
+			Msg:   fmt.Sprintf("%s is already in use on the front link by %s (duplicate address)", c.ip, holder),
+		}
+	}
+	return failed
 }
 
 // Commit implements registry.Applier: it removes the addresses that prev
@@ -228,15 +404,19 @@ func (st *Stack) Addrs() []netip.Addr {
 // Stats returns gVisor's counters for the stack.
 func (st *Stack) Stats() tcpip.Stats { return st.s.Stats() }
 
-// Close stops the stack and waits for its goroutines, including the link
-// endpoint's. It is idempotent.
+// Close stops the announcements and the stack and waits for their
+// goroutines, including the link endpoint's. It is idempotent.
 func (st *Stack) Close() {
 	st.closeOnce.Do(func() {
+		st.cancel()
+		st.wg.Wait()
 		st.s.Close()
 		st.s.Wait()
 	})
 }
 
+// add holds a and starts announcing it; st.mu must be held (or st not yet
+// shared).
 func (st *Stack) add(a netip.Addr) error {
 	bits := -1
 	for _, p := range st.networks {
@@ -260,10 +440,63 @@ func (st *Stack) add(a netip.Addr) error {
 		return fmt.Errorf("hold %s: %s", a, err)
 	}
 	st.log.Info("holding address", "ip", a)
+	if a.Is4() && st.garp.count > 0 {
+		st.startAnnounce(a)
+	}
 	return nil
 }
 
+// startAnnounce sends the first gratuitous ARP for a now and the others
+// from a goroutine, which stops early when a is released or st closed.
+func (st *Stack) startAnnounce(a netip.Addr) {
+	if stop, ok := st.announcing[a]; ok {
+		stop()
+	}
+	ctx, stop := context.WithCancel(st.ctx)
+	st.announcing[a] = stop
+	st.announce(a)
+	if st.garp.count == 1 {
+		return
+	}
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		t := time.NewTicker(st.garp.interval)
+		defer t.Stop()
+		for range st.garp.count - 1 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				st.announce(a)
+			}
+		}
+	}()
+}
+
+// announce sends one gratuitous ARP for a: an ARP request from the NIC's
+// MAC to broadcast whose sender and target IP are both a (an RFC 5227 ARP
+// announcement; Linux updates an existing cache entry from it and creates
+// none).
+func (st *Stack) announce(a netip.Addr) {
+	b := make([]byte, header.ARPSize)
+	h := header.ARP(b)
+	h.SetIPv4OverEthernet()
+	h.SetOp(header.ARPRequest)
+	copy(h.HardwareAddressSender(), st.mac)
+	copy(h.ProtocolAddressSender(), a.AsSlice())
+	copy(h.ProtocolAddressTarget(), a.AsSlice())
+	if err := st.s.WritePacketToRemote(nicID, header.EthernetBroadcastAddress, arp.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
+		st.log.Warn("gratuitous ARP", "ip", a, "err", err.String())
+	}
+}
+
+// remove releases a and stops its announcements; st.mu must be held.
 func (st *Stack) remove(a netip.Addr) {
+	if stop, ok := st.announcing[a]; ok {
+		stop()
+		delete(st.announcing, a)
+	}
 	if err := st.s.RemoveAddress(nicID, toAddr(a)); err != nil {
 		st.log.Warn("release address", "ip", a, "err", err.String())
 		return

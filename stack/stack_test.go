@@ -69,17 +69,25 @@ func goroutineLeakCheck(t testing.TB) {
 // closed in cleanup.
 func newStack(t testing.TB, static ...netip.Addr) (*stack.Stack, *channel.Endpoint) {
 	t.Helper()
+	return newStackOpts(t, func(o *stack.Options) { o.Static = static })
+}
+
+// newStackOpts is newStack with the options that set changes (from a stack
+// on frontNet with nothing else set).
+func newStackOpts(t testing.TB, set func(*stack.Options)) (*stack.Stack, *channel.Endpoint) {
+	t.Helper()
 	goroutineLeakCheck(t)
 	wire := channel.New(64, 1500, nicMAC)
 	// ethernet.New frames packets as the real front link (fdbased with
 	// EthernetHeader) does and advertises CapabilityResolutionRequired, so
 	// that the NIC resolves and answers ARP.
-	st, err := stack.New(stack.Options{
+	opts := stack.Options{
 		Link:     ethernet.New(wire),
 		Networks: []netip.Prefix{frontNet},
-		Static:   static,
 		Logger:   discard,
-	})
+	}
+	set(&opts)
+	st, err := stack.New(opts)
 	if err != nil {
 		t.Fatalf("stack.New: %v", err)
 	}

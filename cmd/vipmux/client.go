@@ -99,10 +99,17 @@ func deregisterCommand() *cli.Command {
 		Usage: "remove a server computer from an IP (mode 1) or a port (mode 2)",
 		Description: `Examples:
    vipmux deregister --name web-a --ip 198.18.0.10
-   vipmux deregister --name web-a --port 8080`,
-		Flags: clientFlags(nameFlag, ipFlag, portOpt),
+   vipmux deregister --name web-a --port 8080
+   vipmux deregister --name web-a --ip 198.18.0.10 --drain 30s   # let open connections finish`,
+		Flags: clientFlags(nameFlag, ipFlag, portOpt,
+			&cli.DurationFlag{Name: "drain", Usage: "refuse new connections at once but let established ones run up to `DURATION` (at most 1h) before closing them; default: close them at once"},
+		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
-			err := cl.Deregister(ctx, control.DeregisterRequest{Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c)})
+			req := control.DeregisterRequest{Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c)}
+			if c.IsSet("drain") {
+				req.Drain = c.Duration("drain").String()
+			}
+			err := cl.Deregister(ctx, req)
 			if err != nil {
 				return fmt.Errorf("deregister %s: %w", c.String("name"), err)
 			}
