@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -37,6 +38,7 @@ type Config struct {
 	State    State
 	Shared   Shared
 	Dispatch Dispatch
+	Health   Health
 	Log      Log
 }
 
@@ -103,6 +105,42 @@ type Dispatch struct {
 	TimeWait Duration
 }
 
+// Health is the [health] section: the gateway's TCP-connect checks of
+// every mode-2 member's backend, and automatic failover.
+type Health struct {
+	// Enabled is [health] enabled: default true; false probes nothing (a
+	// member is then down only when its lease runs out).
+	Enabled bool
+	// Interval is [health] interval: time between two probes of a member;
+	// default 100ms, 10ms..1h.
+	Interval Duration
+	// Timeout is [health] timeout: how long one probe (TCP connect) may
+	// take; default 100ms, 1ms..1m.
+	Timeout Duration
+	// Rise is [health] rise: consecutive successful probes that bring a
+	// down member up; default 2, 1..100.
+	Rise int
+	// Fall is [health] fall: consecutive failed probes that mark a member
+	// down; default 2, 1..100.
+	Fall int
+	// Failback is [health] failback: make a former active that failover
+	// demoted active again once it recovers; default false (no flapping
+	// back). It applies to every port.
+	Failback bool
+	// Port is the [health.port.PORT] tables: per-port overrides of
+	// interval, timeout, rise and fall. Parse fills the keys that a port
+	// leaves out with the [health] values.
+	Port map[uint16]HealthPort
+}
+
+// HealthPort is one [health.port.PORT] table.
+type HealthPort struct {
+	Interval Duration
+	Timeout  Duration
+	Rise     int
+	Fall     int
+}
+
 // Log is the [log] section.
 type Log struct {
 	// Level is [log] level: "debug", "info" (default), "warn" or "error".
@@ -138,6 +176,12 @@ const (
 	maxTimeWait    = 60 * time.Second
 	maxInFlight    = 65536
 	maxIfNameLen   = 15 // IFNAMSIZ - 1
+
+	minHealthInterval = 10 * time.Millisecond
+	maxHealthInterval = time.Hour
+	minHealthTimeout  = time.Millisecond
+	maxHealthTimeout  = time.Minute
+	maxHealthCount    = 100
 )
 
 var (
@@ -161,6 +205,13 @@ func Default() *Config {
 			DialTimeout: Duration{3 * time.Second},
 			MaxInFlight: 8192,
 			TimeWait:    Duration{1 * time.Second},
+		},
+		Health: Health{
+			Enabled:  true,
+			Interval: Duration{100 * time.Millisecond},
+			Timeout:  Duration{100 * time.Millisecond},
+			Rise:     2,
+			Fall:     2,
 		},
 		Log: Log{
 			Level:  "info",
@@ -209,10 +260,27 @@ type raw struct {
 		MaxInFlight int    `toml:"max_in_flight"`
 		TimeWait    string `toml:"time_wait"`
 	} `toml:"dispatch"`
+	Health struct {
+		Enabled  bool                     `toml:"enabled"`
+		Interval string                   `toml:"interval"`
+		Timeout  string                   `toml:"timeout"`
+		Rise     int                      `toml:"rise"`
+		Fall     int                      `toml:"fall"`
+		Failback bool                     `toml:"failback"`
+		Port     map[string]rawHealthPort `toml:"port"`
+	} `toml:"health"`
 	Log struct {
 		Level  string `toml:"level"`
 		Format string `toml:"format"`
 	} `toml:"log"`
+}
+
+// rawHealthPort is one [health.port.PORT] table; nil is a key left out.
+type rawHealthPort struct {
+	Interval *string `toml:"interval"`
+	Timeout  *string `toml:"timeout"`
+	Rise     *int    `toml:"rise"`
+	Fall     *int    `toml:"fall"`
 }
 
 // Parse decodes data strictly (an unknown key is an error), fills in the
@@ -227,6 +295,11 @@ func Parse(data []byte) (*Config, error) {
 	r.Dispatch.DialTimeout = def.Dispatch.DialTimeout.String()
 	r.Dispatch.MaxInFlight = def.Dispatch.MaxInFlight
 	r.Dispatch.TimeWait = def.Dispatch.TimeWait.String()
+	r.Health.Enabled = def.Health.Enabled
+	r.Health.Interval = def.Health.Interval.String()
+	r.Health.Timeout = def.Health.Timeout.String()
+	r.Health.Rise = def.Health.Rise
+	r.Health.Fall = def.Health.Fall
 	r.Log.Level = def.Log.Level
 	r.Log.Format = def.Log.Format
 
@@ -302,6 +375,7 @@ func Parse(data []byte) (*Config, error) {
 	} else {
 		c.Dispatch.TimeWait = Duration{d}
 	}
+	parseHealth(c, &r, fail)
 	c.Log.Level = r.Log.Level
 	c.Log.Format = r.Log.Format
 
@@ -310,6 +384,48 @@ func Parse(data []byte) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// parseHealth fills c.Health from r's [health] and [health.port.PORT]
+// tables, reporting the keys that do not parse with fail.
+func parseHealth(c *Config, r *raw, fail func(key, format string, args ...any)) {
+	h := &c.Health
+	h.Enabled, h.Rise, h.Fall, h.Failback = r.Health.Enabled, r.Health.Rise, r.Health.Fall, r.Health.Failback
+	duration := func(key, s string, d *Duration) {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			fail(key, "%q is not a duration such as \"100ms\"", s)
+			return
+		}
+		*d = Duration{v}
+	}
+	duration("health.interval", r.Health.Interval, &h.Interval)
+	duration("health.timeout", r.Health.Timeout, &h.Timeout)
+	for name, rp := range r.Health.Port {
+		key := "health.port." + name
+		n, err := strconv.ParseUint(name, 10, 16)
+		if err != nil || n == 0 {
+			fail(key, "%q is not a port number 1..65535", name)
+			continue
+		}
+		p := HealthPort{Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall}
+		if rp.Interval != nil {
+			duration(key+".interval", *rp.Interval, &p.Interval)
+		}
+		if rp.Timeout != nil {
+			duration(key+".timeout", *rp.Timeout, &p.Timeout)
+		}
+		if rp.Rise != nil {
+			p.Rise = *rp.Rise
+		}
+		if rp.Fall != nil {
+			p.Fall = *rp.Fall
+		}
+		if h.Port == nil {
+			h.Port = map[uint16]HealthPort{}
+		}
+		h.Port[uint16(n)] = p
+	}
 }
 
 // unknownKeys reports the keys that the decoder did not use. A key inside
@@ -416,9 +532,57 @@ func (c *Config) validate(skip map[string]bool) []error {
 		check("dispatch.time_wait", fmt.Errorf("%s is out of range: use 0s..%s", d, maxTimeWait))
 	}
 
+	check("health.interval", checkHealthInterval(c.Health.Interval.Duration))
+	check("health.timeout", checkHealthTimeout(c.Health.Timeout.Duration))
+	check("health.rise", checkHealthCount(c.Health.Rise))
+	check("health.fall", checkHealthCount(c.Health.Fall))
+	ports := slices.Sorted(maps.Keys(c.Health.Port))
+	for _, port := range ports {
+		p, key := c.Health.Port[port], fmt.Sprintf("health.port.%d", port)
+		if port == 0 {
+			check(key, errors.New("0 is not a port number 1..65535"))
+			continue
+		}
+		// A value that a port inherits from a bad [health] key is
+		// reported once, under [health].
+		if h := c.Health; p.Interval != h.Interval || checkHealthInterval(h.Interval.Duration) == nil {
+			check(key+".interval", checkHealthInterval(p.Interval.Duration))
+		}
+		if h := c.Health; p.Timeout != h.Timeout || checkHealthTimeout(h.Timeout.Duration) == nil {
+			check(key+".timeout", checkHealthTimeout(p.Timeout.Duration))
+		}
+		if h := c.Health; p.Rise != h.Rise || checkHealthCount(h.Rise) == nil {
+			check(key+".rise", checkHealthCount(p.Rise))
+		}
+		if h := c.Health; p.Fall != h.Fall || checkHealthCount(h.Fall) == nil {
+			check(key+".fall", checkHealthCount(p.Fall))
+		}
+	}
+
 	check("log.level", oneOf(c.Log.Level, logLevels))
 	check("log.format", oneOf(c.Log.Format, logFormats))
 	return errs
+}
+
+func checkHealthInterval(d time.Duration) error {
+	if d < minHealthInterval || d > maxHealthInterval {
+		return fmt.Errorf("%s is out of range: use %s..%s", d, minHealthInterval, maxHealthInterval)
+	}
+	return nil
+}
+
+func checkHealthTimeout(d time.Duration) error {
+	if d < minHealthTimeout || d > maxHealthTimeout {
+		return fmt.Errorf("%s is out of range: use %s..%s", d, minHealthTimeout, maxHealthTimeout)
+	}
+	return nil
+}
+
+func checkHealthCount(n int) error {
+	if n < 1 || n > maxHealthCount {
+		return fmt.Errorf("%d is out of range: use 1..%d", n, maxHealthCount)
+	}
+	return nil
 }
 
 // oneOf checks that v is one of choices.

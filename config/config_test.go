@@ -41,6 +41,7 @@ func TestDefault(t *testing.T) {
 		Control:  Control{Listen: "127.0.0.1:7070"},
 		State:    State{Path: "/var/lib/vipmux/state.json"},
 		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{time.Second}},
+		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		Log:      Log{Level: "info", Format: "text"},
 	}
 	if diff := cmp.Diff(want, Default(), cmpOpts); diff != "" {
@@ -86,6 +87,18 @@ address = "198.18.0.100"
 dial_timeout = "500ms"
 max_in_flight = 1
 time_wait = "0s"
+[health]
+enabled = false
+interval = "1s"
+timeout = "300ms"
+rise = 3
+fall = 4
+failback = true
+[health.port.8080]
+interval = "50ms"
+timeout = "20ms"
+rise = 1
+fall = 1
 [log]
 level = "debug"
 format = "json"
@@ -103,8 +116,49 @@ format = "json"
 				State:    State{Path: "/tmp/state.json"},
 				Shared:   Shared{Address: netip.MustParseAddr("198.18.0.100")},
 				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}},
-				Log:      Log{Level: "debug", Format: "json"},
+				Health: Health{Interval: Duration{time.Second}, Timeout: Duration{300 * time.Millisecond}, Rise: 3, Fall: 4, Failback: true,
+					Port: map[uint16]HealthPort{8080: {Interval: Duration{50 * time.Millisecond}, Timeout: Duration{20 * time.Millisecond}, Rise: 1, Fall: 1}}},
+				Log: Log{Level: "debug", Format: "json"},
 			},
+		},
+		{
+			name: "health ports inherit the keys they leave out",
+			in: minimal + `
+[health]
+interval = "200ms"
+fall = 3
+port.80 = { fall = 1 }
+[health.port.9090]
+timeout = "1s"
+rise = 5
+`,
+			want: withDefaults(func(c *Config) {
+				c.Health.Interval = Duration{200 * time.Millisecond}
+				c.Health.Fall = 3
+				c.Health.Port = map[uint16]HealthPort{
+					80:   {Interval: Duration{200 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 1},
+					9090: {Interval: Duration{200 * time.Millisecond}, Timeout: Duration{time.Second}, Rise: 5, Fall: 3},
+				}
+			}),
+		},
+		{
+			name: "health limits are inclusive",
+			in: minimal + `
+[health]
+interval = "10ms"
+timeout = "1m"
+rise = 100
+fall = 1
+[health.port.65535]
+interval = "1h"
+timeout = "1ms"
+rise = 1
+fall = 100
+`,
+			want: withDefaults(func(c *Config) {
+				c.Health = Health{Enabled: true, Interval: Duration{10 * time.Millisecond}, Timeout: Duration{time.Minute}, Rise: 100, Fall: 1,
+					Port: map[uint16]HealthPort{65535: {Interval: Duration{time.Hour}, Timeout: Duration{time.Millisecond}, Rise: 1, Fall: 100}}}
+			}),
 		},
 		{
 			name: "networks stored masked",
@@ -199,6 +253,27 @@ func TestParseErrors(t *testing.T) {
 			in:        strings.Replace(minimal, "interface", "interfce", 1),
 			wantErrs:  []string{"unknown key nic.interfce", "nic.interface: required"},
 			wantLines: 2,
+		},
+		{
+			name: "health keys that do not parse",
+			in: minimal + `
+[health]
+interval = "fast"
+rise = 0
+[health.port.http]
+fall = 1
+[health.port.8080]
+timeout = "soon"
+fall = 0
+retries = 3
+`,
+			wantErrs: []string{
+				`health.interval: "fast" is not a duration`, "health.rise: 0 is out of range",
+				`health.port.http: "http" is not a port number`,
+				`health.port.8080.timeout: "soon" is not a duration`, "health.port.8080.fall: 0 is out of range",
+				"unknown key health.port.8080.retries",
+			},
+			wantLines: 6,
 		},
 		{
 			name:      "unknown table reported once",
@@ -528,6 +603,18 @@ func TestValidate(t *testing.T) {
 			wantErrs: []string{"dispatch.dial_timeout: 0s is out of range"},
 		},
 		{
+			name: "health out of range",
+			modify: func(c *Config) {
+				c.Health = Health{Interval: Duration{time.Millisecond}, Timeout: Duration{0}, Rise: 0, Fall: 101,
+					Port: map[uint16]HealthPort{0: {}, 80: {Interval: Duration{2 * time.Hour}, Timeout: Duration{2 * time.Minute}, Rise: -1, Fall: 0}}}
+			},
+			wantErrs: []string{
+				"health.interval: 1ms is out of range", "health.timeout: 0s is out of range", "health.rise: 0 is out of range", "health.fall: 101 is out of range",
+				"health.port.0: 0 is not a port number",
+				"health.port.80.interval: 2h0m0s is out of range", "health.port.80.timeout: 2m0s", "health.port.80.rise: -1", "health.port.80.fall: 0",
+			},
+		},
+		{
 			name:     "interface with NUL",
 			modify:   func(c *Config) { c.NIC.Interface = "eth\x001" },
 			wantErrs: []string{"nic.interface:"},
@@ -699,6 +786,8 @@ func TestExampleFile(t *testing.T) {
 		"nic.driver", "nic.interface", "nic.mac", "nic.mtu", "nic.networks", "nic.router",
 		"control.listen", "control.token_file", "state.path", "shared.address",
 		"dispatch.dial_timeout", "dispatch.max_in_flight", "dispatch.time_wait",
+		"health.enabled", "health.interval", "health.timeout", "health.rise", "health.fall", "health.failback",
+		"health.port.8080.interval", "health.port.8080.fall",
 		"log.level", "log.format",
 	} {
 		if !keys[want] {
