@@ -25,9 +25,9 @@ const hostMAC = tcpip.LinkAddress("\x02\x00\x00\x00\x00\x99")
 
 // arpFrame is what matters of an ARP frame on the wire.
 type arpFrame struct {
-	EthSrc, EthDst   tcpip.LinkAddress
-	Op               header.ARPOp
-	Sender, Target   tcpip.LinkAddress
+	EthSrc, EthDst     tcpip.LinkAddress
+	Op                 header.ARPOp
+	Sender, Target     tcpip.LinkAddress
 	SenderIP, TargetIP netip.Addr
 }
 
@@ -191,9 +191,9 @@ func TestGratuitousARP(t *testing.T) {
 			wantFrames: []arpFrame{announcement(a100), announcement(a100), announcement(a100)},
 		},
 		{
-			name:  "prepare adds two",
-			count: 2,
-			add:   []netip.Addr{a10, a11},
+			name:       "prepare adds two",
+			count:      2,
+			add:        []netip.Addr{a10, a11},
 			wantFrames: []arpFrame{announcement(a10), announcement(a11), announcement(a10), announcement(a11)},
 		},
 		{
