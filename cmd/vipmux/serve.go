@@ -18,6 +18,7 @@ import (
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/dispatch"
+	"github.com/vipmux/vipmux/health"
 	"github.com/vipmux/vipmux/nic"
 	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
@@ -90,6 +91,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 	reg, err := registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
 		Store:    store,
+		Failback: cfg.Health.Failback,
 		Logger:   log,
 	})
 	if err != nil {
@@ -147,6 +149,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 	wg.Go(func() { reg.RunExpiry(expiryCtx, expiryInterval) })
 	defer wg.Wait()
 	defer stopExpiry()
+	if cfg.Health.Enabled {
+		hc, err := newHealthChecker(cfg.Health, reg, log)
+		if err != nil {
+			return err
+		}
+		healthCtx, stopHealth := context.WithCancel(ctx)
+		defer stopHealth()
+		wg.Go(func() { _ = hc.Run(healthCtx) })
+	}
 
 	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Logger: log})
 	if err != nil {
@@ -159,6 +170,28 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		err = nil
 	}
 	return err
+}
+
+// newHealthChecker returns the checker of mode-2 members that cfg
+// describes; cfg has been validated.
+func newHealthChecker(cfg config.Health, reg *registry.Registry, log *slog.Logger) (*health.Checker, error) {
+	settings := func(interval, timeout config.Duration, rise, fall int) health.Settings {
+		return health.Settings{Interval: interval.Duration, Timeout: timeout.Duration, Rise: rise, Fall: fall}
+	}
+	ports := make(map[uint16]health.Settings, len(cfg.Port))
+	for port, p := range cfg.Port {
+		ports[port] = settings(p.Interval, p.Timeout, p.Rise, p.Fall)
+	}
+	hc, err := health.New(health.Options{
+		Registry: reg,
+		Defaults: settings(cfg.Interval, cfg.Timeout, cfg.Rise, cfg.Fall),
+		Ports:    ports,
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("[health]: %w", err)
+	}
+	return hc, nil
 }
 
 // expiryInterval is how often serve ends the leases that ran out.
