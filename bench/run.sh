@@ -102,8 +102,8 @@ path = "$tmp/state.json"
 level = "warn"
 TOML
 bg nsx $G "$BIN" serve --config "$tmp/vipmux.toml"
-VPID=$!
 for _ in $(seq 100); do nsx $G "$BIN" status >/dev/null 2>&1 && break; sleep 0.1; done
+VPID=$(pgrep -f "serve --config $tmp/vipmux.toml" | head -1)
 vmx() { nsx $G "$BIN" "$@" >/dev/null; }
 vmx register --name web-a --ip 198.18.0.10 --backend 198.19.0.2
 vmx register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
@@ -154,9 +154,10 @@ for run in $(seq "$RUNS"); do
 	to=web-b; [ $((run % 2)) = 1 ] || to=web-a
 	nsx $C "$LOADGEN" follow -addr 198.18.0.100:8080 -want $to -d 5s >"$tmp/follow.json" &
 	lg=$!; sleep 0.3
-	t0=$(date +%s%N); vmx switch --port 8080 --to $to
+	t0=$(date +%s%N); vmx switch --port 8080 --to $to; t1=$(date +%s%N)
 	wait "$lg"
 	add "switch → first new conn, ms" vipmux-m2 "$(python3 -c "import json; d=json.load(open('$tmp/follow.json')); print('%.1f' % ((d['at_unix_ns']-$t0)/1e6))")"
+	add "switch command (CLI start to exit), ms" vipmux-m2 "$(( (t1 - t0) / 1000000 ))"
 	sleep 1
 done
 
@@ -169,7 +170,7 @@ for b in json.load(sys.stdin)["bindings"]:
 standby=web-b; victim=$A; [ "$active" = web-a ] || { standby=web-a; victim=$B; }
 nsx $C "$LOADGEN" follow -addr 198.18.0.100:8080 -want $standby -d 10s >"$tmp/follow.json" 2>"$tmp/follow.err" &
 lg=$!; sleep 0.3
-t0=$(date +%s%N); for p in $(ip netns pids "$victim"); do grep -q namesrv /proc/$p/cmdline 2>/dev/null && kill -9 "$p"; done
+t0=$(date +%s%N); for p in $(ip netns pids "$victim"); do grep -q namesrv /proc/$p/cmdline 2>/dev/null && kill -9 "$p" 2>/dev/null; done
 if wait "$lg"; then
 	add "kill -9 → first new conn, ms" vipmux-m2 "$(python3 -c "import json; d=json.load(open('$tmp/follow.json')); print('%.1f' % ((d['at_unix_ns']-$t0)/1e6))")"
 else
@@ -205,7 +206,7 @@ for line in raw.strip().splitlines():
     fig, path = key.split("|")
     if fig not in order: order.append(fig)
     figs.setdefault(fig, {})[path] = vals.split()
-prefer = ["1 stream", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch", "kill", "register", "KiB per registered", "ARP"]
+prefer = ["1 stream,", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch command", "kill", "register", "KiB per registered", "ARP"]
 order.sort(key=lambda f: next((i for i, p in enumerate(prefer) if f.startswith(p)), 99))
 paths = ["direct", "haproxy", "vipmux-m1", "vipmux-m2"]
 def med(v):
