@@ -39,6 +39,7 @@ type Config struct {
 	Shared   Shared
 	Dispatch Dispatch
 	Health   Health
+	ARP      ARP
 	Log      Log
 }
 
@@ -141,6 +142,29 @@ type HealthPort struct {
 	Fall     int
 }
 
+// ARP is the [arp] section: how the gateway claims the addresses it holds
+// on the front link (RFC 5227).
+type ARP struct {
+	// GARPCount is [arp] garp_count: gratuitous ARP announcements sent
+	// whenever the gateway starts holding an address (start-up, restore,
+	// register), so that neighbours update their caches at once; default
+	// 3, 0..100 (0 sends none).
+	GARPCount int
+	// GARPInterval is [arp] garp_interval: time between two announcements
+	// of one address; default 200ms, 10ms..10s.
+	GARPInterval Duration
+	// DADProbes is [arp] dad_probes: ARP probes sent before the gateway
+	// holds a newly registered address; a host that answers makes the
+	// registration fail with 409 naming its MAC. Each new address delays
+	// its registration by dad_probes x dad_interval. Addresses restored
+	// from the state file and [shared] address are not probed. Default 2,
+	// 0..20 (0 disables detection).
+	DADProbes int
+	// DADInterval is [arp] dad_interval: time between two probes, and how
+	// long the last one waits for an answer; default 100ms, 10ms..10s.
+	DADInterval Duration
+}
+
 // Log is the [log] section.
 type Log struct {
 	// Level is [log] level: "debug", "info" (default), "warn" or "error".
@@ -182,6 +206,11 @@ const (
 	minHealthTimeout  = time.Millisecond
 	maxHealthTimeout  = time.Minute
 	maxHealthCount    = 100
+
+	maxGARPCount   = 100
+	maxDADProbes   = 20
+	minARPInterval = 10 * time.Millisecond
+	maxARPInterval = 10 * time.Second
 )
 
 var (
@@ -212,6 +241,12 @@ func Default() *Config {
 			Timeout:  Duration{100 * time.Millisecond},
 			Rise:     2,
 			Fall:     2,
+		},
+		ARP: ARP{
+			GARPCount:    3,
+			GARPInterval: Duration{200 * time.Millisecond},
+			DADProbes:    2,
+			DADInterval:  Duration{100 * time.Millisecond},
 		},
 		Log: Log{
 			Level:  "info",
@@ -269,6 +304,12 @@ type raw struct {
 		Failback bool                     `toml:"failback"`
 		Port     map[string]rawHealthPort `toml:"port"`
 	} `toml:"health"`
+	ARP struct {
+		GARPCount    int    `toml:"garp_count"`
+		GARPInterval string `toml:"garp_interval"`
+		DADProbes    int    `toml:"dad_probes"`
+		DADInterval  string `toml:"dad_interval"`
+	} `toml:"arp"`
 	Log struct {
 		Level  string `toml:"level"`
 		Format string `toml:"format"`
@@ -295,6 +336,10 @@ func Parse(data []byte) (*Config, error) {
 	r.Dispatch.DialTimeout = def.Dispatch.DialTimeout.String()
 	r.Dispatch.MaxInFlight = def.Dispatch.MaxInFlight
 	r.Dispatch.TimeWait = def.Dispatch.TimeWait.String()
+	r.ARP.GARPCount = def.ARP.GARPCount
+	r.ARP.GARPInterval = def.ARP.GARPInterval.String()
+	r.ARP.DADProbes = def.ARP.DADProbes
+	r.ARP.DADInterval = def.ARP.DADInterval.String()
 	r.Health.Enabled = def.Health.Enabled
 	r.Health.Interval = def.Health.Interval.String()
 	r.Health.Timeout = def.Health.Timeout.String()
@@ -376,6 +421,18 @@ func Parse(data []byte) (*Config, error) {
 		c.Dispatch.TimeWait = Duration{d}
 	}
 	parseHealth(c, &r, fail)
+	c.ARP.GARPCount = r.ARP.GARPCount
+	if d, err := time.ParseDuration(r.ARP.GARPInterval); err != nil {
+		fail("arp.garp_interval", "%q is not a duration such as \"200ms\"", r.ARP.GARPInterval)
+	} else {
+		c.ARP.GARPInterval = Duration{d}
+	}
+	c.ARP.DADProbes = r.ARP.DADProbes
+	if d, err := time.ParseDuration(r.ARP.DADInterval); err != nil {
+		fail("arp.dad_interval", "%q is not a duration such as \"100ms\"", r.ARP.DADInterval)
+	} else {
+		c.ARP.DADInterval = Duration{d}
+	}
 	c.Log.Level = r.Log.Level
 	c.Log.Format = r.Log.Format
 
@@ -532,6 +589,15 @@ func (c *Config) validate(skip map[string]bool) []error {
 		check("dispatch.time_wait", fmt.Errorf("%s is out of range: use 0s..%s", d, maxTimeWait))
 	}
 
+	if n := c.ARP.GARPCount; n < 0 || n > maxGARPCount {
+		check("arp.garp_count", fmt.Errorf("%d is out of range: use 0 (none)..%d", n, maxGARPCount))
+	}
+	check("arp.garp_interval", checkARPInterval(c.ARP.GARPInterval.Duration))
+	if n := c.ARP.DADProbes; n < 0 || n > maxDADProbes {
+		check("arp.dad_probes", fmt.Errorf("%d is out of range: use 0 (no detection)..%d", n, maxDADProbes))
+	}
+	check("arp.dad_interval", checkARPInterval(c.ARP.DADInterval.Duration))
+
 	check("health.interval", checkHealthInterval(c.Health.Interval.Duration))
 	check("health.timeout", checkHealthTimeout(c.Health.Timeout.Duration))
 	check("health.rise", checkHealthCount(c.Health.Rise))
@@ -581,6 +647,14 @@ func checkHealthTimeout(d time.Duration) error {
 func checkHealthCount(n int) error {
 	if n < 1 || n > maxHealthCount {
 		return fmt.Errorf("%d is out of range: use 1..%d", n, maxHealthCount)
+	}
+	return nil
+}
+
+// checkARPInterval checks an [arp] interval.
+func checkARPInterval(d time.Duration) error {
+	if d < minARPInterval || d > maxARPInterval {
+		return fmt.Errorf("%s is out of range: use %s..%s", d, minARPInterval, maxARPInterval)
 	}
 	return nil
 }

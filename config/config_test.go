@@ -42,6 +42,7 @@ func TestDefault(t *testing.T) {
 		State:    State{Path: "/var/lib/vipmux/state.json"},
 		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{time.Second}},
 		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
+		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:      Log{Level: "info", Format: "text"},
 	}
 	if diff := cmp.Diff(want, Default(), cmpOpts); diff != "" {
@@ -99,6 +100,11 @@ interval = "50ms"
 timeout = "20ms"
 rise = 1
 fall = 1
+[arp]
+garp_count = 5
+garp_interval = "1s"
+dad_probes = 3
+dad_interval = "250ms"
 [log]
 level = "debug"
 format = "json"
@@ -118,6 +124,7 @@ format = "json"
 				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}},
 				Health: Health{Interval: Duration{time.Second}, Timeout: Duration{300 * time.Millisecond}, Rise: 3, Fall: 4, Failback: true,
 					Port: map[uint16]HealthPort{8080: {Interval: Duration{50 * time.Millisecond}, Timeout: Duration{20 * time.Millisecond}, Rise: 1, Fall: 1}}},
+				ARP: ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
 				Log: Log{Level: "debug", Format: "json"},
 			},
 		},
@@ -158,6 +165,31 @@ fall = 100
 			want: withDefaults(func(c *Config) {
 				c.Health = Health{Enabled: true, Interval: Duration{10 * time.Millisecond}, Timeout: Duration{time.Minute}, Rise: 100, Fall: 1,
 					Port: map[uint16]HealthPort{65535: {Interval: Duration{time.Hour}, Timeout: Duration{time.Millisecond}, Rise: 1, Fall: 100}}}
+			}),
+		},
+		{
+			name: "arp zero counts disable, limits are inclusive",
+			in: minimal + `
+[arp]
+garp_count = 0
+garp_interval = "10s"
+dad_probes = 0
+dad_interval = "10ms"
+`,
+			want: withDefaults(func(c *Config) {
+				c.ARP = ARP{GARPCount: 0, GARPInterval: Duration{10 * time.Second}, DADProbes: 0, DADInterval: Duration{10 * time.Millisecond}}
+			}),
+		},
+		{
+			name: "arp upper limits",
+			in: minimal + `
+[arp]
+garp_count = 100
+dad_probes = 20
+`,
+			want: withDefaults(func(c *Config) {
+				c.ARP.GARPCount = 100
+				c.ARP.DADProbes = 20
 			}),
 		},
 		{
@@ -511,6 +543,48 @@ retries = 3
 			wantErrs: []string{"dispatch.time_wait: 2m0s is out of range"},
 		},
 		{
+			name:     "garp count negative",
+			in:       minimal + "[arp]\ngarp_count = -1\n",
+			wantErrs: []string{"arp.garp_count: -1 is out of range"},
+		},
+		{
+			name:     "garp count too many",
+			in:       minimal + "[arp]\ngarp_count = 101\n",
+			wantErrs: []string{"arp.garp_count: 101 is out of range"},
+		},
+		{
+			name:      "garp interval not a duration",
+			in:        minimal + "[arp]\ngarp_interval = \"often\"\n",
+			wantErrs:  []string{`arp.garp_interval: "often" is not a duration`},
+			wantLines: 1,
+		},
+		{
+			name:     "garp interval too short",
+			in:       minimal + "[arp]\ngarp_interval = \"1ms\"\n",
+			wantErrs: []string{"arp.garp_interval: 1ms is out of range"},
+		},
+		{
+			name:     "dad probes too many",
+			in:       minimal + "[arp]\ndad_probes = 21\n",
+			wantErrs: []string{"arp.dad_probes: 21 is out of range"},
+		},
+		{
+			name:      "dad interval not a duration",
+			in:        minimal + "[arp]\ndad_interval = \"100\"\n",
+			wantErrs:  []string{`arp.dad_interval: "100" is not a duration`},
+			wantLines: 1,
+		},
+		{
+			name:     "dad interval too long",
+			in:       minimal + "[arp]\ndad_interval = \"11s\"\n",
+			wantErrs: []string{"arp.dad_interval: 11s is out of range"},
+		},
+		{
+			name:     "arp unknown key",
+			in:       minimal + "[arp]\ngarp = 3\n",
+			wantErrs: []string{"unknown key arp.garp"},
+		},
+		{
 			name:     "log level",
 			in:       minimal + "[log]\nlevel = \"trace\"\n",
 			wantErrs: []string{`log.level: "trace" is not one of`},
@@ -788,6 +862,7 @@ func TestExampleFile(t *testing.T) {
 		"dispatch.dial_timeout", "dispatch.max_in_flight", "dispatch.time_wait",
 		"health.enabled", "health.interval", "health.timeout", "health.rise", "health.fall", "health.failback",
 		"health.port.8080.interval", "health.port.8080.fall",
+		"arp.garp_count", "arp.garp_interval", "arp.dad_probes", "arp.dad_interval",
 		"log.level", "log.format",
 	} {
 		if !keys[want] {

@@ -41,6 +41,8 @@ const (
 	PathRenew      = "/v1/renew"
 	PathStatus     = "/v1/status"
 	PathHealth     = "/healthz"
+	// PathDebugVars answers GET with DebugVars; it needs the token.
+	PathDebugVars = "/debug/vars"
 )
 
 // MaxRequestBody is the largest request body the server reads; a larger one
@@ -160,4 +162,15 @@ type errorBody struct {
 // okBody is the body of answers that carry no data.
 type okBody struct {
 	OK bool `json:"ok"`
+}
+
+// DebugVars is the body of GET /debug/vars: the gateway process's own
+// figures, for leak checks and for an operator's first look.
+type DebugVars struct {
+	// Goroutines is runtime.NumGoroutine(): two per proxied connection
+	// plus a fixed base.
+	Goroutines int `json:"goroutines"`
+	// HeapInuse and Sys are runtime.MemStats' HeapInuse and Sys, in bytes.
+	HeapInuse uint64 `json:"heap_inuse"`
+	Sys       uint64 `json:"sys"`
 }

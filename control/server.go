@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -94,6 +95,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathRenew:      {method: http.MethodPost, fn: s.renew},
 		PathStatus:     {method: http.MethodGet, fn: s.status},
 		PathHealth:     {method: http.MethodGet, open: true, fn: s.health},
+		PathDebugVars:  {method: http.MethodGet, fn: s.debugVars},
 	}
 	return s, nil
 }
@@ -411,6 +413,13 @@ func (s *server) deregister(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.Info("deregister", "name", req.Name, "binding", k.String(), "backend", before.Backend.String(), "state", string(before.State), "drain", drain, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, okBody{OK: true})
+	return nil
+}
+
+func (s *server) debugVars(w http.ResponseWriter, r *http.Request) error {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	writeJSON(w, http.StatusOK, DebugVars{Goroutines: runtime.NumGoroutine(), HeapInuse: ms.HeapInuse, Sys: ms.Sys})
 	return nil
 }
 

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,11 +125,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		static = append(static, cfg.Shared.Address)
 	}
 	st, err := stack.New(stack.Options{
-		Link:     link.Endpoint,
-		Networks: cfg.NIC.Networks,
-		Router:   cfg.NIC.Router,
-		Static:   static,
-		TimeWait: cfg.Dispatch.TimeWait.Duration,
+		Link:         link.Endpoint,
+		Networks:     cfg.NIC.Networks,
+		Router:       cfg.NIC.Router,
+		Static:       static,
+		TimeWait:     cfg.Dispatch.TimeWait.Duration,
+		GARPCount:    cfg.ARP.GARPCount,
+		GARPInterval: cfg.ARP.GARPInterval.Duration,
+		DADProbes:    cfg.ARP.DADProbes,
+		DADInterval:  cfg.ARP.DADInterval.Duration,
+		// The restored table's addresses were the gateway's before the
+		// restart: announced again, not probed.
+		Restored: slices.Collect(maps.Keys(reg.Table().Addrs())),
 		Logger:   log,
 	})
 	if err != nil {
