@@ -40,9 +40,9 @@ func TestClientCalls(t *testing.T) {
 		t.Fatalf("Switch: %v", err)
 	}
 	want := BindingView{IP: "198.18.0.100", Port: 80, Members: []MemberView{
-		{Name: "web-a", Backend: "198.19.0.2:80", State: "standby", Since: testNow, Connections: 3},
-		{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow},
-		{Name: "web-c", Backend: "198.19.0.4:80", State: "active", Since: testNow},
+		{Name: "web-a", Backend: "198.19.0.2:80", State: "standby", Since: testNow, Connections: 3, Reason: "switch to web-c"},
+		{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered"},
+		{Name: "web-c", Backend: "198.19.0.4:80", State: "active", Since: testNow, Reason: "switch"},
 	}}
 	if diff := cmp.Diff(want, b); diff != "" {
 		t.Errorf("Switch (-want +got):\n%s", diff)
@@ -56,7 +56,7 @@ func TestClientCalls(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	wantSt := Status{Shared: "198.18.0.100", Bindings: []BindingView{want}}
+	wantSt := Status{Shared: "198.18.0.100", Bindings: []BindingView{want}, Events: []EventView{}}
 	if diff := cmp.Diff(wantSt, st); diff != "" {
 		t.Errorf("Status (-want +got):\n%s", diff)
 	}

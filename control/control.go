@@ -143,6 +143,31 @@ type MemberView struct {
 	// Expires is when the lease runs out unless renewed; absent when
 	// permanent.
 	Expires time.Time `json:"expires,omitzero"`
+	// Down is true when the member's health check or its lease declared
+	// it gone; a down member receives no new connections.
+	Down bool `json:"down"`
+	// FailedOver is true for a former active that automatic failover
+	// demoted.
+	FailedOver bool `json:"failed_over,omitempty"`
+	// Reason says why State or Down last changed, e.g. "registered",
+	// "switch", "health check failed: ...", "automatic failover: ...".
+	Reason string `json:"reason,omitempty"`
+}
+
+// EventView is one automatic change of the table (a health check or lease
+// that marked a member down or up, a failover) as the API shows it.
+type EventView struct {
+	// Time is when it happened.
+	Time time.Time `json:"time"`
+	// Binding is "IP:PORT", or "IP:*" for every port.
+	Binding string `json:"binding"`
+	// Member is the server computer concerned.
+	Member string `json:"member"`
+	// What happened: "down", "up", "expired", "removed", "promoted" or
+	// "demoted".
+	What string `json:"what"`
+	// Why it happened.
+	Why string `json:"why"`
 }
 
 // Status is the body of the answer to GET /v1/status.
@@ -151,6 +176,8 @@ type Status struct {
 	Shared string `json:"shared,omitempty"`
 	// Bindings are every binding, ordered by IP, then port.
 	Bindings []BindingView `json:"bindings"`
+	// Events are the most recent automatic changes, oldest first.
+	Events []EventView `json:"events"`
 }
 
 // errorBody is the body of every error answer.

@@ -469,6 +469,11 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 	for _, b := range bs {
 		st.Bindings = append(st.Bindings, s.view(b))
 	}
+	events := s.reg.Events()
+	st.Events = make([]EventView, 0, len(events))
+	for _, e := range events {
+		st.Events = append(st.Events, EventView{Time: e.Time, Binding: e.Binding.String(), Member: e.Member, What: e.What, Why: e.Why})
+	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
 }
@@ -487,6 +492,10 @@ func (s *server) view(b *registry.Binding) BindingView {
 			Backend: formatBackend(m.Backend),
 			State:   string(m.State),
 			Since:   m.Since,
+			Down:    m.Down,
+			Reason:  m.Reason,
+			// FailedOver only matters while the member can fail back.
+			FailedOver: m.FailedOver,
 		}
 		if s.conns != nil {
 			mv.Connections = s.conns.Conns(b.Key, m.Name)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/vipmux/vipmux/registry"
 )
 
@@ -225,7 +226,8 @@ func TestHandlerChanges(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), got.Interface()); err != nil {
 				t.Fatalf("decode answer %s: %v", rec.Body.String(), err)
 			}
-			if diff := cmp.Diff(tc.want, got.Elem().Interface()); diff != "" {
+			// Reasons are the registry's; TestHandlerStatus checks that they show.
+			if diff := cmp.Diff(tc.want, got.Elem().Interface(), cmpopts.IgnoreFields(MemberView{}, "Reason")); diff != "" {
 				t.Errorf("POST %s %s answer (-want +got):\n%s", tc.path, tc.body, diff)
 			}
 			tc.wantTo(t, reg)
@@ -262,25 +264,49 @@ func TestHandlerStatus(t *testing.T) {
 			name: "with shared and conns",
 			want: Status{Shared: "198.18.0.100", Bindings: []BindingView{
 				{IP: "198.18.0.10", Port: 0, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow},
+					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered"},
 				}},
 				{IP: "198.18.0.100", Port: 80, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Connections: 3},
-					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow},
+					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Connections: 3, Reason: "registered"},
+					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered"},
 				}},
-			}},
+			}, Events: []EventView{}},
 		},
 		{
 			name: "no shared no conns",
 			edit: func(o *Options) { o.Shared, o.Conns = netip.Addr{}, nil },
 			want: Status{Bindings: []BindingView{
 				{IP: "198.18.0.10", Port: 0, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow},
+					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered"},
 				}},
 				{IP: "198.18.0.100", Port: 80, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow},
-					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow},
+					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Reason: "registered"},
+					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered"},
 				}},
+			}, Events: []EventView{}},
+		},
+		{
+			name: "after automatic failover",
+			edit: func(o *Options) {
+				k := registry.Key{IP: testShared, Port: 80}
+				if err := o.Registry.SetHealth(k, "web-a", false, "health check failed: connection refused"); err != nil {
+					panic(err)
+				}
+			},
+			want: Status{Shared: "198.18.0.100", Bindings: []BindingView{
+				{IP: "198.18.0.10", Port: 0, Members: []MemberView{
+					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered"},
+				}},
+				{IP: "198.18.0.100", Port: 80, Members: []MemberView{
+					{Name: "web-a", Backend: "198.19.0.2:80", State: "standby", Since: testNow, Connections: 3,
+						Down: true, FailedOver: true, Reason: "health check failed: connection refused"},
+					{Name: "web-b", Backend: "198.19.0.3:80", State: "active", Since: testNow,
+						Reason: "automatic failover: web-a health check failed: connection refused"},
+				}},
+			}, Events: []EventView{
+				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "down", Why: "health check failed: connection refused"},
+				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "demoted", Why: "health check failed: connection refused"},
+				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-b", What: "promoted", Why: "automatic failover: web-a health check failed: connection refused"},
 			}},
 		},
 	}
@@ -315,7 +341,7 @@ func TestHandlerStatusEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := do(h, http.MethodGet, PathStatus, "", "")
-	if got, want := strings.TrimSpace(rec.Body.String()), `{"bindings":[]}`; rec.Code != 200 || got != want {
+	if got, want := strings.TrimSpace(rec.Body.String()), `{"bindings":[],"events":[]}`; rec.Code != 200 || got != want {
 		t.Errorf("GET %s on empty table = %d %s, want 200 %s", PathStatus, rec.Code, got, want)
 	}
 }
