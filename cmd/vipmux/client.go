@@ -75,16 +75,22 @@ func registerCommand() *cli.Command {
 Examples:
    vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2
    vipmux register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
-   vipmux register --name web-b --port 8080 --backend 198.19.0.3:8080   # standby`,
+   vipmux register --name web-b --port 8080 --backend 198.19.0.3:8080   # standby
+   vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --ttl 10s   # renew within 10s`,
 		Flags: clientFlags(nameFlag, ipFlag, portOpt,
 			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled", Required: true},
 			&cli.StringFlag{Name: "state", Usage: "mode 2: active or standby (default: active if the port has no active server, else standby)"},
+			ttlFlag,
 		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
-			b, err := cl.Register(ctx, control.RegisterRequest{
+			req := control.RegisterRequest{
 				Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c),
 				Backend: c.String("backend"), State: c.String("state"),
-			})
+			}
+			if c.IsSet("ttl") {
+				req.TTL = c.Duration("ttl").String()
+			}
+			b, err := cl.Register(ctx, req)
 			if err != nil {
 				return fmt.Errorf("register %s: %w", c.String("name"), err)
 			}
@@ -145,7 +151,7 @@ Example:
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show the table: ip, port, server, backend, state, connections",
+		Usage: "show the table: ip, port, server, backend, state, health, connections, and recent automatic changes",
 		Description: `Examples:
    vipmux status
    vipmux status --json | jq .`,
@@ -165,9 +171,10 @@ func statusCommand() *cli.Command {
 			}
 			if len(s.Bindings) == 0 {
 				fmt.Fprintln(c.App.Writer, "no bindings: nothing registered")
-				return nil
+			} else if err := printBindings(c.App.Writer, s.Bindings); err != nil {
+				return err
 			}
-			return printBindings(c.App.Writer, s.Bindings)
+			return printEvents(c.App.Writer, s.Events, statusEvents)
 		}),
 	}
 }
@@ -176,27 +183,60 @@ func statusCommand() *cli.Command {
 // line per member, and says plainly which bindings refuse connections.
 func printBindings(w io.Writer, bs []control.BindingView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tPORT\tSERVER\tBACKEND\tSTATE\tCONNS\tSINCE")
+	fmt.Fprintln(tw, "IP\tPORT\tSERVER\tBACKEND\tSTATE\tHEALTH\tCONNS\tSINCE\tREASON")
 	var dark []string
 	for _, b := range bs {
 		port := "*"
 		if b.Port != 0 {
 			port = strconv.Itoa(b.Port)
 		}
-		active := false
+		active, downActive := false, ""
 		for _, m := range b.Members {
-			active = active || m.State == "active"
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", b.IP, port, m.Name, m.Backend, m.State, m.Connections, m.Since.Local().Format(time.DateTime))
+			health := "up"
+			if m.Down {
+				health = "down"
+			}
+			if m.State == "active" {
+				active = true
+				if m.Down {
+					downActive = m.Name
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.IP, port, m.Name, m.Backend, m.State, health, m.Connections, m.Since.Local().Format(time.DateTime), m.Reason)
 		}
-		if !active {
-			dark = append(dark, b.IP+":"+port)
+		switch {
+		case !active:
+			dark = append(dark, b.IP+":"+port+" has no active server: new connections are refused (RST); use switch to make one active")
+		case downActive != "":
+			dark = append(dark, b.IP+":"+port+" has no healthy server: its active server "+downActive+" is down and no standby is up; new connections are refused (RST)")
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, d := range dark {
-		fmt.Fprintf(w, "%s has no active server: new connections are refused (RST); use switch to make one active\n", d)
+		fmt.Fprintln(w, d)
 	}
 	return nil
+}
+
+// statusEvents is how many automatic changes status prints under the table.
+const statusEvents = 10
+
+// printEvents prints the last n automatic changes (failovers, health and
+// lease changes), oldest first; nothing when there are none.
+func printEvents(w io.Writer, es []control.EventView, n int) error {
+	if len(es) == 0 {
+		return nil
+	}
+	if len(es) > n {
+		es = es[len(es)-n:]
+	}
+	fmt.Fprintf(w, "\nrecent automatic changes (last %d):\n", len(es))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tBINDING\tSERVER\tWHAT\tWHY")
+	for _, e := range es {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Binding, e.Member, e.What, e.Why)
+	}
+	return tw.Flush()
 }

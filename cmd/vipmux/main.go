@@ -11,6 +11,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -19,6 +20,11 @@ import (
 
 func main() {
 	if err := newApp().Run(os.Args); err != nil {
+		// vipmux run exits with its command's status, without a message.
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && err.Error() == "" {
+			os.Exit(ec.ExitCode())
+		}
 		fmt.Fprintf(os.Stderr, "vipmux: %v\n", err)
 		os.Exit(1)
 	}
@@ -43,6 +49,8 @@ moves later connections to another server.`,
 			registerCommand(),
 			deregisterCommand(),
 			switchCommand(),
+			renewCommand(),
+			runCommand(),
 			statusCommand(),
 			versionCommand(),
 		},
