@@ -855,3 +855,33 @@ func forEachDriver(t *testing.T, fn func(t *testing.T, driver string)) {
 		t.Run(d, func(t *testing.T) { fn(t, d) })
 	}
 }
+
+// FrontHost is another host on the front link (a namespace with a macvlan
+// on the client's c0, so that it shares the client's L2 segment with the
+// gateway's front NIC).
+type FrontHost struct {
+	NS  string
+	MAC string // lowercase, as ip and vipmux print it
+	IP  string
+}
+
+// AddFrontHost attaches a host that holds ip (in frontNet) to the front link
+// at mac; it is removed in t.Cleanup.
+func (tp *Topology) AddFrontHost(name, ip, mac string) *FrontHost {
+	t := tp.t
+	t.Helper()
+	h := &FrontHost{NS: "vmx" + tp.id + name, MAC: strings.ToLower(mac), IP: ip}
+	must(t, "ip", "netns", "add", h.NS)
+	t.Cleanup(func() {
+		if _, e, code := run(10*time.Second, nil, "ip", "netns", "del", h.NS); code != 0 {
+			t.Errorf("cleanup: ip netns del %s: %s", h.NS, e)
+		}
+	})
+	must(t, "ip", "-n", h.NS, "link", "set", "lo", "up")
+	must(t, "ip", "netns", "exec", h.NS, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	must(t, "ip", "-n", tp.ClientNS, "link", "add", "link", "c0", "name", "h0", "address", h.MAC, "type", "macvlan", "mode", "bridge")
+	must(t, "ip", "-n", tp.ClientNS, "link", "set", "h0", "netns", h.NS)
+	must(t, "ip", "-n", h.NS, "addr", "add", ip+"/24", "dev", "h0")
+	must(t, "ip", "-n", h.NS, "link", "set", "h0", "up")
+	return h
+}
