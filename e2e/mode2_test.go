@@ -113,9 +113,11 @@ type streamProc struct {
 	lines chan string
 }
 
-func (tp *Topology) startStream(addr string, seed int) *streamProc {
+// startStream starts `tcpclient stream -seed SEED [args] addr`.
+func (tp *Topology) startStream(addr string, seed int, args ...string) *streamProc {
 	tp.t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", tp.ClientNS, tcpclientBin, "stream", "-seed", fmt.Sprint(seed), addr)
+	argv := append([]string{"netns", "exec", tp.ClientNS, tcpclientBin, "stream", "-seed", fmt.Sprint(seed)}, args...)
+	cmd := exec.Command("ip", append(argv, addr)...)
 	cmd.Env = cleanEnv(nil)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

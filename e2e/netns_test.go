@@ -210,6 +210,10 @@ type Options struct {
 	// Extra is TOML appended to the generated config (e.g. a [dispatch] or
 	// [shared] table).
 	Extra string
+	// ControlListen is the control API's listen address; empty means
+	// 127.0.0.1:7070. Tests whose server namespaces call the API (vipmux
+	// run) use the back-side address, gatewayControl.
+	ControlListen string
 }
 
 // Topology is one test's private set of namespaces: a client, a gateway and
@@ -482,7 +486,7 @@ func (tp *Topology) Config() string {
 	} else {
 		fmt.Fprintf(&b, "interface = %q\n", "f0")
 	}
-	fmt.Fprintf(&b, "networks = [%q]\n\n[control]\nlisten = %q\n", frontNet, "127.0.0.1:7070")
+	fmt.Fprintf(&b, "networks = [%q]\n\n[control]\nlisten = %q\n", frontNet, tp.controlListen())
 	if tp.opts.Token != "" {
 		fmt.Fprintf(&b, "token_file = %q\n", tp.TokenFile())
 	}
@@ -492,6 +496,21 @@ func (tp *Topology) Config() string {
 	}
 	return b.String()
 }
+
+// gatewayControl is the control API on the gateway's back-side address,
+// reachable from the server namespaces (Options.ControlListen).
+const gatewayControl = gatewayIP + ":7070"
+
+func (tp *Topology) controlListen() string {
+	if tp.opts.ControlListen != "" {
+		return tp.opts.ControlListen
+	}
+	return "127.0.0.1:7070"
+}
+
+// ControlURL is the control API's URL (controlURL unless
+// Options.ControlListen says otherwise).
+func (tp *Topology) ControlURL() string { return "http://" + tp.controlListen() }
 
 // TokenFile is the path of the token file (written on first use).
 func (tp *Topology) TokenFile() string {
@@ -530,13 +549,14 @@ func (tp *Topology) Start() *Gateway {
 	return g
 }
 
-// StartConfig is Start with a given config file.
-func (tp *Topology) StartConfig(path string) *Gateway {
+// StartConfig is Start with a given config file; args are extra flags
+// of serve (e.g. --reset-state).
+func (tp *Topology) StartConfig(path string, args ...string) *Gateway {
 	t := tp.t
 	t.Helper()
 	g := &Gateway{tp: tp, Config: path}
 	tp.gw = g
-	g.proc = tp.startProc(fmt.Sprintf("vipmux-%d", time.Now().UnixNano()), tp.GatewayNS, vipmuxBin, "serve", "--config", path)
+	g.proc = tp.startProc(fmt.Sprintf("vipmux-%d", time.Now().UnixNano()), tp.GatewayNS, vipmuxBin, append([]string{"serve", "--config", path}, args...)...)
 	t.Cleanup(func() {
 		if g.proc.exited() {
 			return
@@ -591,7 +611,7 @@ func (g *Gateway) HealthCheck() (int, string) {
 	if g.tp.opts.Token != "" {
 		args = append(args, "-H", "Authorization: Bearer "+g.tp.opts.Token)
 	}
-	out, _, _ := g.tp.GatewayCurl(append(args, controlURL+"/healthz")...)
+	out, _, _ := g.tp.GatewayCurl(append(args, g.tp.ControlURL()+"/healthz")...)
 	body, codeStr, _ := cutLast(out, "\n")
 	var code int
 	fmt.Sscanf(codeStr, "%d", &code)
@@ -623,6 +643,9 @@ func (g *Gateway) Log() string { return g.proc.output() }
 // CLI runs `vipmux ARGS...` in the gateway namespace (default --gateway
 // http://127.0.0.1:7070) and returns stdout, stderr and the exit code.
 func (tp *Topology) CLI(env []string, args ...string) (stdout, stderr string, code int) {
+	if tp.opts.ControlListen != "" {
+		env = append([]string{"VIPMUX_GATEWAY=" + tp.ControlURL()}, env...) // env may override it
+	}
 	return run(20*time.Second, env, "ip", append([]string{"netns", "exec", tp.GatewayNS, vipmuxBin}, args...)...)
 }
 
@@ -712,7 +735,7 @@ func (tp *Topology) API(method, path, body, token string) APIResponse {
 	if token != "" {
 		args = append(args, "-H", "Authorization: Bearer "+token)
 	}
-	out, errOut, code := tp.GatewayCurl(append(args, controlURL+path)...)
+	out, errOut, code := tp.GatewayCurl(append(args, tp.ControlURL()+path)...)
 	if code != 0 {
 		tp.t.Fatalf("curl %s %s: exit %d: %s", method, path, code, errOut)
 	}

@@ -10,6 +10,9 @@
 //	tcpclient halfclose -n BYTES -seed S HOST:PORT   write, shutdown(SHUT_WR), read the reply to EOF
 //	tcpclient dial [-timeout 10s] HOST:PORT          {"ok":..,"err":..,"ms":..}
 //	tcpclient stream -seed S HOST:PORT               send until stdin closes; "mark" lines on stdin report progress
+//	tcpclient register -n 200 CONTROL_URL            register p0..p(n-1) on 198.18.0.10.. (mode 1) as fast as possible; "ok IP" per 200
+//	tcpclient synflood -n 20000 HOST:PORT            n raw SYNs from 198.18.0.1, random source ports; {"sent":..}
+//	tcpclient sink [-timeout 60s] :PORT              accept connections and never read them, until the timeout
 package main
 
 import (
@@ -69,6 +72,12 @@ func main() {
 		dial(target, def(10*time.Second))
 	case "stream":
 		stream(target, *seed, *interval, def(120*time.Second))
+	case "register":
+		registerLoop(target, int(*n), def(60*time.Second))
+	case "synflood":
+		synflood(target, int(*n), def(30*time.Second))
+	case "sink":
+		sink(target, def(60*time.Second))
 	default:
 		fail("unknown subcommand %q", cmd)
 	}
