@@ -94,8 +94,11 @@ type Options struct {
 	// and holds nothing. The addresses of one Prepare are probed at once,
 	// so a change waits DADProbes x DADInterval (the default 200ms) in
 	// all, with the registry's write lock held. Static addresses and
-	// Restored ones are not probed. Zero disables detection; config
-	// default ([arp] dad_probes) 2. At most 255.
+	// Restored ones are not probed. A conflict is an ARP reply for the
+	// address (what a Linux holder sends to a probe); gVisor's detection
+	// does not see a host that is probing for the same address at the same
+	// moment (RFC 5227's simultaneous probe). Zero disables detection;
+	// config default ([arp] dad_probes) 2. At most 255.
 	DADProbes int
 	// DADInterval is the time between two probes, and the time that the
 	// last probe waits for an answer. Required (>= 1ms) when DADProbes >

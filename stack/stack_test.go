@@ -374,6 +374,10 @@ func TestNewErrors(t *testing.T) {
 		{name: "no logger", opts: func(o *stack.Options) { o.Logger = nil }},
 		{name: "no networks", opts: func(o *stack.Options) { o.Networks = nil }},
 		{name: "static outside networks", opts: func(o *stack.Options) { o.Static = addrs("198.18.0.100", "203.0.113.5") }, wantErr: stack.ErrNotInNetworks},
+		{name: "negative GARPCount", opts: func(o *stack.Options) { o.GARPCount = -1 }},
+		{name: "GARPCount without interval", opts: func(o *stack.Options) { o.GARPCount = 3 }},
+		{name: "DADProbes too many", opts: func(o *stack.Options) { o.DADProbes, o.DADInterval = 256, time.Millisecond }},
+		{name: "DADProbes without interval", opts: func(o *stack.Options) { o.DADProbes = 2 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
