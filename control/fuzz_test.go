@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// FuzzDecodeRequests feeds arbitrary bodies to the three POST endpoints. The
+// FuzzDecodeRequests feeds arbitrary bodies to the POST endpoints. The
 // handler must never panic, and every answer must be valid JSON with a 2xx
 // or 4xx code.
 func FuzzDecodeRequests(f *testing.F) {
@@ -17,6 +17,8 @@ func FuzzDecodeRequests(f *testing.F) {
 		`{"name":"web-c","ip":"198.18.0.11","backend":"198.19.0.4"}`,
 		`{"name":"web-c","port":80,"backend":"198.19.0.4:80","state":"standby"}`,
 		`{"name":"web-a","ip":"198.18.0.10"}`,
+		`{"name":"web-c","ip":"198.18.0.11","backend":"198.19.0.4","ttl":"2s"}`,
+		`{"name":"web-c","ip":"198.18.0.11","backend":"198.19.0.4","ttl":"-9223372036854775808ns"}`,
 		`{"ip":"198.18.0.100","port":80,"to":"web-b"}`,
 		`{"port":80,"to":"web-b"}`,
 		`{"name":"x","port":-1,"backend":"[2001:db8::1]:80"}`,
@@ -37,7 +39,7 @@ func FuzzDecodeRequests(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, path := range []string{PathRegister, PathDeregister, PathSwitch} {
+		for _, path := range []string{PathRegister, PathDeregister, PathSwitch, PathRenew} {
 			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
