@@ -47,7 +47,9 @@ func registerLoop(base string, n int, timeout time.Duration) {
 
 // synflood sends n TCP SYNs to target from 198.18.0.1 with random source
 // ports and sequence numbers through a raw socket, as fast as the kernel
-// takes them. The destination must be in 198.18.0.0/15.
+// takes them. The destination must be in 198.18.0.0/15. Source ports stay
+// below Linux's ephemeral range (32768..60999), so that the burst never
+// collides with the 4-tuple of a legitimate connection from the same host.
 func synflood(target string, n int, timeout time.Duration) {
 	dst, err := netip.ParseAddrPort(target)
 	if err != nil || !netip.MustParsePrefix("198.18.0.0/15").Contains(dst.Addr()) {
@@ -68,7 +70,7 @@ func synflood(target string, n int, timeout time.Duration) {
 	sent, errs := 0, 0
 	pkt := make([]byte, 40)
 	for i := 0; i < n && time.Now().Before(deadline); i++ {
-		buildSYN(pkt, src, dst.Addr(), uint16(1024+rand.IntN(64000)), dst.Port(), rand.Uint32())
+		buildSYN(pkt, src, dst.Addr(), uint16(1024+rand.IntN(32768-1024)), dst.Port(), rand.Uint32())
 		if err := syscall.Sendto(fd, pkt, 0, sa); err != nil {
 			errs++
 			if err == syscall.ENOBUFS || err == syscall.EAGAIN {
