@@ -96,6 +96,8 @@ type pollResult struct {
 	attempts int
 	answers  map[string]int // by server name; "ERR" for failures
 	lastErr  error
+	slowest  time.Duration // the longest attempt, and how it ended
+	slowErr  error
 }
 
 // pollUntil sends one HTTP/1.0 request on a new connection to addr from
@@ -124,7 +126,11 @@ func (tp *Topology) pollUntil(addr, want string, interval, limit time.Duration) 
 		deadline := time.Now().Add(limit)
 		for time.Now().Before(deadline) {
 			res.attempts++
+			start := time.Now()
 			name, err := getName(addr, time.Second)
+			if d := time.Since(start); d > res.slowest {
+				res.slowest, res.slowErr = d, err
+			}
 			if err != nil {
 				res.answers["ERR"]++
 				res.lastErr = err
@@ -191,8 +197,8 @@ func TestFailover(t *testing.T) {
 			res.attempts, res.answers, res.lastErr, tp.gwLog())
 	}
 	failover := res.at.Sub(killed)
-	t.Logf("failover: first new connection answered by web-b %d ms after SIGKILL of web-a (%d attempts every 20 ms, answers %v)",
-		failover.Milliseconds(), res.attempts, res.answers)
+	t.Logf("failover: first new connection answered by web-b %d ms after SIGKILL of web-a (%d attempts every 20 ms, answers %v, last error %v; slowest attempt %d ms, error %v)",
+		failover.Milliseconds(), res.attempts, res.answers, res.lastErr, res.slowest.Milliseconds(), res.slowErr)
 	if failover > 5*time.Second {
 		t.Errorf("failover took %v, want well under 5s (the default settings aim at < 1s)", failover)
 	}
