@@ -249,8 +249,8 @@ wait:
 
 	// Register; retry while the gateway cannot be reached, give up when
 	// it refuses.
-	register := func() error {
-		cctx, cancel := context.WithTimeout(ctx, o.CallTimeout)
+	register := func(timeout time.Duration) error {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		_, err := o.Client.Register(cctx, o.Register)
 		return err
@@ -261,7 +261,7 @@ wait:
 	for !registered {
 		select {
 		case <-retry.C:
-			err := register()
+			err := register(o.CallTimeout)
 			var apiErr *control.APIError
 			switch {
 			case err == nil:
@@ -281,8 +281,11 @@ wait:
 		}
 	}
 
-	// Renew while the command runs.
+	// Renew while the command runs. A call never outlasts a renewal period,
+	// so that a stalled gateway delays neither the next try nor a signal
+	// for long.
 	var renew <-chan time.Time
+	renewTimeout := min(o.CallTimeout, max(o.TTL/3, 100*time.Millisecond))
 	if o.TTL > 0 {
 		t := time.NewTicker(o.TTL / 3)
 		defer t.Stop()
@@ -296,7 +299,7 @@ wait:
 			o.Log.Info("forwarding signal", "signal", sig)
 			cmd.Process.Signal(sig)
 		case <-renew:
-			cctx, cancel := context.WithTimeout(ctx, o.CallTimeout)
+			cctx, cancel := context.WithTimeout(ctx, renewTimeout)
 			_, err := o.Client.Renew(cctx, control.RenewRequest{Name: o.Register.Name, IP: o.Register.IP, Port: o.Register.Port})
 			cancel()
 			var apiErr *control.APIError
@@ -304,7 +307,7 @@ wait:
 			case err == nil:
 			case errors.As(err, &apiErr) && apiErr.Code == http.StatusNotFound:
 				o.Log.Warn("lease lost; registering again", "err", err)
-				if err := register(); err != nil {
+				if err := register(renewTimeout); err != nil {
 					o.Log.Warn("register again failed; retrying at the next renewal", "err", err)
 				}
 			default:

@@ -80,8 +80,9 @@ type gateway struct {
 	reg *registry.Registry
 	url string
 
-	mu    sync.Mutex
-	calls map[string]int
+	mu         sync.Mutex
+	calls      map[string]int
+	failRenews int // answer this many renewals 503
 }
 
 func newGateway(t *testing.T) *gateway {
@@ -98,7 +99,15 @@ func newGateway(t *testing.T) *gateway {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.mu.Lock()
 		g.calls[r.URL.Path]++
+		fail := r.URL.Path == control.PathRenew && g.failRenews > 0
+		if fail {
+			g.failRenews--
+		}
 		g.mu.Unlock()
+		if fail {
+			http.Error(w, `{"error":"try later"}`, http.StatusServiceUnavailable)
+			return
+		}
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -351,5 +360,28 @@ func TestRunFlags(t *testing.T) {
 				t.Errorf("vipmux run %s = %v, want an error containing %q", strings.Join(tc.args, " "), err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestRunRenewFailureRetried(t *testing.T) {
+	g := newGateway(t)
+	g.failRenews = 1
+	ready := freePort(t)
+	o, _, logBuf := helperOptions(t, g, ready, 600*time.Millisecond, "HELPER_LISTEN="+ready.String(), "HELPER_SLEEP=1500ms")
+	code, err := runServer(context.Background(), o)
+	if err != nil || code != 0 {
+		t.Fatalf("runServer = %d, %v; want 0, nil\nlog:\n%s", code, err, logBuf)
+	}
+	if !strings.Contains(logBuf.String(), "renew failed; retrying") {
+		t.Errorf("log does not report the failed renewal:\n%s", logBuf)
+	}
+	if got := g.count(control.PathRegister); got != 1 {
+		t.Errorf("register calls = %d, want 1: one failed renewal must not lose the lease", got)
+	}
+	if got := g.count(control.PathRenew); got < 4 {
+		t.Errorf("renew calls = %d, want at least 4 in 1.5s at TTL/3 = 200ms", got)
+	}
+	if got := g.count(control.PathDeregister); got != 1 {
+		t.Errorf("deregister calls = %d, want 1", got)
 	}
 }
