@@ -67,13 +67,9 @@ func (r *Registry) DeregisterDrain(name string, k Key, drain time.Duration) erro
 		return err
 	}
 	return r.update(func(t *Table) error {
-		old, ok := t.bindings[k]
-		if !ok {
-			return fmt.Errorf("deregister %s: %w", name, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k))
-		}
-		i := old.index(name)
-		if i < 0 {
-			return fmt.Errorf("deregister %s: %w", name, fieldErr(ErrNotFound, "name", "%s is not registered on %s", name, k))
+		old, i, err := t.member(k, name, "name")
+		if err != nil {
+			return fmt.Errorf("deregister %s: %w", name, err)
 		}
 		m := old.Members[i]
 		b := cloneBinding(k, old)

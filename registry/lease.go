@@ -58,13 +58,9 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 	}
 	var out Binding
 	err := r.update(func(t *Table) error {
-		old, ok := t.bindings[k]
-		if !ok {
-			return fmt.Errorf("renew %s: %w", name, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k))
-		}
-		i := old.index(name)
-		if i < 0 {
-			return fmt.Errorf("renew %s: %w", name, fieldErr(ErrNotFound, "name", "%s is not registered on %s", name, k))
+		old, i, err := t.member(k, name, "name")
+		if err != nil {
+			return fmt.Errorf("renew %s: %w", name, err)
 		}
 		if old.Members[i].TTL == 0 {
 			return fmt.Errorf("renew %s: %w", name, Invalid("ttl", "%s on %s is registered without a lease; nothing to renew", name, k))
@@ -158,13 +154,9 @@ func (b *Binding) expired(now time.Time) bool {
 // an unchanged state is a no-op.
 func (r *Registry) SetHealth(k Key, name string, up bool, why string) error {
 	return r.update(func(t *Table) error {
-		old, ok := t.bindings[k]
-		if !ok {
-			return fmt.Errorf("set health of %s: %w", name, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k))
-		}
-		i := old.index(name)
-		if i < 0 {
-			return fmt.Errorf("set health of %s: %w", name, fieldErr(ErrNotFound, "name", "%s is not registered on %s", name, k))
+		old, i, err := t.member(k, name, "name")
+		if err != nil {
+			return fmt.Errorf("set health of %s: %w", name, err)
 		}
 		if old.Members[i].Down != up {
 			return errNoChange

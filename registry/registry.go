@@ -202,6 +202,20 @@ func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 	return m, k, ok
 }
 
+// member finds member name of binding k, or returns a not-found
+// FieldError naming the binding's field or nameField.
+func (t *Table) member(k Key, name, nameField string) (*Binding, int, error) {
+	b, ok := t.bindings[k]
+	if !ok {
+		return nil, -1, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k)
+	}
+	i := b.index(name)
+	if i < 0 {
+		return nil, -1, fieldErr(ErrNotFound, nameField, "%s is not registered on %s", name, k)
+	}
+	return b, i, nil
+}
+
 // Binding returns the binding at k.
 func (t *Table) Binding(k Key) (*Binding, bool) {
 	b, ok := t.bindings[k]
@@ -469,13 +483,9 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 	}
 	var out Binding
 	err := r.update(func(t *Table) error {
-		old, ok := t.bindings[k]
-		if !ok {
-			return fmt.Errorf("switch %s: %w", k, fieldErr(ErrNotFound, "port", "nothing is registered on %s", k))
-		}
-		i := old.index(to)
-		if i < 0 {
-			return fmt.Errorf("switch %s: %w", k, fieldErr(ErrNotFound, "to", "%s is not registered on %s", to, k))
+		old, i, err := t.member(k, to, "to")
+		if err != nil {
+			return fmt.Errorf("switch %s: %w", k, err)
 		}
 		if old.Members[i].State == Active {
 			out = old.clone()
