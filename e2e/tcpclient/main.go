@@ -45,6 +45,7 @@ func main() {
 	seed := fs.Uint64("seed", 1, "pattern seed")
 	timeout := fs.Duration("timeout", 0, "overall or per-operation timeout (0: subcommand default)")
 	keepalive := fs.Bool("keepalive", false, "get: reuse one connection")
+	retries := fs.Int("retries", 0, "get: new connections tried after a failed request, each reported on stderr")
 	interval := fs.Duration("interval", 10*time.Millisecond, "stream: pause between writes")
 	fs.Parse(args)
 	if fs.NArg() != 1 {
@@ -59,7 +60,7 @@ func main() {
 	}
 	switch cmd {
 	case "get":
-		get(target, int(*n), *keepalive, def(5*time.Second))
+		get(target, int(*n), *keepalive, *retries, def(5*time.Second))
 	case "concurrent":
 		concurrent(target, int(*n), def(60*time.Second))
 	case "download":
@@ -96,7 +97,7 @@ func printJSON(v any) {
 	fmt.Println(string(b))
 }
 
-func get(url string, n int, keepalive bool, timeout time.Duration) {
+func get(url string, n int, keepalive bool, retries int, timeout time.Duration) {
 	c := &http.Client{
 		Timeout:   timeout,
 		Transport: &http.Transport{DisableKeepAlives: !keepalive, Proxy: nil},
@@ -110,6 +111,10 @@ func get(url string, n int, keepalive bool, timeout time.Duration) {
 	for range n {
 		start := time.Now()
 		body, err := getOnce(c, url)
+		for try := 0; err != nil && try < retries; try++ {
+			fmt.Fprintf(os.Stderr, "RETRY after %v\n", err)
+			body, err = getOnce(c, url)
+		}
 		d := time.Since(start)
 		maxD = max(maxD, d)
 		if d > 500*time.Millisecond {
