@@ -100,6 +100,10 @@ listen = "127.0.0.1:7070"
 path = "$tmp/state.json"
 [log]
 level = "warn"
+# The scale figure measures the table and the stack; duplicate-address
+# detection would add its probe wait (2 x 100 ms by default) to every new IP.
+[arp]
+dad_probes = 0
 TOML
 bg nsx $G "$BIN" serve --config "$tmp/vipmux.toml"
 for _ in $(seq 100); do nsx $G "$BIN" status >/dev/null 2>&1 && break; sleep 0.1; done
