@@ -7,14 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"github.com/vipmux/vipmux/internal/leakcheck"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,34 +49,6 @@ var (
 
 var discard = slog.New(slog.DiscardHandler)
 
-// goroutineLeakCheck fails t, in cleanup, if more goroutines run than when
-// it was called, after a bounded wait for stragglers to exit. Call it
-// before any other t.Cleanup so that it runs last.
-func goroutineLeakCheck(t testing.TB) {
-	t.Helper()
-	stacks := func() (int, []byte) {
-		p := pprof.Lookup("goroutine")
-		var b bytes.Buffer
-		p.WriteTo(&b, 1)
-		return p.Count(), b.Bytes()
-	}
-	start, startStacks := stacks()
-	t.Cleanup(func() {
-		if t.Failed() {
-			return
-		}
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			if runtime.NumGoroutine() <= start {
-				return
-			}
-		}
-		end, endStacks := stacks()
-		t.Logf("goroutines at start:\n%s", startStacks)
-		t.Logf("goroutines at end:\n%s", endStacks)
-		t.Errorf("goroutines: %d at start, %d after cleanup; leak?", start, end)
-	})
-}
-
 // env is a gateway (registry, stack, forwarder) and a client stack joined
 // by an Ethernet pipe: the whole data path in one process.
 type env struct {
@@ -98,7 +69,7 @@ func newEnv(t testing.TB, opts dispatch.Options) *env {
 // newEnvMTU is newEnv with a link MTU of mtu.
 func newEnvMTU(t testing.TB, mtu uint32, opts dispatch.Options) *env {
 	t.Helper()
-	goroutineLeakCheck(t)
+	leakcheck.Goroutines(t)
 	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{frontNet}})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)

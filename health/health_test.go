@@ -3,10 +3,10 @@ package health
 import (
 	"context"
 	"errors"
+	"github.com/vipmux/vipmux/internal/leakcheck"
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -94,7 +94,7 @@ func register(t testing.TB, r *registry.Registry, name string, port uint16, back
 // if Run does not return or leaves goroutines behind.
 func run(t testing.TB, opts Options) *Checker {
 	t.Helper()
-	goroutineLeakCheck(t)
+	leakcheck.Goroutines(t)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -117,29 +117,6 @@ func run(t testing.TB, opts Options) *Checker {
 		}
 	})
 	return c
-}
-
-// goroutineLeakCheck fails the test if, in cleanup, more goroutines run
-// than at the start (after a grace period for them to exit).
-func goroutineLeakCheck(t testing.TB) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d goroutines, %d before the test\n%s", n, before, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 // member returns member name of binding (sharedIP, port).

@@ -3,10 +3,9 @@ package stack_test
 import (
 	"bytes"
 	"errors"
+	"github.com/vipmux/vipmux/internal/leakcheck"
 	"log/slog"
 	"net/netip"
-	"runtime"
-	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -36,34 +35,6 @@ var (
 
 var discard = slog.New(slog.DiscardHandler)
 
-// goroutineLeakCheck fails t, in cleanup, if more goroutines run than when
-// it was called, after a bounded wait for stragglers to exit. Call it
-// before any other t.Cleanup so that it runs last.
-func goroutineLeakCheck(t testing.TB) {
-	t.Helper()
-	stacks := func() (int, []byte) {
-		p := pprof.Lookup("goroutine")
-		var b bytes.Buffer
-		p.WriteTo(&b, 1)
-		return p.Count(), b.Bytes()
-	}
-	start, startStacks := stacks()
-	t.Cleanup(func() {
-		if t.Failed() {
-			return
-		}
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			if runtime.NumGoroutine() <= start {
-				return
-			}
-		}
-		end, endStacks := stacks()
-		t.Logf("goroutines at start:\n%s", startStacks)
-		t.Logf("goroutines at end:\n%s", endStacks)
-		t.Errorf("goroutines: %d at start, %d after cleanup; leak?", start, end)
-	})
-}
-
 // newStack returns a stack on 198.18.0.0/24 over a fake Ethernet wire (a
 // channel endpoint that the test writes frames into and reads frames from),
 // closed in cleanup.
@@ -76,7 +47,7 @@ func newStack(t testing.TB, static ...netip.Addr) (*stack.Stack, *channel.Endpoi
 // on frontNet with nothing else set).
 func newStackOpts(t testing.TB, set func(*stack.Options)) (*stack.Stack, *channel.Endpoint) {
 	t.Helper()
-	goroutineLeakCheck(t)
+	leakcheck.Goroutines(t)
 	wire := channel.New(64, 1500, nicMAC)
 	// ethernet.New frames packets as the real front link (fdbased with
 	// EthernetHeader) does and advertises CapabilityResolutionRequired, so
@@ -381,7 +352,7 @@ func TestNewErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			goroutineLeakCheck(t)
+			leakcheck.Goroutines(t)
 			opts := stack.Options{
 				Link:     ethernet.New(channel.New(4, 1500, nicMAC)),
 				Networks: []netip.Prefix{frontNet},
