@@ -60,18 +60,12 @@ func openAFPacket(opts Options) (*Link, error) {
 			return nil, fmt.Errorf("set socket buffer: %w", err)
 		}
 	}
-	ep, err := newFDEndpoint(fd, mac, mtu, attrs.Index)
+	l, err := newFDLink(fd, opts.Interface, mac, mtu, attrs.Index)
 	if err != nil {
 		return nil, err
 	}
 	ok = true
-	return &Link{
-		Endpoint: ep,
-		Name:     opts.Interface,
-		MAC:      mac,
-		MTU:      mtu,
-		close:    func() error { return unix.Close(fd) },
-	}, nil
+	return l, nil
 }
 
 // htons converts a short from host to network byte order.

@@ -8,9 +8,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // gsoMaxSize is the largest segment that gVisor's TCP hands the link in one
@@ -18,9 +18,10 @@ import (
 // doubled gateway→client throughput on the prototype.
 const gsoMaxSize = 1 << 16
 
-// newFDEndpoint wraps fd (a packet socket or a TAP fd) in gVisor's fdbased
-// endpoint, which reads and writes whole Ethernet frames.
-func newFDEndpoint(fd int, mac net.HardwareAddr, mtu uint32, ifindex int) (stack.LinkEndpoint, error) {
+// newFDLink wraps fd (a packet socket or a TAP fd) in gVisor's fdbased
+// endpoint, which reads and writes whole Ethernet frames, and returns the
+// Link that owns fd from then on.
+func newFDLink(fd int, name string, mac net.HardwareAddr, mtu uint32, ifindex int) (*Link, error) {
 	ep, err := fdbased.New(&fdbased.Options{
 		FDs:                []int{fd},
 		MTU:                mtu,
@@ -34,7 +35,13 @@ func newFDEndpoint(fd int, mac net.HardwareAddr, mtu uint32, ifindex int) (stack
 	if err != nil {
 		return nil, fmt.Errorf("fdbased endpoint: %w", err)
 	}
-	return ep, nil
+	return &Link{
+		Endpoint: ep,
+		Name:     name,
+		MAC:      mac,
+		MTU:      mtu,
+		close:    func() error { return unix.Close(fd) },
+	}, nil
 }
 
 // randomMAC returns a random locally administered unicast MAC.

@@ -52,16 +52,10 @@ func openTAP(opts Options) (*Link, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("set tap up: %w", err)
 	}
-	ep, err := newFDEndpoint(fd, mac, mtu, link.Attrs().Index)
+	l, err := newFDLink(fd, opts.Interface, mac, mtu, link.Attrs().Index)
 	if err != nil {
 		return nil, err
 	}
 	ok = true
-	return &Link{
-		Endpoint: ep,
-		Name:     opts.Interface,
-		MAC:      mac,
-		MTU:      mtu,
-		close:    func() error { return unix.Close(fd) },
-	}, nil
+	return l, nil
 }
