@@ -256,7 +256,10 @@ func (f *Forwarder) enter() bool {
 // draining (registry.Drain) keeps its connections until the registry ends
 // the drain; the table holds its address until then. Give Prune to
 // registry.Watch.
-func (f *Forwarder) Prune(_, next *registry.Table) {
+func (f *Forwarder) Prune(prev, next *registry.Table) {
+	if !registry.MembersLeft(prev, next) {
+		return // renewals, health reports, switches: no connection to end
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for p := range f.conns {

@@ -112,3 +112,34 @@ func (r *Registry) EndDrains() int {
 	}
 	return n
 }
+
+// MembersLeft reports whether some member that prev routes or drains is in
+// next neither a member nor draining: the change took connections away
+// from it. Bindings that the change did not touch are shared between the
+// two tables and skipped, so a renewal or a health report costs only its
+// own binding.
+func MembersLeft(prev, next *Table) bool {
+	gone := func(k Key, name string) bool {
+		if b, ok := next.bindings[k]; ok && b.Has(name) {
+			return false
+		}
+		_, draining := next.Draining(k, name)
+		return !draining
+	}
+	for k, b := range prev.bindings {
+		if next.bindings[k] == b {
+			continue
+		}
+		for _, m := range b.Members {
+			if gone(k, m.Name) {
+				return true
+			}
+		}
+	}
+	for _, d := range prev.drains {
+		if gone(d.Key, d.Name) {
+			return true
+		}
+	}
+	return false
+}

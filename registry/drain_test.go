@@ -88,3 +88,76 @@ func TestEndDrains(t *testing.T) {
 		t.Errorf("EndDrains after the cancelled drain's deadline = %d, want 0", n)
 	}
 }
+
+// TestMembersLeft: only a change that takes a member away (deregister, an
+// expired mode-1 lease, the end of a drain) reports members left; a
+// renewal, a health report, a switch or a new member does not, nor does the
+// start of a drain.
+func TestMembersLeft(t *testing.T) {
+	k80 := Key{IP: ipShared, Port: 80}
+	tests := []struct {
+		name   string
+		change func(t *testing.T, r *Registry, clk *clock) error
+		want   bool
+	}{
+		{"register another", func(t *testing.T, r *Registry, _ *clock) error {
+			_, err := r.Register(Registration{Name: "web-c", IP: ipB, Backend: beA})
+			return err
+		}, false},
+		{"renew", func(t *testing.T, r *Registry, _ *clock) error {
+			_, err := r.Renew("web-a", Key{IP: ipA})
+			return err
+		}, false},
+		{"switch", func(t *testing.T, r *Registry, _ *clock) error {
+			_, err := r.Switch(k80, "web-b")
+			return err
+		}, false},
+		{"health down", func(t *testing.T, r *Registry, _ *clock) error {
+			return r.SetHealth(k80, "web-a", false, "health check failed")
+		}, false},
+		{"drain starts", func(t *testing.T, r *Registry, _ *clock) error {
+			return r.DeregisterDrain("web-b", k80, time.Minute)
+		}, false},
+		{"deregister", func(t *testing.T, r *Registry, _ *clock) error {
+			return r.Deregister("web-b", k80)
+		}, true},
+		{"mode-1 lease expires", func(t *testing.T, r *Registry, clk *clock) error {
+			clk.Set(t0.Add(time.Hour))
+			if n := r.Expire(); n != 1 {
+				t.Fatalf("Expire() = %d, want 1", n)
+			}
+			return nil
+		}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, clk := newRegistry(t,
+				Registration{Name: "web-a", IP: ipA, Backend: beA, TTL: time.Minute},
+				Registration{Name: "web-a", IP: ipShared, Port: 80, Backend: beA},
+				Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: beA},
+			)
+			prev := r.Table()
+			if err := tc.change(t, r, clk); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if got := MembersLeft(prev, r.Table()); got != tc.want {
+				t.Errorf("MembersLeft after %s = %v, want %v", tc.name, got, tc.want)
+			}
+		})
+	}
+
+	t.Run("drain ends", func(t *testing.T) {
+		r, clk := newRegistry(t, Registration{Name: "web-a", IP: ipA, Backend: beA})
+		if err := r.DeregisterDrain("web-a", Key{IP: ipA}, time.Second); err != nil {
+			t.Fatalf("DeregisterDrain: %v", err)
+		}
+		prev := r.Table()
+		clk.Set(t0.Add(2 * time.Second))
+		if n := r.EndDrains(); n != 1 {
+			t.Fatalf("EndDrains() = %d, want 1", n)
+		}
+		if !MembersLeft(prev, r.Table()) {
+			t.Errorf("MembersLeft after the drain ended = false, want true")
+		}
+	})
+}
