@@ -5,9 +5,10 @@
 // per server computer). A binding with a port (mode 2) has an ordered list of
 // members, at most one of them active. Lookup on the hot path takes no lock:
 // it reads an immutable Table published through an atomic pointer. Writes are
-// serialized, persisted through a Store, and announced synchronously to an
-// Applier (the stack) before they become visible, so that a change that the
-// stack or the disk cannot take is never half-applied.
+// serialized, persisted through a Store (group-committed: the changes that
+// arrive during one save share the next), and announced synchronously to
+// an Applier (the stack) before they become visible, so that a change that
+// the stack or the disk cannot take is never half-applied.
 //
 // The registry knows nothing of networking beyond net/netip values.
 //
@@ -183,6 +184,12 @@ type Table struct {
 	// drains are deregistered members whose connections still run; see
 	// Drain.
 	drains []Drain
+	// parts are the tables of a union (see union), which has no bindings
+	// of its own; their addresses are its addresses.
+	parts []*Table
+	// addrs caches Addrs: a table no longer changes once anything reads
+	// its addresses.
+	addrs atomic.Pointer[map[netip.Addr]struct{}]
 }
 
 // Lookup returns the member that a connection to (ip, port) goes to: the
@@ -237,8 +244,12 @@ func (t *Table) Bindings() []*Binding {
 	return out
 }
 
-// Addrs returns the set of IPs that the table holds.
+// Addrs returns the set of IPs that the table holds. The set is computed
+// once per table and shared: callers must not modify it.
 func (t *Table) Addrs() map[netip.Addr]struct{} {
+	if p := t.addrs.Load(); p != nil {
+		return *p
+	}
 	out := make(map[netip.Addr]struct{}, len(t.bindings))
 	for k := range t.bindings {
 		out[k.IP] = struct{}{}
@@ -246,7 +257,23 @@ func (t *Table) Addrs() map[netip.Addr]struct{} {
 	for _, d := range t.drains {
 		out[d.Key.IP] = struct{}{}
 	}
+	for _, p := range t.parts {
+		for ip := range p.Addrs() {
+			out[ip] = struct{}{}
+		}
+	}
+	t.addrs.Store(&out)
 	return out
+}
+
+// Holds reports whether the table holds ip. Unlike Addrs, it builds no
+// merged set for a union.
+func (t *Table) Holds(ip netip.Addr) bool {
+	if t.parts != nil {
+		return slices.ContainsFunc(t.parts, func(p *Table) bool { return p.Holds(ip) })
+	}
+	_, ok := t.Addrs()[ip]
+	return ok
 }
 
 // Len returns the number of bindings.
@@ -323,7 +350,13 @@ type Registry struct {
 	snap atomic.Pointer[Table]
 
 	// mu serializes writers and guards the following fields.
-	mu       sync.Mutex
+	mu sync.Mutex
+	// pending is the newest table: snap plus the changes being saved.
+	pending *Table
+	// saving is true while a save runs; open collects the changes that
+	// arrive meanwhile, for the next save.
+	saving   bool
+	open     *batch
 	applier  Applier
 	watchers []func(prev, next *Table)
 	events   []Event
@@ -362,6 +395,7 @@ func New(opts Options) (*Registry, error) {
 		}
 	}
 	r.snap.Store(t)
+	r.pending = t
 	return r, nil
 }
 
@@ -378,7 +412,7 @@ func (r *Registry) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 func (r *Registry) SetApplier(a Applier) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := a.Prepare(&Table{}, r.snap.Load()); err != nil {
+	if err := a.Prepare(&Table{}, r.heldLocked()); err != nil {
 		return fmt.Errorf("apply restored table: %w", err)
 	}
 	r.applier = a
@@ -516,40 +550,132 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 // errNoChange tells update that fn succeeded without changing anything.
 var errNoChange = errors.New("no change")
 
-// update applies fn to a copy of the table and, if fn succeeds, makes the
-// copy durable and visible: prepare, save, publish, watchers, commit.
+// update applies fn to a copy of the newest table and, if fn succeeds,
+// makes the copy durable and visible: prepare, save, publish, watchers,
+// commit. It returns once the change is durable and published, or failed.
+//
+// Saves are group-committed: changes made while a save is running wait
+// together and the next save makes them all durable at once, so N
+// concurrent writers cost one fsync, not N. A change is applied to the
+// newest table (r.pending), which runs ahead of the published one
+// (r.snap) by at most two batches, the one being saved and the one
+// waiting; Lookup and Table only ever see durable tables.
 func (r *Registry) update(fn func(*Table) error) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	prev := r.snap.Load()
-	next := prev.clone()
+	next := r.pending.clone()
 	if err := fn(next); err != nil {
+		r.mu.Unlock()
 		if errors.Is(err, errNoChange) {
 			return nil
 		}
 		return err
 	}
 	if r.applier != nil {
-		if err := r.applier.Prepare(prev, next); err != nil {
+		// The stack still holds what the published table holds even if
+		// a pending change dropped it: only add what neither has.
+		if err := r.applier.Prepare(r.heldLocked(), next); err != nil {
+			r.mu.Unlock()
 			return err
 		}
 	}
-	if r.opts.Store != nil {
-		if err := r.opts.Store.Save(next); err != nil {
-			if r.applier != nil {
-				r.applier.Commit(next, prev) // release what Prepare took
-			}
-			return fmt.Errorf("save table: %w", err)
+	r.pending = next
+	if r.opts.Store == nil {
+		prev := r.snap.Load()
+		r.publishLocked(prev, next)
+		r.mu.Unlock()
+		return nil
+	}
+	b := r.open
+	if b == nil {
+		b = &batch{done: make(chan struct{}), lead: make(chan struct{}, 1)}
+		r.open = b
+	}
+	lead := !r.saving
+	if lead {
+		r.saving = true
+		r.open, b.table = nil, r.pending
+	}
+	r.mu.Unlock()
+	if !lead {
+		select {
+		case <-b.done:
+			return b.err
+		case <-b.lead: // the previous save handed over: save this batch
 		}
 	}
+	r.save(b)
+	return b.err
+}
+
+// batch is a group of changes that one save makes durable.
+type batch struct {
+	// table is the table to save: the newest one when the batch closed.
+	table *Table
+	// done is closed when the batch is published or has failed (err).
+	done chan struct{}
+	// lead receives once, to make one of the batch's writers its saver.
+	lead chan struct{}
+	err  error
+}
+
+// save makes b durable, then publishes it, or rolls back every change not
+// yet durable if the save fails. It hands the next open batch to one of its
+// writers.
+func (r *Registry) save(b *batch) {
+	err := r.opts.Store.Save(b.table)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer close(b.done)
+	prev := r.snap.Load()
+	if err != nil {
+		b.err = fmt.Errorf("save table: %w", err)
+		// Later changes were built on this one: they fail with it.
+		if r.applier != nil {
+			r.applier.Commit(r.pending, prev) // release what Prepare took
+		}
+		r.pending = prev
+		if o := r.open; o != nil {
+			o.err = fmt.Errorf("save table (with an earlier change): %w", err)
+			r.open = nil
+			close(o.done)
+		}
+		r.saving = false
+		return
+	}
+	r.publishLocked(prev, b.table)
+	if o := r.open; o != nil {
+		r.open, o.table = nil, r.pending
+		o.lead <- struct{}{}
+		return
+	}
+	r.saving = false
+}
+
+// publishLocked makes next (durable) the published table and releases what
+// prev held that neither next nor a pending change holds; r.mu is held.
+func (r *Registry) publishLocked(prev, next *Table) {
 	r.snap.Store(next)
 	for _, w := range r.watchers {
 		w(prev, next)
 	}
 	if r.applier != nil {
-		r.applier.Commit(prev, next)
+		r.applier.Commit(prev, union(next, r.pending))
 	}
-	return nil
+}
+
+// heldLocked returns a table that holds every address the applier holds:
+// the published table's and the pending one's; r.mu is held.
+func (r *Registry) heldLocked() *Table {
+	return union(r.snap.Load(), r.pending)
+}
+
+// union returns a table, for Addrs and Holds only, that holds the
+// addresses of both; a itself when b is a. It copies nothing.
+func union(a, b *Table) *Table {
+	if a == b {
+		return a
+	}
+	return &Table{parts: []*Table{a, b}}
 }
 
 func (r *Registry) checkRegistration(reg Registration) error {

@@ -379,12 +379,10 @@ func (st *Stack) Commit(prev, next *registry.Table) {
 // diff returns the addresses of a that b does not hold, static ones left
 // out.
 func (st *Stack) diff(a, b *registry.Table) []netip.Addr {
-	in, out := a.Addrs(), b.Addrs()
 	var d []netip.Addr
-	for ip := range in {
-		_, held := out[ip]
+	for ip := range a.Addrs() {
 		_, static := st.static[ip]
-		if !held && !static {
+		if !static && !b.Holds(ip) {
 			d = append(d, ip)
 		}
 	}
