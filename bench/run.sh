@@ -155,12 +155,17 @@ for run in $(seq "$RUNS"); do
 		add "KiB per idle conn" "$p" "$(awk -v a="$after" -v b="$before" -v n="$IDLE_N" 'BEGIN {printf "%.1f", (a-b)/n}')"
 	done
 	# Manual switch → first new connection served by the new active.
-	to=web-b; [ $((run % 2)) = 1 ] || to=web-a
+	# web-a is active: the API switch goes to web-b, the CLI's back.
+	to=web-b
 	nsx $C "$LOADGEN" follow -addr 198.18.0.100:8080 -want $to -d 5s >"$tmp/follow.json" &
 	lg=$!; sleep 0.3
-	t0=$(date +%s%N); vmx switch --port 8080 --to $to; t1=$(date +%s%N)
+	nsx $G "$LOADGEN" switch -api http://127.0.0.1:7070 -port 8080 -want $to >"$tmp/switch.json"
 	wait "$lg"
-	add "switch → first new conn, ms" vipmux-m2 "$(python3 -c "import json; d=json.load(open('$tmp/follow.json')); print('%.1f' % ((d['at_unix_ns']-$t0)/1e6))")"
+	add "switch → first new conn, ms" vipmux-m2 "$(python3 -c "import json; d=json.load(open('$tmp/follow.json')); s=json.load(open('$tmp/switch.json')); print('%.1f' % ((d['at_unix_ns']-s['sent_unix_ns'])/1e6))")"
+	add "switch API answer (durable), ms" vipmux-m2 "$(jget ms <"$tmp/switch.json")"
+	# The same through the CLI, whose process start is part of what an
+	# operator waits for.
+	t0=$(date +%s%N); vmx switch --port 8080 --to web-a; t1=$(date +%s%N)
 	add "switch command (CLI start to exit), ms" vipmux-m2 "$(( (t1 - t0) / 1000000 ))"
 	sleep 1
 done
@@ -210,7 +215,7 @@ for line in raw.strip().splitlines():
     fig, path = key.split("|")
     if fig not in order: order.append(fig)
     figs.setdefault(fig, {})[path] = vals.split()
-prefer = ["1 stream,", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch command", "kill", "register", "KiB per registered", "ARP"]
+prefer = ["1 stream,", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch API", "switch command", "kill", "register", "KiB per registered", "ARP"]
 order.sort(key=lambda f: next((i for i, p in enumerate(prefer) if f.startswith(p)), 99))
 paths = ["direct", "haproxy", "vipmux-m1", "vipmux-m2"]
 def med(v):

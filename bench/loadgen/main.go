@@ -7,6 +7,7 @@
 //	loadgen idle   -addr 198.18.0.10:8080 -n 10000 -hold 10s # hold idle proxied connections
 //	loadgen follow -addr 198.18.0.100:8080 -want web-b -d 5s # ms until a new connection reaches -want
 //	loadgen register -api http://127.0.0.1:7070 -n 10000 -base 198.18.100.0 -backend 198.19.0.2
+//	loadgen switch -api http://127.0.0.1:7070 -port 8080 -want web-b    # one switch through the API, timed
 package main
 
 import (
@@ -46,8 +47,9 @@ func main() {
 	api := fs.String("api", "", "control API URL (register)")
 	base := fs.String("base", "198.18.100.0", "first IP to register (register)")
 	backend := fs.String("backend", "", "backend of every registration (register)")
+	port := fs.Int("port", 0, "mode-2 port to switch (switch)")
 	_ = fs.Parse(os.Args[2:])
-	if *addr == "" && os.Args[1] != "register" {
+	if *addr == "" && os.Args[1] != "register" && os.Args[1] != "switch" {
 		fmt.Fprintln(os.Stderr, "loadgen: -addr is required")
 		os.Exit(2)
 	}
@@ -68,6 +70,8 @@ func main() {
 		out, err = follow(ctx, *addr, *want, *dur)
 	case "register":
 		out, err = register(ctx, *api, *base, *backend, *n, *conc)
+	case "switch":
+		out, err = switchTo(ctx, *api, *port, *want)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -313,6 +317,46 @@ func follow(ctx context.Context, addr, want string, d time.Duration) (FollowResu
 		}
 	}
 	return r, fmt.Errorf("no connection reached %s within %v (%d attempts, %d failed)", want, d, r.Attempts, r.Failed)
+}
+
+// SwitchResult is the outcome of the switch mode: when the request left and
+// when its answer came back (wall clock, comparable with follow's AtUnixNs
+// across namespaces).
+type SwitchResult struct {
+	Mode     string  `json:"mode"`
+	SentNs   int64   `json:"sent_unix_ns"`
+	AnswerNs int64   `json:"answer_unix_ns"`
+	Ms       float64 `json:"ms"`
+}
+
+// switchTo makes want the active member of the shared address's port
+// through the control API, on a connection opened beforehand so that only
+// the request itself is timed.
+func switchTo(ctx context.Context, api string, port int, want string) (SwitchResult, error) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	// Warm the keep-alive connection: the timed request reuses it.
+	if resp, err := client.Get(api + "/healthz"); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	body := fmt.Sprintf(`{"port":%d,"to":%q}`, port, want)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+"/v1/switch", strings.NewReader(body))
+	if err != nil {
+		return SwitchResult{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	sent := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return SwitchResult{}, err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	done := time.Now()
+	if resp.StatusCode != http.StatusOK {
+		return SwitchResult{}, fmt.Errorf("switch: %s: %s", resp.Status, msg)
+	}
+	return SwitchResult{Mode: "switch", SentNs: sent.UnixNano(), AnswerNs: done.UnixNano(), Ms: float64(done.Sub(sent).Microseconds()) / 1e3}, nil
 }
 
 // RegisterResult is the outcome of the register mode.
