@@ -3,9 +3,11 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,15 +148,17 @@ func TestFileStoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Name() != "state.json" {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		t.Errorf("state directory holds %q, want only state.json (no temporary files left)", names)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
 	}
-	if info, err := os.Stat(st.Path); err != nil || info.Mode().Perm()&0o077 != 0 {
-		t.Errorf("state file mode = %v, %v; want no group or other access", info.Mode(), err)
+	if want := []string{"state.json", "state.json.journal"}; !slices.Equal(names, want) {
+		t.Errorf("state directory holds %q, want %q (no temporary files left)", names, want)
+	}
+	for _, p := range []string{st.Path, st.JournalPath()} {
+		if info, err := os.Stat(p); err != nil || info.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s mode = %v, %v; want no group or other access", p, info.Mode(), err)
+		}
 	}
 }
 
@@ -267,4 +271,152 @@ func TestFileStoreMoveAside(t *testing.T) {
 	if _, err := s.MoveAside(time.Unix(100, 0)); err == nil {
 		t.Errorf("MoveAside onto an existing .corrupt file: nil error, want one")
 	}
+}
+
+// TestFileStoreJournal saves through the journal and reloads after each
+// step, as a restart after kill -9 would (no Close): the newest complete
+// line wins, a torn or corrupt tail is skipped, a full journal compacts
+// into the snapshot.
+func TestFileStoreJournal(t *testing.T) {
+	table := func(names ...string) *Table {
+		tb := &Table{bindings: map[Key]*Binding{}}
+		for i, n := range names {
+			k := Key{IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + i)})}
+			tb.bindings[k] = &Binding{Key: k, Members: []Member{{Name: n, Backend: beA, State: Active}}}
+		}
+		return tb
+	}
+	names := func(tb *Table) []string {
+		var out []string
+		for _, b := range tb.Bindings() {
+			out = append(out, b.Members[0].Name)
+		}
+		return out
+	}
+	load := func(t *testing.T, path string) []string {
+		t.Helper()
+		tb, err := (&FileStore{Path: path}).Load()
+		if err != nil {
+			t.Fatalf("Load() error: %v", err)
+		}
+		if tb == nil {
+			return nil
+		}
+		return names(tb)
+	}
+	appendTo := func(t *testing.T, path string, b []byte) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("newest line wins", func(t *testing.T) {
+		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+		for i, want := range [][]string{{"a"}, {"a", "b"}, {"a", "b", "c"}} {
+			if err := st.Save(table(want...)); err != nil {
+				t.Fatalf("Save %d: %v", i, err)
+			}
+			if got := load(t, st.Path); !slices.Equal(got, want) {
+				t.Errorf("after save %d: Load() = %v, want %v", i, got, want)
+			}
+		}
+		// The first save compacted; the later ones only appended.
+		snap, err := os.ReadFile(st.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tb, err := DecodeTable(snap); err != nil || !slices.Equal(names(tb), []string{"a"}) {
+			t.Errorf("snapshot = %s, %v; want the first save's table [a]", snap, err)
+		}
+		if fi, _ := os.Stat(st.JournalPath()); fi == nil || fi.Size() == 0 {
+			t.Errorf("journal empty after appends, want two lines")
+		}
+	})
+
+	tails := []struct {
+		name string
+		tail func(line []byte) []byte
+	}{
+		{"torn line", func(line []byte) []byte { return line[:len(line)/2] }},
+		{"line without newline", func(line []byte) []byte { return line[:len(line)-1] }},
+		{"bad checksum", func(line []byte) []byte { l := slices.Clone(line); l[0] ^= 1; return l }},
+		{"flipped byte in table", func(line []byte) []byte { l := slices.Clone(line); l[len(l)/2] ^= 0x20; return l }},
+		{"garbage", func([]byte) []byte { return []byte("\x00\x00garbage\n") }},
+	}
+	for _, tc := range tails {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+			for _, n := range [][]string{{"a"}, {"a", "b"}} {
+				if err := st.Save(table(n...)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			data, err := table("a", "b", "c").MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendTo(t, st.JournalPath(), tc.tail(journalLine(data)))
+			if got, want := load(t, st.Path), []string{"a", "b"}; !slices.Equal(got, want) {
+				t.Errorf("Load() = %v, want %v (the last good line)", got, want)
+			}
+		})
+	}
+
+	t.Run("compaction", func(t *testing.T) {
+		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json"), JournalLimit: 600}
+		var want []string
+		for i := range 20 {
+			want = append(want, fmt.Sprintf("s%d", i))
+			if err := st.Save(table(want...)); err != nil {
+				t.Fatalf("Save %d: %v", i, err)
+			}
+			if fi, err := os.Stat(st.JournalPath()); err != nil || fi.Size() > st.JournalLimit {
+				t.Fatalf("after save %d: journal %v, %v; want at most %d bytes", i, fi.Size(), err, st.JournalLimit)
+			}
+			if got := load(t, st.Path); !slices.Equal(got, want) {
+				t.Fatalf("after save %d: Load() = %v, want %v", i, got, want)
+			}
+		}
+		// Only the snapshot: the journal was emptied by the last compaction
+		// or holds tables newer than it.
+		snap, err := os.ReadFile(st.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tb, err := DecodeTable(snap); err != nil || tb.Len() < 2 {
+			t.Errorf("snapshot = %v, %v; want a table compacted from the journal", tb, err)
+		}
+	})
+
+	t.Run("move aside takes the journal", func(t *testing.T) {
+		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+		for _, n := range [][]string{{"a"}, {"a", "b"}} {
+			if err := st.Save(table(n...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := st.MoveAside(time.Unix(100, 0))
+		if err != nil || got != st.Path+".corrupt-100" {
+			t.Fatalf("MoveAside = %q, %v", got, err)
+		}
+		if _, err := os.Stat(st.JournalPath() + ".corrupt-100"); err != nil {
+			t.Errorf("journal not moved aside: %v", err)
+		}
+		if got := load(t, st.Path); got != nil {
+			t.Errorf("Load() after MoveAside = %v, want empty", got)
+		}
+		// The store works on: the next save starts a new snapshot.
+		if err := st.Save(table("z")); err != nil {
+			t.Fatal(err)
+		}
+		if got := load(t, st.Path); !slices.Equal(got, []string{"z"}) {
+			t.Errorf("Load() = %v, want [z]", got)
+		}
+	})
 }

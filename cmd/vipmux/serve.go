@@ -81,6 +81,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		token = t
 	}
 	store := &registry.FileStore{Path: cfg.State.Path}
+	defer store.Close()
 	if resetState {
 		moved, err := store.MoveAside(time.Now())
 		if err != nil {
