@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -67,7 +68,7 @@ func TestProxyProtocol(t *testing.T) {
 			t.Fatalf("namesrv --proxy on %s never answered: %q", url, out)
 		}
 	}
-	tp.Start()
+	g := tp.Start()
 
 	// Mode 1: one IP per server, each with its own setting.
 	tp.MustCLI("register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", tp.Server("web-a").IP, "--proxy-protocol", "v1")
@@ -160,6 +161,18 @@ func TestProxyProtocol(t *testing.T) {
 	check("mode 1 after API register with v2", fmt.Sprintf("198.18.0.12:%d", proxyPort), "web-c", "v2")
 	tp.MustCLI("register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", tp.Server("web-a").IP)
 	check("mode 1 after register again without the flag", fmt.Sprintf("198.18.0.10:%d", proxyPort), "web-a", "none")
+
+	// The settings survive a restart of the gateway (the state file).
+	before = proxySettings(t, tp)
+	if code := g.Stop(syscall.SIGTERM, 5*time.Second); code != 0 {
+		t.Fatalf("vipmux serve exited %d after SIGTERM, want 0", code)
+	}
+	tp.StartConfig(g.Config)
+	if after := proxySettings(t, tp); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("after a restart: proxy_protocol per member = %v, want %v", after, before)
+	}
+	check("mode 2 after restart", shared, "web-a", "v2")
+	check("mode 1 v2 after restart", fmt.Sprintf("198.18.0.11:%d", proxyPort), "web-b", "v2")
 }
 
 // proxySettings returns every member's proxy_protocol from status --json,
