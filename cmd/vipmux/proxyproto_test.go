@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"io"
 	"net/netip"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vipmux/vipmux/control"
@@ -76,5 +78,33 @@ func TestProxyProtocolFlag(t *testing.T) {
 	}
 	if !strings.Contains(out, `"proxy_protocol": "v1"`) {
 		t.Errorf("status --json =\n%s\nwant proxy_protocol v1", out)
+	}
+}
+
+// TestRunProxyProtocol: vipmux run registers with its --proxy-protocol.
+func TestRunProxyProtocol(t *testing.T) {
+	g := newGateway(t)
+	var seen atomic.Value // registry.ProxyProtocol of web-a while registered
+	g.reg.Watch(func(_, next *registry.Table) {
+		if b, ok := next.Binding(registry.Key{IP: netip.MustParseAddr("198.18.0.10")}); ok && len(b.Members) == 1 {
+			seen.Store(b.Members[0].ProxyProtocol)
+		}
+	})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := freePort(t)
+	t.Setenv("VIPMUX_TEST_HELPER", "1")
+	t.Setenv("HELPER_LISTEN", ready.String())
+	t.Setenv("HELPER_SLEEP", "300ms")
+	app := newApp()
+	app.Writer, app.ErrWriter = io.Discard, io.Discard
+	err = app.Run([]string{"vipmux", "run", "--gateway", g.url, "--name", "web-a", "--ip", "198.18.0.10", "--backend", ready.String(), "--proxy-protocol", "v2", "--", exe})
+	if err != nil {
+		t.Fatalf("vipmux run --proxy-protocol v2: %v", err)
+	}
+	if got, _ := seen.Load().(registry.ProxyProtocol); got != registry.ProxyV2 {
+		t.Errorf("vipmux run --proxy-protocol v2 registered with %q, want v2", got)
 	}
 }
