@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
@@ -200,4 +201,78 @@ func proxySettings(t *testing.T, tp *Topology) map[string]string {
 		}
 	}
 	return got
+}
+
+// haproxyPort is where HAProxy accepts PROXY protocol connections in the
+// server namespace of TestProxyProtocolHAProxy.
+const haproxyPort = 8280
+
+// TestProxyProtocolHAProxy checks the headers against a second, independent
+// parser: HAProxy (Debian package haproxy) with accept-proxy reports the
+// source and destination it took from the header.
+func TestProxyProtocolHAProxy(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		msg := "needs haproxy (apt-get install -y haproxy; make deps installs it)"
+		if inCI() {
+			t.Fatal(msg + "; CI=true, so this is a failure, not a skip")
+		}
+		t.Skip(msg)
+	}
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a"}, Extra: sharedConfig})
+	cfg := tp.WriteConfig("haproxy.cfg", fmt.Sprintf(`defaults
+	mode http
+	timeout connect 5s
+	timeout client 10s
+	timeout server 10s
+frontend pp
+	bind :%d accept-proxy
+	http-request return status 200 content-type text/plain lf-string "haproxy pp=%%[fc_rcvd_proxy] client=%%[src]:%%[src_port] front=%%[dst]:%%[dst_port]\n"
+`, haproxyPort))
+	start := time.Now()
+	hp := tp.startProc("haproxy", tp.Server("web-a").NS, "haproxy", "-db", "-f", cfg)
+	// Wait until HAProxy listens. It must refuse a connection without a
+	// header, so probe with curl's own v1 header (--haproxy-protocol).
+	url := fmt.Sprintf("http://%s:%d/", tp.Server("web-a").IP, haproxyPort)
+	want := fmt.Sprintf("haproxy pp=1 client=%s:", gatewayIP)
+	var out string
+	for range 100 {
+		if hp.exited() {
+			t.Fatalf("haproxy exited %d:\n%s", hp.exitCode(), hp.output())
+		}
+		out, _, _ = tp.GatewayCurl("-sS", "--max-time", "1", "--haproxy-protocol", url)
+		if strings.HasPrefix(out, want) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.HasPrefix(out, want) {
+		t.Fatalf("haproxy never answered curl --haproxy-protocol %s: %q, want %q...\n%s", url, out, want, hp.output())
+	}
+	if out, _, code := tp.GatewayCurl("-sS", "--max-time", "2", url); code == 0 && strings.HasPrefix(out, "haproxy") {
+		t.Fatalf("haproxy answered a connection without a header: %q; the test could not tell a header from none", out)
+	}
+	t.Logf("haproxy ready after %v", time.Since(start).Round(time.Millisecond))
+	tp.Start()
+
+	tp.MustCLI("register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", tp.Server("web-a").IP, "--proxy-protocol", "v1")
+	tp.MustCLI("register", "--name", "web-a", "--port", fmt.Sprint(haproxyPort), "--backend", fmt.Sprintf("%s:%d", tp.Server("web-a").IP, haproxyPort), "--proxy-protocol", "v2")
+	for _, tc := range []struct{ name, front string }{
+		{"mode 1 v1", fmt.Sprintf("198.18.0.10:%d", haproxyPort)},
+		{"mode 2 v2", fmt.Sprintf("%s:%d", sharedIP, haproxyPort)},
+	} {
+		out, errOut, code := tp.Curl("--fail", "-w", " local=%{local_ip}:%{local_port}", "http://"+tc.front+"/")
+		if code != 0 {
+			t.Errorf("%s: client curl http://%s/: exit %d: %s%s", tc.name, tc.front, code, out, errOut)
+			continue
+		}
+		body, local, _ := strings.Cut(out, "\n local=")
+		if !strings.HasPrefix(local, clientIP+":") {
+			t.Fatalf("%s: client's local address %q, want %s:PORT", tc.name, local, clientIP)
+		}
+		if want := fmt.Sprintf("haproxy pp=1 client=%s front=%s", local, tc.front); body != want {
+			t.Errorf("%s: haproxy learnt %q, want %q", tc.name, body, want)
+		}
+	}
 }
