@@ -65,13 +65,15 @@ func portFlag(c *cli.Context) *int {
 var proxyProtocolFlag = &cli.StringFlag{Name: "proxy-protocol", Usage: "send the backend a PROXY protocol header of `VERSION` v1 or v2 as the first bytes of each connection, with the client's address and port and the front address and port it dialled (the backend must expect it); none sends no header", Value: "none"}
 
 // proxyProtocol returns --proxy-protocol as the API spells it, or an error
-// naming the flag.
+// naming the flag. None is "", which the request omits, so that a gateway
+// from before the setting still takes the registration.
 func proxyProtocol(c *cli.Context) (string, error) {
 	v := c.String("proxy-protocol")
-	if _, err := registry.ParseProxyProtocol(v); err != nil || v == "" {
+	pp, err := registry.ParseProxyProtocol(v)
+	if err != nil || v == "" {
 		return "", fmt.Errorf("--proxy-protocol %q: use v1, v2 or none", v)
 	}
-	return v, nil
+	return string(pp), nil
 }
 
 var (

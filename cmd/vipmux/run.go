@@ -19,6 +19,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vipmux/vipmux/control"
+	"github.com/vipmux/vipmux/registry"
 )
 
 // ttlFlag is --ttl of register and run.
@@ -273,7 +274,7 @@ wait:
 			switch {
 			case err == nil:
 				registered = true
-				o.Log.Info("registered", "ip", o.Register.IP, "port", portString(o.Register.Port), "backend", o.Register.Backend, "ttl", o.TTL, "proxy_protocol", o.Register.ProxyProtocol)
+				o.Log.Info("registered", "ip", o.Register.IP, "port", portString(o.Register.Port), "backend", o.Register.Backend, "ttl", o.TTL, "proxy_protocol", registry.ProxyProtocol(o.Register.ProxyProtocol).String())
 			case errors.As(err, &apiErr):
 				stop()
 				return 0, fmt.Errorf("register %s: %w; killed the command", o.Register.Name, err)
