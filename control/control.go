@@ -71,6 +71,12 @@ type RegisterRequest struct {
 	// member must be renewed (POST /v1/renew) before it runs out, or it is
 	// removed (mode 1) or marked down (mode 2). Empty means permanent.
 	TTL string `json:"ttl,omitempty"`
+	// ProxyProtocol is "v1" or "v2": the gateway then writes a PROXY
+	// protocol header of that version as the first bytes of each of the
+	// member's backend connections, carrying the client's address and port
+	// and the front address and port that the client dialled. Empty or
+	// "none" sends no header. Registering again replaces the setting.
+	ProxyProtocol string `json:"proxy_protocol,omitempty"`
 }
 
 // RenewRequest is the body of POST /v1/renew: extend the lease of member
@@ -152,6 +158,9 @@ type MemberView struct {
 	// Reason says why State or Down last changed, e.g. "registered",
 	// "switch", "health check failed: ...", "automatic failover: ...".
 	Reason string `json:"reason,omitempty"`
+	// ProxyProtocol is "v1" or "v2" when the gateway sends the member's
+	// backend a PROXY protocol header; absent when it sends none.
+	ProxyProtocol string `json:"proxy_protocol,omitempty"`
 }
 
 // EventView is one automatic change of the table (a health check or lease

@@ -323,13 +323,18 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	pp, err := registry.ParseProxyProtocol(req.ProxyProtocol)
+	if err != nil {
+		return err
+	}
 	b, err := s.reg.Register(registry.Registration{
-		Name:    req.Name,
-		IP:      k.IP,
-		Port:    k.Port,
-		Backend: be,
-		State:   registry.State(req.State),
-		TTL:     ttl,
+		Name:          req.Name,
+		IP:            k.IP,
+		Port:          k.Port,
+		Backend:       be,
+		State:         registry.State(req.State),
+		TTL:           ttl,
+		ProxyProtocol: pp,
 	})
 	if err != nil {
 		return err
@@ -340,7 +345,7 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 			state = string(m.State)
 		}
 	}
-	s.log.Info("register", "name", req.Name, "binding", k.String(), "backend", be.String(), "state", state, "ttl", ttl, "remote", r.RemoteAddr)
+	s.log.Info("register", "name", req.Name, "binding", k.String(), "backend", be.String(), "state", state, "ttl", ttl, "proxy_protocol", pp.String(), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, s.view(&b))
 	return nil
 }
@@ -496,6 +501,8 @@ func (s *server) view(b *registry.Binding) BindingView {
 			Reason:  m.Reason,
 			// FailedOver only matters while the member can fail back.
 			FailedOver: m.FailedOver,
+			// Empty (omitted) when no header is sent.
+			ProxyProtocol: string(m.ProxyProtocol),
 		}
 		if s.conns != nil {
 			mv.Connections = s.conns.Conns(b.Key, m.Name)

@@ -63,7 +63,8 @@ const (
 	Proxied Outcome = iota
 	// NoRoute: no binding or no active member; the client got a RST.
 	NoRoute
-	// Refused: the backend refused or could not be reached; RST.
+	// Refused: the backend refused or could not be reached, or did not
+	// take the member's PROXY protocol header; RST.
 	Refused
 	// DialTimeout: the backend did not answer within the dial timeout; RST.
 	DialTimeout
@@ -180,6 +181,19 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
 		return
+	}
+	if m.ProxyProtocol != registry.ProxyNone {
+		// The header goes first, before the client's handshake completes:
+		// a backend that cannot take it costs the client a RST, as a
+		// refused dial does.
+		front := netip.AddrPortFrom(dst, id.LocalPort)
+		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.dialTimeout)); err != nil {
+			f.count(Refused)
+			r.Complete(true)
+			bc.Close()
+			f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
+			return
+		}
 	}
 
 	var wq waiter.Queue

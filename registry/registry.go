@@ -142,6 +142,10 @@ type Member struct {
 	FailedOver bool `json:"failed_over,omitempty"`
 	// Reason says why State or Down last changed.
 	Reason string `json:"reason,omitempty"`
+	// ProxyProtocol is the PROXY protocol header that the gateway writes
+	// to each of the member's backend connections; ProxyNone writes none.
+	// State files from before this field load as ProxyNone.
+	ProxyProtocol ProxyProtocol `json:"proxy_protocol,omitempty"`
 }
 
 // Binding is one row of the table: a key and its ordered members.
@@ -444,6 +448,9 @@ type Registration struct {
 	State State
 	// TTL is the lease; zero means permanent. Registering again renews it.
 	TTL time.Duration
+	// ProxyProtocol is the PROXY protocol header sent to the backend;
+	// registering again replaces it (ProxyNone turns it off).
+	ProxyProtocol ProxyProtocol
 }
 
 // Register adds a member to the binding (IP, Port), creating the binding if
@@ -480,6 +487,7 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 		}
 		m := &b.Members[i]
 		m.Backend, m.TTL, m.Expires = reg.Backend, reg.TTL, time.Time{}
+		m.ProxyProtocol = reg.ProxyProtocol
 		if reg.TTL > 0 {
 			m.Expires = now.Add(reg.TTL)
 		}
@@ -696,6 +704,9 @@ func (r *Registry) checkRegistration(reg Registration) error {
 	if reg.TTL != 0 && (reg.TTL < MinTTL || reg.TTL > MaxTTL) {
 		return Invalid("ttl", "%v is outside %v..%v (omit it for a permanent registration)", reg.TTL, MinTTL, MaxTTL)
 	}
+	if !reg.ProxyProtocol.valid() {
+		return Invalid("proxy_protocol", "%q: use %q, %q or none", string(reg.ProxyProtocol), ProxyV1, ProxyV2)
+	}
 	return nil
 }
 
@@ -753,7 +764,7 @@ func (r *Registry) checkTable(t *Table) error {
 		actives := 0
 		seen := map[string]bool{}
 		for _, m := range b.Members {
-			if err := r.checkRegistration(Registration{Name: m.Name, IP: k.IP, Port: k.Port, Backend: m.Backend, State: m.State}); err != nil {
+			if err := r.checkRegistration(Registration{Name: m.Name, IP: k.IP, Port: k.Port, Backend: m.Backend, State: m.State, ProxyProtocol: m.ProxyProtocol}); err != nil {
 				return fmt.Errorf("binding %s member %q: %w", k, m.Name, err)
 			}
 			if m.State == "" {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vipmux/vipmux/control"
+	"github.com/vipmux/vipmux/registry"
 )
 
 // clientFlags are the flags of every command that talks to a gateway.
@@ -60,6 +61,21 @@ func portFlag(c *cli.Context) *int {
 	return &p
 }
 
+// proxyProtocolFlag is --proxy-protocol of register and run.
+var proxyProtocolFlag = &cli.StringFlag{Name: "proxy-protocol", Usage: "send the backend a PROXY protocol header of `VERSION` v1 or v2 as the first bytes of each connection, with the client's address and port and the front address and port it dialled (the backend must expect it); none sends no header", Value: "none"}
+
+// proxyProtocol returns --proxy-protocol as the API spells it, or an error
+// naming the flag. None is "", which the request omits, so that a gateway
+// from before the setting still takes the registration.
+func proxyProtocol(c *cli.Context) (string, error) {
+	v := c.String("proxy-protocol")
+	pp, err := registry.ParseProxyProtocol(v)
+	if err != nil || v == "" {
+		return "", fmt.Errorf("--proxy-protocol %q: use v1, v2 or none", v)
+	}
+	return string(pp), nil
+}
+
 var (
 	nameFlag = &cli.StringFlag{Name: "name", Usage: "server computer `NAME` ([A-Za-z0-9._-], at most 63)", Required: true}
 	ipFlag   = &cli.StringFlag{Name: "ip", Usage: "front `IP` (mode 1: the server's own; with --port: a gateway-held IP, default [shared] address)"}
@@ -76,16 +92,23 @@ Examples:
    vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2
    vipmux register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
    vipmux register --name web-b --port 8080 --backend 198.19.0.3:8080   # standby
-   vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --ttl 10s   # renew within 10s`,
+   vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --ttl 10s   # renew within 10s
+   vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --proxy-protocol v2   # backend learns the client's address`,
 		Flags: clientFlags(nameFlag, ipFlag, portOpt,
 			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled", Required: true},
 			&cli.StringFlag{Name: "state", Usage: "mode 2: active or standby (default: active if the port has no active server, else standby)"},
 			ttlFlag,
+			proxyProtocolFlag,
 		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			pp, err := proxyProtocol(c)
+			if err != nil {
+				return err
+			}
 			req := control.RegisterRequest{
 				Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c),
 				Backend: c.String("backend"), State: c.String("state"),
+				ProxyProtocol: pp,
 			}
 			if c.IsSet("ttl") {
 				req.TTL = c.Duration("ttl").String()
@@ -151,7 +174,7 @@ Example:
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show the table: ip, port, server, backend, state, health, connections, and recent automatic changes",
+		Usage: "show the table: ip, port, server, backend, PROXY protocol, state, health, connections, and recent automatic changes",
 		Description: `Examples:
    vipmux status
    vipmux status --json | jq .`,
@@ -183,7 +206,7 @@ func statusCommand() *cli.Command {
 // line per member, and says plainly which bindings refuse connections.
 func printBindings(w io.Writer, bs []control.BindingView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tPORT\tSERVER\tBACKEND\tSTATE\tHEALTH\tCONNS\tSINCE\tREASON")
+	fmt.Fprintln(tw, "IP\tPORT\tSERVER\tBACKEND\tPROXY\tSTATE\tHEALTH\tCONNS\tSINCE\tREASON")
 	var dark []string
 	for _, b := range bs {
 		port := "*"
@@ -202,7 +225,11 @@ func printBindings(w io.Writer, bs []control.BindingView) error {
 					downActive = m.Name
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.IP, port, m.Name, m.Backend, m.State, health, m.Connections, m.Since.Local().Format(time.DateTime), m.Reason)
+			proxy := m.ProxyProtocol // the PROXY protocol header sent to the backend
+			if proxy == "" {
+				proxy = "none"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.IP, port, m.Name, m.Backend, proxy, m.State, health, m.Connections, m.Since.Local().Format(time.DateTime), m.Reason)
 		}
 		switch {
 		case !active:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vipmux/vipmux/control"
+	"github.com/vipmux/vipmux/registry"
 )
 
 // ttlFlag is --ttl of register and run.
@@ -65,11 +66,13 @@ and nothing is renewed.
 Examples:
    vipmux run --name web-a --ip 198.18.0.10 --backend 198.19.0.2:8080 --ttl 2s -- ./server --listen :8080
    vipmux run --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --ready-port 8080 --ttl 2s -- ./server
-   vipmux run --name web-b --port 8080 --backend 198.19.0.3 --state standby --ttl 2s -- ./server`,
+   vipmux run --name web-b --port 8080 --backend 198.19.0.3 --state standby --ttl 2s -- ./server
+   vipmux run --name web-a --ip 198.18.0.10 --backend 198.19.0.2:8080 --proxy-protocol v2 -- ./server --accept-proxy-protocol`,
 		Flags: clientFlags(nameFlag, ipFlag, portOpt,
 			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled", Required: true},
 			&cli.StringFlag{Name: "state", Usage: "mode 2: active or standby (default: active if the port has no active server, else standby)"},
 			ttlFlag,
+			proxyProtocolFlag,
 			&cli.IntFlag{Name: "ready-port", Usage: "`PORT` on the backend's host that must accept connections before registering (default: the backend's port, else --port)"},
 			&cli.DurationFlag{Name: "ready-timeout", Value: 30 * time.Second, Usage: "kill COMMAND and fail if it is not ready after this long"},
 		),
@@ -144,6 +147,11 @@ func runOptionsFrom(c *cli.Context) (runOptions, error) {
 	if len(o.Args) == 0 {
 		return o, errors.New("run: no command given: vipmux run [flags] -- COMMAND [ARG...]")
 	}
+	pp, err := proxyProtocol(c)
+	if err != nil {
+		return o, err
+	}
+	o.Register.ProxyProtocol = pp
 	if o.TTL < 0 {
 		return o, fmt.Errorf("--ttl %v: must be positive", o.TTL)
 	}
@@ -266,7 +274,7 @@ wait:
 			switch {
 			case err == nil:
 				registered = true
-				o.Log.Info("registered", "ip", o.Register.IP, "port", portString(o.Register.Port), "backend", o.Register.Backend, "ttl", o.TTL)
+				o.Log.Info("registered", "ip", o.Register.IP, "port", portString(o.Register.Port), "backend", o.Register.Backend, "ttl", o.TTL, "proxy_protocol", registry.ProxyProtocol(o.Register.ProxyProtocol).String())
 			case errors.As(err, &apiErr):
 				stop()
 				return 0, fmt.Errorf("register %s: %w; killed the command", o.Register.Name, err)

@@ -14,7 +14,7 @@ func TestPrintBindingsHealth(t *testing.T) {
 	bs := []control.BindingView{
 		{IP: "198.18.0.100", Port: 8080, Members: []control.MemberView{
 			{Name: "web-a", Backend: "198.19.0.2:8080", State: "standby", Since: now, Down: true, Reason: "health check failed: connection refused"},
-			{Name: "web-b", Backend: "198.19.0.3:8080", State: "active", Since: now, Reason: "automatic failover: web-a health check failed: connection refused"},
+			{Name: "web-b", Backend: "198.19.0.3:8080", State: "active", Since: now, Reason: "automatic failover: web-a health check failed: connection refused", ProxyProtocol: "v2"},
 		}},
 		{IP: "198.18.0.100", Port: 9090, Members: []control.MemberView{
 			{Name: "web-a", Backend: "198.19.0.2:9090", State: "active", Since: now, Down: true, Reason: "health check failed: i/o timeout"},
@@ -26,10 +26,10 @@ func TestPrintBindingsHealth(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	for i, want := range [][]string{
-		{"IP", "PORT", "SERVER", "BACKEND", "STATE", "HEALTH", "CONNS", "SINCE", "REASON"},
-		{"web-a", "standby", "down", "health check failed: connection refused"},
-		{"web-b", "active", "up", "automatic failover: web-a"},
-		{"9090", "web-a", "active", "down"},
+		{"IP", "PORT", "SERVER", "BACKEND", "PROXY", "STATE", "HEALTH", "CONNS", "SINCE", "REASON"},
+		{"web-a", " none ", "standby", "down", "health check failed: connection refused"},
+		{"web-b", " v2 ", "active", "up", "automatic failover: web-a"},
+		{"9090", "web-a", " none ", "active", "down"},
 		{"198.18.0.100:9090 has no healthy server", "web-a is down"},
 	} {
 		if i >= len(lines) {

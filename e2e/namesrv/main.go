@@ -2,7 +2,7 @@
 // server namespace and answers with its own name, so a test can tell which
 // server computer a connection reached.
 //
-//	namesrv --name web-a --listen :8080 --listen :9090 --raw :7000
+//	namesrv --name web-a --listen :8080 --listen :9090 --raw :7000 --proxy :8180
 //
 // HTTP, on every --listen address (keep-alive and Connection: close both work):
 //
@@ -12,6 +12,16 @@
 //
 // Raw TCP, on every --raw address: read until the client half-closes, then
 // write "web-a got N bytes sha256=HEX\n" and close.
+//
+// HTTP behind the PROXY protocol, on every --proxy address: each connection
+// may start with a PROXY protocol v1 or v2 header (parsed by
+// github.com/pires/go-proxyproto); the same endpoints as --listen, plus
+//
+//	GET  /whoami            → "web-a proxy=v2 client=IP:PORT front=IP:PORT peer=IP:PORT\n"
+//
+// where client and front are the header's source and destination (the
+// socket's addresses when there is no header, proxy=none) and peer is the
+// socket's remote address (the gateway).
 //
 // SIGTERM and SIGINT stop it with exit status 0.
 package main
@@ -34,6 +44,7 @@ import (
 	"syscall"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/vipmux/vipmux/e2e/pattern"
 )
 
@@ -47,12 +58,14 @@ func main() {
 		name   = flag.String("name", "", "the server's name, sent in every answer")
 		listen listFlag
 		raw    listFlag
+		proxy  listFlag
 	)
 	flag.Var(&listen, "listen", "HTTP listen address (repeatable)")
 	flag.Var(&raw, "raw", "raw half-close TCP listen address (repeatable)")
+	flag.Var(&proxy, "proxy", "HTTP listen address whose connections may start with a PROXY protocol header (repeatable)")
 	flag.Parse()
-	if *name == "" || len(listen)+len(raw) == 0 {
-		log.Fatal("namesrv: need --name and at least one --listen or --raw")
+	if *name == "" || len(listen)+len(raw)+len(proxy) == 0 {
+		log.Fatal("namesrv: need --name and at least one --listen, --raw or --proxy")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -74,6 +87,33 @@ func main() {
 			}
 		})
 	}
+	for _, addr := range proxy {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			log.Fatalf("namesrv: listen %s: %v", addr, err)
+		}
+		// USE makes the header optional. The specification tells a real
+		// receiver not to guess (the library's default, REQUIRE), but this
+		// test server must see, and report, connections without one.
+		pln := &proxyproto.Listener{
+			Listener:          ln,
+			Policy:            func(net.Addr) (proxyproto.Policy, error) { return proxyproto.USE, nil },
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		srv := &http.Server{
+			Handler:           proxyHandler(*name),
+			ReadHeaderTimeout: 10 * time.Second,
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				return context.WithValue(ctx, connKey{}, c)
+			},
+		}
+		servers = append(servers, srv)
+		wg.Go(func() {
+			if err := srv.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Printf("namesrv: serve %s: %v", addr, err)
+			}
+		})
+	}
 	for _, addr := range raw {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -82,7 +122,7 @@ func main() {
 		rawLns = append(rawLns, ln)
 		wg.Go(func() { serveRaw(ln, *name) })
 	}
-	log.Printf("namesrv %s: listening http=%v raw=%v", *name, listen, raw)
+	log.Printf("namesrv %s: listening http=%v raw=%v proxy=%v", *name, listen, raw, proxy)
 
 	<-ctx.Done()
 	for _, ln := range rawLns {
@@ -127,6 +167,29 @@ func handler(name string) http.Handler {
 		}
 		w.Header().Set("X-Server", name)
 		io.WriteString(w, hex.EncodeToString(h.Sum(nil))+"\n")
+	})
+	return mux
+}
+
+// connKey is the context key of a request's connection on --proxy.
+type connKey struct{}
+
+// proxyHandler is handler plus GET /whoami, which reports what the PROXY
+// protocol header of the request's connection said.
+func proxyHandler(name string) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", handler(name))
+	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := r.Context().Value(connKey{}).(*proxyproto.Conn)
+		if !ok {
+			http.Error(w, "not a PROXY protocol connection", http.StatusInternalServerError)
+			return
+		}
+		version := "none"
+		if h := c.ProxyHeader(); h != nil {
+			version = fmt.Sprintf("v%d", h.Version)
+		}
+		fmt.Fprintf(w, "%s proxy=%s client=%s front=%s peer=%s\n", name, version, c.RemoteAddr(), c.LocalAddr(), c.Raw().RemoteAddr())
 	})
 	return mux
 }
