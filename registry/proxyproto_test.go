@@ -108,11 +108,13 @@ func TestProxyProtocolPersisted(t *testing.T) {
 		Registration{Name: "web-b", IP: ipB, Backend: beB, ProxyProtocol: ProxyV1},
 		Registration{Name: "web-c", IP: ipShared, Port: 80, Backend: beC},
 	)
-	data, err := os.ReadFile(path)
+	// The newest table is the journal's last line.
+	journal, err := os.ReadFile(path + ".journal")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := string(data); !strings.Contains(s, `"proxy_protocol": "v2"`) || !strings.Contains(s, `"proxy_protocol": "v1"`) || strings.Count(s, "proxy_protocol") != 2 {
+	lines := strings.Split(strings.TrimSpace(string(journal)), "\n")
+	if s := lines[len(lines)-1]; !strings.Contains(s, `"proxy_protocol":"v2"`) || !strings.Contains(s, `"proxy_protocol":"v1"`) || strings.Count(s, "proxy_protocol") != 2 {
 		t.Errorf("state file = %s\nwant proxy_protocol v2 and v1, and no key for the member without it", s)
 	}
 	r2, err := New(Options{Networks: front, Store: &FileStore{Path: path}})
