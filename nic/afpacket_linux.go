@@ -71,7 +71,7 @@ func openAFPacket(opts Options) (*Link, error) {
 // and a warning says so.
 func setSocketBuffers(fd int, opts Options) {
 	for _, o := range []struct {
-		name        string
+		name         string
 		force, plain int
 	}{
 		{"receive", unix.SO_RCVBUFFORCE, unix.SO_RCVBUF},
