@@ -105,3 +105,66 @@ printf '%s\n' "${COMPREPLY[@]}"`, "bash", scriptPath, tc.line)
 		})
 	}
 }
+
+// TestZshCompletion sources `vipmux completion zsh` in a real zsh, with
+// the completion system's _describe and _files replaced by functions that
+// print what they are given, and completes command lines with this test
+// binary as vipmux. zsh is not a dependency of vipmux: without it the test
+// skips.
+func TestZshCompletion(t *testing.T) {
+	zsh, err := exec.LookPath("zsh")
+	if err != nil {
+		t.Skip("no zsh")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(exe, filepath.Join(dir, "vipmux")); err != nil {
+		t.Fatal(err)
+	}
+	script, err := runApp("completion", "zsh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scriptPath := filepath.Join(dir, "_vipmux")
+	if err := os.WriteFile(scriptPath, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(zsh, "-n", scriptPath).CombinedOutput(); err != nil {
+		t.Fatalf("zsh -n _vipmux: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		words []string // the command line, the word being completed last
+		want  []string
+	}{
+		{words: []string{"vipmux", ""}, want: []string{"serve", "register", "switch", "completion", "man"}},
+		{words: []string{"vipmux", "serve", "--c"}, want: []string{"--config"}},
+		{words: []string{"vipmux", "register", "--name", "web-a", ""}, want: []string{"--backend", "--ip", "--port", "--ttl"}},
+		{words: []string{"vipmux", "serve", "--config", ""}, want: []string{"FILES"}},
+	} {
+		t.Run(strings.Join(tc.words, " "), func(t *testing.T) {
+			cmd := exec.Command(zsh, "-f", "-c", `
+_describe() { print -rl -- "${(@P)2}" }
+_files() { print -r -- FILES }
+compdef() { }
+source "$1"
+shift
+words=("$@")
+_vipmux`, "zsh", scriptPath)
+			cmd.Args = append(cmd.Args, tc.words...)
+			cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "VIPMUX_TEST_MAIN=1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("zsh completion of %q: %v\n%s", tc.words, err, out)
+			}
+			got := strings.Fields(string(out))
+			for _, w := range tc.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("completion of %q = %q, want it to contain %q", tc.words, got, w)
+				}
+			}
+		})
+	}
+}
