@@ -3,6 +3,7 @@
 #   make demo   build and show vipmux on a throw-away topology (root)
 #   make test   go vet, unit tests with -race, the e2e suite (root for e2e)
 #   make build  bin/vipmux, static, version stamped
+#   make install / make uninstall   as a systemd service (root; DESTDIR=, PREFIX=)
 
 SHELL   := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
@@ -12,11 +13,12 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Debian packages the demo and the tests drive: ip/bridge, curl, ethtool,
-# and haproxy (e2e TestProxyProtocolHAProxy parses vipmux's PROXY headers).
-DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy
+# haproxy (e2e TestProxyProtocolHAProxy parses vipmux's PROXY headers),
+# setpriv (e2e: serve as an unprivileged user with two capabilities).
+DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build deps demo test vet unit e2e fuzz bench bench-quick bench-deps clean
+.PHONY: all build deps demo test vet unit e2e fuzz bench bench-quick bench-deps clean install uninstall
 
 all: build
 
@@ -85,3 +87,61 @@ bench-quick: bench-deps
 
 clean:
 	rm -rf bin
+
+# install puts vipmux where a daemon lives: the binary, the systemd unit
+# (user vipmux, CAP_NET_RAW and CAP_NET_ADMIN only), its sysusers.d entry,
+# the config (only if there is none: an operator's config is never
+# replaced; the example is always in $(DOCDIR)), the man page and bash, zsh
+# and fish completion. With DESTDIR (packaging) it only copies files;
+# without, it also creates the user and reloads systemd.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+DATADIR     ?= $(PREFIX)/share
+MANDIR      ?= $(DATADIR)/man
+DOCDIR      ?= $(DATADIR)/doc/vipmux
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+INSTALLED   := $(BINDIR)/vipmux $(UNITDIR)/vipmux.service $(SYSUSERSDIR)/vipmux.conf \
+	$(MANDIR)/man8/vipmux.8 $(DOCDIR)/config.example.toml \
+	$(BASHCOMPDIR)/vipmux $(ZSHCOMPDIR)/_vipmux $(FISHCOMPDIR)/vipmux.fish
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/vipmux
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/vipmux
+	sed -e 's|/usr/local/bin/vipmux|$(BINDIR)/vipmux|' -e 's|/etc/vipmux/|$(SYSCONFDIR)/vipmux/|' \
+		packaging/vipmux.service > $(DESTDIR)$(UNITDIR)/vipmux.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/vipmux.service
+	install -m 0644 packaging/vipmux.sysusers $(DESTDIR)$(SYSUSERSDIR)/vipmux.conf
+	install -m 0644 config.example.toml $(DESTDIR)$(DOCDIR)/config.example.toml
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/vipmux/vipmux.toml ]; then \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/vipmux/vipmux.toml (the example is $(DOCDIR)/config.example.toml)"; \
+	else \
+		install -m 0644 config.example.toml $(DESTDIR)$(SYSCONFDIR)/vipmux/vipmux.toml; \
+		echo "installed $(DESTDIR)$(SYSCONFDIR)/vipmux/vipmux.toml: edit [nic] before starting vipmux"; \
+	fi
+	$(BIN) man > $(DESTDIR)$(MANDIR)/man8/vipmux.8
+	$(BIN) completion bash > $(DESTDIR)$(BASHCOMPDIR)/vipmux
+	$(BIN) completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_vipmux
+	$(BIN) completion fish > $(DESTDIR)$(FISHCOMPDIR)/vipmux.fish
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/vipmux.8 $(DESTDIR)$(BASHCOMPDIR)/vipmux $(DESTDIR)$(ZSHCOMPDIR)/_vipmux $(DESTDIR)$(FISHCOMPDIR)/vipmux.fish
+	@if [ -z "$(DESTDIR)" ]; then \
+		if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/vipmux.conf; \
+		elif ! id vipmux >/dev/null 2>&1; then useradd --system --home-dir /var/lib/vipmux --no-create-home --shell /usr/sbin/nologin vipmux; fi; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+		echo "next: edit $(SYSCONFDIR)/vipmux/vipmux.toml, then: systemctl enable --now vipmux"; \
+	fi
+
+# uninstall removes what install put there, except the config and the
+# state (the table) in /var/lib/vipmux, and the user: an operator's data.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now vipmux.service 2>/dev/null || true; fi
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	@rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/vipmux (config), /var/lib/vipmux (state) and the user vipmux; remove them by hand if you wish"

@@ -214,6 +214,10 @@ type Options struct {
 	// 127.0.0.1:7070. Tests whose server namespaces call the API (vipmux
 	// run) use the back-side address, gatewayControl.
 	ControlListen string
+	// Wrap, when set, is a command line that `vipmux serve ...` is appended
+	// to, run inside the gateway namespace: e.g. setpriv with a user and
+	// capabilities (caps_test.go).
+	Wrap []string
 }
 
 // Topology is one test's private set of namespaces: a client, a gateway and
@@ -556,7 +560,8 @@ func (tp *Topology) StartConfig(path string, args ...string) *Gateway {
 	t.Helper()
 	g := &Gateway{tp: tp, Config: path}
 	tp.gw = g
-	g.proc = tp.startProc(fmt.Sprintf("vipmux-%d", time.Now().UnixNano()), tp.GatewayNS, vipmuxBin, append([]string{"serve", "--config", path}, args...)...)
+	argv := append(tp.serveCommand(), append([]string{"--config", path}, args...)...)
+	g.proc = tp.startProc(fmt.Sprintf("vipmux-%d", time.Now().UnixNano()), tp.GatewayNS, argv[0], argv[1:]...)
 	t.Cleanup(func() {
 		if g.proc.exited() {
 			return
@@ -597,6 +602,11 @@ func (tp *Topology) StartConfig(path string, args ...string) *Gateway {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// serveCommand is `vipmux serve`, inside Options.Wrap when that is set.
+func (tp *Topology) serveCommand() []string {
+	return append(slices.Clone(tp.opts.Wrap), vipmuxBin, "serve")
 }
 
 func (tp *Topology) linkExists(ns, dev string) bool {

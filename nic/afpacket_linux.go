@@ -1,7 +1,6 @@
 package nic
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/vishvananda/netlink"
@@ -33,14 +32,12 @@ func openAFPacket(opts Options) (*Link, error) {
 	if addrs, err := netlink.AddrList(link, netlink.FAMILY_V4); err == nil && len(addrs) > 0 {
 		opts.Logger.Warn("front interface has kernel IPv4 addresses; the kernel may answer for them beside vipmux", "interface", opts.Interface, "addrs", fmt.Sprint(addrs))
 	}
-	quietKernel(opts.Interface, opts.Logger)
-	if err := netlink.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("set interface up: %w", err)
-	}
 
+	// The packet socket first: without CAP_NET_RAW, Open fails before it
+	// has changed anything about the interface.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 	if err != nil {
-		return nil, fmt.Errorf("packet socket (needs CAP_NET_RAW): %w", err)
+		return nil, permError("open packet socket", err, "CAP_NET_RAW")
 	}
 	ok := false
 	defer func() {
@@ -49,16 +46,16 @@ func openAFPacket(opts Options) (*Link, error) {
 		}
 	}()
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: attrs.Index}); err != nil {
-		return nil, fmt.Errorf("bind packet socket: %w", err)
+		return nil, permError("bind packet socket", err, "CAP_NET_RAW")
 	}
 	// Our own transmitted frames must not come back as received ones.
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return nil, fmt.Errorf("set PACKET_IGNORE_OUTGOING: %w", err)
 	}
-	for _, o := range []int{unix.SO_RCVBUFFORCE, unix.SO_SNDBUFFORCE} {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o, socketBuffer); err != nil && !errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("set socket buffer: %w", err)
-		}
+	setSocketBuffers(fd, opts)
+	quietKernel(opts.Interface, opts.Logger)
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, permError("set interface up", err, "CAP_NET_ADMIN")
 	}
 	l, err := newFDLink(fd, opts.Interface, mac, mtu, attrs.Index)
 	if err != nil {
@@ -66,6 +63,28 @@ func openAFPacket(opts Options) (*Link, error) {
 	}
 	ok = true
 	return l, nil
+}
+
+// setSocketBuffers makes the packet socket's buffers socketBuffer bytes.
+// Beyond the kernel's rmem_max/wmem_max that takes CAP_NET_ADMIN
+// (SO_RCVBUFFORCE); without it the buffers are as large as the limits allow,
+// and a warning says so.
+func setSocketBuffers(fd int, opts Options) {
+	for _, o := range []struct {
+		name         string
+		force, plain int
+	}{
+		{"receive", unix.SO_RCVBUFFORCE, unix.SO_RCVBUF},
+		{"send", unix.SO_SNDBUFFORCE, unix.SO_SNDBUF},
+	} {
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.force, socketBuffer)
+		if err == nil {
+			continue
+		}
+		opts.Logger.Warn("packet socket buffer limited by the kernel's maximum", "interface", opts.Interface,
+			"buffer", o.name, "want", socketBuffer, "err", permError("set buffer size", err, "CAP_NET_ADMIN"))
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.plain, socketBuffer)
+	}
 }
 
 // htons converts a short from host to network byte order.

@@ -2,7 +2,9 @@ package nic
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -67,7 +69,25 @@ func quietKernel(name string, log *slog.Logger) {
 	} {
 		p := filepath.Join("/proc/sys/net", s.path)
 		if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
-			log.Warn("cannot set kernel setting of front interface", "interface", name, "sysctl", s.path, "value", s.value, "err", err)
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // permError names the file
+			}
+			log.Warn("cannot set kernel setting of front interface", "interface", name, "sysctl", s.path, "value", s.value,
+				"err", permError("write "+p, err, "CAP_NET_ADMIN"))
 		}
 	}
+}
+
+// permError wraps err, the failure of op, and names the capability that op
+// needs when the kernel refused it for want of privilege (EPERM, EACCES):
+//
+//	open packet socket: operation not permitted (needs CAP_NET_RAW)
+//
+// errors.Is(err, fs.ErrPermission) holds for the result as for err.
+func permError(op string, err error, capability string) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%s: %w (needs %s)", op, err, capability)
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }

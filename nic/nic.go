@@ -31,6 +31,7 @@ package nic
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 
@@ -79,7 +80,10 @@ type Link struct {
 	close func() error
 }
 
-// Open opens the front link that opts describe.
+// Open opens the front link that opts describe. It needs CAP_NET_RAW
+// (afpacket) and CAP_NET_ADMIN, not root: when the kernel refuses an
+// operation, the error names the capability it needs and every required
+// one that the process lacks.
 func Open(opts Options) (*Link, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -101,6 +105,9 @@ func Open(opts Options) (*Link, error) {
 		l, err = openTAP(opts)
 	default:
 		return nil, fmt.Errorf("open nic %s: %w %q (want %q or %q)", opts.Interface, ErrUnknownDriver, opts.Driver, DriverAFPacket, DriverTAP)
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		err = withMissingCaps(err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open nic %s (%s): %w", opts.Interface, opts.Driver, err)

@@ -25,9 +25,14 @@ import (
 
 // The test binary doubles as the command that vipmux run starts: with
 // VIPMUX_TEST_HELPER set, TestMain runs helperMain instead of the tests.
+// With VIPMUX_TEST_MAIN set it is vipmux itself (completion_test.go).
 func TestMain(m *testing.M) {
 	if os.Getenv("VIPMUX_TEST_HELPER") != "" {
 		os.Exit(helperMain())
+	}
+	if os.Getenv("VIPMUX_TEST_MAIN") != "" {
+		main()
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }

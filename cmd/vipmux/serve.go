@@ -32,9 +32,13 @@ func serveCommand() *cli.Command {
 		Usage: "run the gateway in the foreground",
 		Description: `Reads the config, takes over (afpacket) or creates (tap) the front NIC,
 restores the table from the state file, and serves until SIGINT or SIGTERM.
+It needs CAP_NET_RAW and CAP_NET_ADMIN, not root: the systemd unit
+vipmux.service runs it as user vipmux with just those two.
 
-Example:
-   vipmux serve --config /etc/vipmux/vipmux.toml`,
+Examples:
+   vipmux serve --config /etc/vipmux/vipmux.toml
+   vipmux serve --config ./vipmux.toml --log-level debug --log-format json
+   systemctl enable --now vipmux   # the same, as the service that make install installs`,
 		Flags: []cli.Flag{
 			&cli.PathFlag{Name: "config", Aliases: []string{"c"}, Value: "/etc/vipmux/vipmux.toml", Usage: "TOML config `FILE`", EnvVars: []string{"VIPMUX_CONFIG"}},
 			&cli.StringFlag{Name: "log-level", Usage: "override [log] level: debug, info, warn, error"},

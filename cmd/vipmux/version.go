@@ -18,6 +18,12 @@ func versionCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "version",
 		Usage: "print version, commit, Go and gVisor versions",
+		Description: `Prints the release (git describe at build time), the commit, and the
+versions of Go and gVisor that the binary was built with: what a bug report
+needs. vipmux --version prints the release alone.
+
+Example:
+   vipmux version`,
 		Action: func(c *cli.Context) error {
 			fmt.Fprintf(c.App.Writer, "vipmux %s\ncommit %s\n%s\ngvisor %s\n", version, commit, runtime.Version(), gvisorVersion())
 			return nil

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestCompletionScripts(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		want    []string
+		wantErr string
+	}{
+		{args: []string{"completion", "bash"}, want: []string{"complete -o bashdefault -o default -F _vipmux vipmux", "--generate-bash-completion"}},
+		{args: []string{"completion", "zsh"}, want: []string{"#compdef vipmux", "compdef _vipmux vipmux", "--generate-bash-completion"}},
+		{args: []string{"completion", "fish"}, want: []string{"complete -c vipmux", "-a 'serve'", "-a 'register'"}},
+		{args: []string{"completion", "tcsh"}, wantErr: `completion: unknown shell "tcsh" (want bash, zsh, fish)`},
+		{args: []string{"completion"}, wantErr: "completion: want one argument, the shell: bash, zsh, fish"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := runApp(tc.args...)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("vipmux %s: err %v, want %q", strings.Join(tc.args, " "), err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("vipmux %s: %v", strings.Join(tc.args, " "), err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("vipmux %s lacks %q:\n%s", strings.Join(tc.args, " "), w, out)
+				}
+			}
+		})
+	}
+}
+
+// TestBashCompletion sources `vipmux completion bash` in a real bash and
+// completes command lines with this test binary as vipmux (TestMain).
+func TestBashCompletion(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(exe, filepath.Join(dir, "vipmux")); err != nil {
+		t.Fatal(err)
+	}
+	script, err := runApp("completion", "bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scriptPath := filepath.Join(dir, "vipmux.bash")
+	if err := os.WriteFile(scriptPath, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		line     string // what the user typed before TAB
+		want     []string
+		wantNone bool
+	}{
+		{line: "vipmux ", want: []string{"serve", "register", "deregister", "switch", "renew", "run", "status", "version", "completion", "man"}},
+		{line: "vipmux reg", want: []string{"register"}},
+		{line: "vipmux serve --c", want: []string{"--config"}},
+		{line: "vipmux serve ", want: []string{"--config", "--log-level", "--log-format", "--reset-state", "--help"}},
+		{line: "vipmux register --name web-a --b", want: []string{"--backend"}},
+		{line: "vipmux completion ", want: []string{"bash", "zsh", "fish"}},
+		{line: "vipmux serve --config ", wantNone: true}, // a file name comes next
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			cmd := exec.Command(bash, "--norc", "--noprofile", "-c", `
+source "$1"
+read -ra COMP_WORDS <<< "$2"
+[[ $2 == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+_vipmux
+printf '%s\n' "${COMPREPLY[@]}"`, "bash", scriptPath, tc.line)
+			cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "VIPMUX_TEST_MAIN=1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("bash completion of %q: %v\n%s", tc.line, err, out)
+			}
+			got := strings.Fields(string(out))
+			if tc.wantNone {
+				if len(got) != 0 {
+					t.Errorf("completion of %q = %q, want none", tc.line, got)
+				}
+				return
+			}
+			for _, w := range tc.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("completion of %q = %q, want it to contain %q", tc.line, got, w)
+				}
+			}
+		})
+	}
+}
+
+// TestZshCompletion sources `vipmux completion zsh` in a real zsh, with
+// the completion system's _describe and _files replaced by functions that
+// print what they are given, and completes command lines with this test
+// binary as vipmux. zsh is not a dependency of vipmux: without it the test
+// skips.
+func TestZshCompletion(t *testing.T) {
+	zsh, err := exec.LookPath("zsh")
+	if err != nil {
+		t.Skip("no zsh")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(exe, filepath.Join(dir, "vipmux")); err != nil {
+		t.Fatal(err)
+	}
+	script, err := runApp("completion", "zsh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scriptPath := filepath.Join(dir, "_vipmux")
+	if err := os.WriteFile(scriptPath, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(zsh, "-n", scriptPath).CombinedOutput(); err != nil {
+		t.Fatalf("zsh -n _vipmux: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		words []string // the command line, the word being completed last
+		want  []string
+	}{
+		{words: []string{"vipmux", ""}, want: []string{"serve", "register", "switch", "completion", "man"}},
+		{words: []string{"vipmux", "serve", "--c"}, want: []string{"--config"}},
+		{words: []string{"vipmux", "register", "--name", "web-a", ""}, want: []string{"--backend", "--ip", "--port", "--ttl"}},
+		{words: []string{"vipmux", "serve", "--config", ""}, want: []string{"FILES"}},
+	} {
+		t.Run(strings.Join(tc.words, " "), func(t *testing.T) {
+			cmd := exec.Command(zsh, "-f", "-c", `
+_describe() { print -rl -- "${(@P)2}" }
+_files() { print -r -- FILES }
+compdef() { }
+source "$1"
+shift
+words=("$@")
+_vipmux`, "zsh", scriptPath)
+			cmd.Args = append(cmd.Args, tc.words...)
+			cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "VIPMUX_TEST_MAIN=1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("zsh completion of %q: %v\n%s", tc.words, err, out)
+			}
+			got := strings.Fields(string(out))
+			for _, w := range tc.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("completion of %q = %q, want it to contain %q", tc.words, got, w)
+				}
+			}
+		})
+	}
+}

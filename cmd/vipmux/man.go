@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+func manCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "man",
+		Usage: "print the manual page, vipmux(8), in roff",
+		Description: `Prints the manual page made from the same text as --help: every command
+with its description, examples and flags, and the files, environment and
+exit status. make install installs it as man8/vipmux.8.
+
+Examples:
+   vipmux man | man -l -
+   vipmux man > /usr/local/share/man/man8/vipmux.8`,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("unexpected argument %q", c.Args().First())
+			}
+			return writeMan(c.App.Writer, c.App)
+		},
+	}
+}
+
+// heading matches a line of a help text that starts a section: "Examples:".
+var heading = regexp.MustCompile(`^[A-Z][A-Za-z ]*:$`)
+
+// writeMan writes app's manual page (section 8) in roff (man(7) macros):
+// NAME, SYNOPSIS, DESCRIPTION from the app's help, then one subsection per
+// visible command with its usage, description and flags.
+func writeMan(w io.Writer, app *cli.App) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, ".TH VIPMUX 8 \"\" \"vipmux %s\" \"System Administration\"\n", roffEscape(app.Version))
+	fmt.Fprintf(&b, ".SH NAME\nvipmux \\- %s\n", roffEscape(app.Usage))
+	b.WriteString(".SH SYNOPSIS\n")
+	for _, cmd := range app.VisibleCommands() {
+		fmt.Fprintf(&b, ".B vipmux %s\n[\\fIoptions\\fR]", cmd.Name)
+		if cmd.ArgsUsage != "" {
+			fmt.Fprintf(&b, " %s", roffEscape(cmd.ArgsUsage))
+		}
+		b.WriteString("\n.br\n")
+	}
+	// The app's description up to its first heading is DESCRIPTION; each
+	// heading after it ("Examples:", "Files:") is a section of its own,
+	// after COMMANDS.
+	desc, sections := splitSections(app.Description)
+	b.WriteString(".SH DESCRIPTION\n")
+	writeManText(&b, desc)
+	b.WriteString(".SH COMMANDS\n")
+	for _, cmd := range app.VisibleCommands() {
+		fmt.Fprintf(&b, ".SS \"vipmux %s\"\n", cmd.Name)
+		fmt.Fprintf(&b, "%s.\n", roffEscape(strings.TrimSuffix(cmd.Usage, ".")))
+		writeManText(&b, cmd.Description)
+		if flags := cmd.VisibleFlags(); len(flags) > 0 {
+			b.WriteString(".PP\nOptions:\n")
+			for _, f := range flags {
+				names, usage, _ := strings.Cut(cli.FlagStringer(f), "\t")
+				fmt.Fprintf(&b, ".TP\n.B %s\n%s\n", roffEscape(names), roffEscape(usage))
+			}
+		}
+	}
+	for _, sec := range sections {
+		fmt.Fprintf(&b, ".SH %s\n", roffEscape(strings.ToUpper(strings.TrimSuffix(sec.title, ":"))))
+		writeManText(&b, sec.text)
+	}
+	fmt.Fprintf(&b, ".SH SEE ALSO\n.BR systemctl (1),\n.BR setpriv (1),\n.BR capabilities (7)\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// section is a part of a help text under a heading line.
+type section struct{ title, text string }
+
+// splitSections splits text at its heading lines: the text before the
+// first, and each heading with the text under it.
+func splitSections(text string) (before string, sections []section) {
+	lines := strings.Split(text, "\n")
+	var cur *section
+	var head []string
+	for _, line := range lines {
+		if heading.MatchString(line) {
+			sections = append(sections, section{title: line})
+			cur = &sections[len(sections)-1]
+			continue
+		}
+		if cur == nil {
+			head = append(head, line)
+		} else {
+			cur.text += line + "\n"
+		}
+	}
+	return strings.Join(head, "\n"), sections
+}
+
+// writeManText renders a help text: blank lines separate paragraphs, a
+// line like "Examples:" is a bold heading, and indented lines (examples)
+// are kept as they are, in an example block.
+func writeManText(b *strings.Builder, text string) {
+	inExample := false
+	endExample := func() {
+		if inExample {
+			b.WriteString(".EE\n.RE\n")
+			inExample = false
+		}
+	}
+	para := true
+	for _, line := range strings.Split(strings.Trim(text, "\n"), "\n") {
+		switch {
+		case strings.TrimSpace(line) == "":
+			endExample()
+			para = true
+		case strings.HasPrefix(line, " "):
+			if !inExample {
+				b.WriteString(".RS 4\n.EX\n")
+				inExample = true
+			}
+			b.WriteString(roffEscape(strings.TrimSpace(line)) + "\n")
+		case heading.MatchString(line):
+			endExample()
+			fmt.Fprintf(b, ".PP\n.B %s\n.br\n", roffEscape(line))
+			para = false
+		default:
+			endExample()
+			if para {
+				b.WriteString(".PP\n")
+				para = false
+			}
+			b.WriteString(roffEscape(line) + "\n")
+		}
+	}
+	endExample()
+}
+
+// roffEscape makes s safe as roff text: backslashes and minus signs are
+// escaped, and a line may not start with a control character.
+func roffEscape(s string) string {
+	s = strings.NewReplacer(`\`, `\e`, "-", `\-`).Replace(s)
+	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
+		s = `\&` + s
+	}
+	return s
+}
