@@ -21,14 +21,20 @@ const stateVersion = 1
 
 // stateFile is the on-disk form of a Table.
 type stateFile struct {
-	Version  int       `json:"version"`
+	Version int `json:"version"`
+	// Journal is the generation of the journal that continues this
+	// snapshot (see FileStore); zero for none.
+	Journal  uint64    `json:"journal,omitempty"`
 	Bindings []Binding `json:"bindings"`
 }
 
 // MarshalJSON encodes the table as the state file format.
-func (t *Table) MarshalJSON() ([]byte, error) {
+func (t *Table) MarshalJSON() ([]byte, error) { return encodeState(t, 0) }
+
+// encodeState encodes t as a state file continued by journal generation gen.
+func encodeState(t *Table, gen uint64) ([]byte, error) {
 	bs := t.Bindings()
-	f := stateFile{Version: stateVersion, Bindings: make([]Binding, len(bs))}
+	f := stateFile{Version: stateVersion, Journal: gen, Bindings: make([]Binding, len(bs))}
 	for i, b := range bs {
 		f.Bindings[i] = *b
 	}
@@ -39,51 +45,60 @@ func (t *Table) MarshalJSON() ([]byte, error) {
 // fields, a wrong version and duplicate keys; it does not apply the
 // registry's validation, which New does on restore.
 func DecodeTable(data []byte) (*Table, error) {
+	t, _, err := decodeState(data)
+	return t, err
+}
+
+// decodeState is DecodeTable that also returns the journal generation.
+func decodeState(data []byte) (*Table, uint64, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f stateFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("decode state: %w", err)
+		return nil, 0, fmt.Errorf("decode state: %w", err)
 	}
 	// dec.More is not enough here: at the top level it reports false for a
 	// stray ']' or '}', so read to the end instead.
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("decode state: trailing data after the JSON object")
+		return nil, 0, errors.New("decode state: trailing data after the JSON object")
 	}
 	if f.Version != stateVersion {
-		return nil, fmt.Errorf("decode state: version %d, want %d", f.Version, stateVersion)
+		return nil, 0, fmt.Errorf("decode state: version %d, want %d", f.Version, stateVersion)
 	}
 	t := &Table{bindings: make(map[Key]*Binding, len(f.Bindings))}
 	for i := range f.Bindings {
 		b := f.Bindings[i]
 		if _, dup := t.bindings[b.Key]; dup {
-			return nil, fmt.Errorf("decode state: binding %s appears twice", b.Key)
+			return nil, 0, fmt.Errorf("decode state: binding %s appears twice", b.Key)
 		}
 		t.bindings[b.Key] = &b
 	}
-	return t, nil
+	return t, f.Journal, nil
 }
 
 // FileStore keeps the table in a state file (a snapshot) and a journal
-// beside it (Path + ".journal").
+// beside it (Path + ".journal") that continues the snapshot.
 //
-// A save appends the whole table, compact, as one checksummed line to the
-// journal and fdatasyncs it: one flush per save, no rename and no
-// directory sync, which halves what a switch waits for. When the journal
-// grows past JournalLimit (and at the first save), the save compacts
-// instead: it replaces the snapshot atomically (write a temporary file,
-// fsync, rename, fsync the directory) and only then empties the journal.
+// A save appends what changed since the previous save (the bindings set
+// and the keys removed) as one checksummed line to the journal and
+// fdatasyncs it: one small write and one flush per save, whatever the
+// table's size; no rename and no directory sync. When the journal grows
+// past JournalLimit (and at the first save of a process), the save
+// compacts instead: it writes the whole table to a new snapshot
+// atomically (temporary file, fsync, rename, fsync of the directory) under
+// a new journal generation, and only then starts the journal afresh with
+// that generation in its first line.
 //
-// Load reads the snapshot, then the journal's last complete line whose
-// checksum holds; that line, if any, is the newest table. A crash leaves
-// either a complete last line (the change was durable) or a torn one
-// (never acknowledged), never a torn snapshot.
+// Load reads the snapshot and replays the journal if its generation is
+// the snapshot's (otherwise it is older than the snapshot, which already
+// holds it). A last line cut short or failing its checksum is a save that
+// a crash interrupted, never acknowledged: it is skipped. A bad line with
+// good lines after it is damage, and Load fails.
 type FileStore struct {
 	// Path is the state file (the snapshot).
 	Path string
 	// JournalLimit is the journal size above which a save compacts; zero
-	// means 4 MiB. At most one snapshot write per ~JournalLimit/table-size
-	// saves.
+	// means 4 MiB.
 	JournalLimit int64
 
 	mu sync.Mutex
@@ -92,6 +107,10 @@ type FileStore struct {
 	// may have left a torn line that a later line must not follow).
 	journal *os.File
 	size    int64
+	// last is the table of the last successful save: the next save's
+	// delta is taken against it.
+	last *Table
+	gen  uint64
 }
 
 var _ Store = (*FileStore)(nil)
@@ -99,48 +118,75 @@ var _ Store = (*FileStore)(nil)
 // JournalPath returns the journal's file name.
 func (s *FileStore) JournalPath() string { return s.Path + ".journal" }
 
-// Load implements Store. A missing file is an empty table (nil, nil); a
-// corrupt snapshot is an error, and the files are left as they are.
+// journalMagic starts the journal's first line, followed by its generation.
+const journalMagic = "vipmux-journal "
+
+// journalEntry is one journal line: the change from one save to the next.
+type journalEntry struct {
+	Set []Binding `json:"set,omitempty"`
+	Del []Key     `json:"del,omitempty"`
+}
+
+// Load implements Store. Nothing on disk is an empty table (nil, nil); a
+// corrupt snapshot or a damaged journal is an error, and the files are
+// left as they are.
 func (s *FileStore) Load() (*Table, error) {
 	data, err := os.ReadFile(s.Path)
 	if errors.Is(err, fs.ErrNotExist) {
-		data = nil
-	} else if err != nil {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("read state file: %w", err)
 	}
-	var t *Table
-	if data != nil {
-		if t, err = DecodeTable(data); err != nil {
-			return nil, fmt.Errorf("state file %s: %w", s.Path, err)
-		}
+	t, gen, err := decodeState(data)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", s.Path, err)
 	}
 	j, err := os.ReadFile(s.JournalPath())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) {
+		return t, nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("read state journal: %w", err)
 	}
-	if newest := lastJournalTable(j); newest != nil {
-		t = newest
+	if err := replay(t, gen, j); err != nil {
+		return nil, fmt.Errorf("state journal %s: %w", s.JournalPath(), err)
 	}
 	return t, nil
 }
 
-// lastJournalTable returns the table of the journal's last complete line
-// that has a valid checksum and decodes, or nil. A torn last line (a save
-// cut short by a crash, never acknowledged) is skipped.
-func lastJournalTable(j []byte) *Table {
-	j = j[:bytes.LastIndexByte(j, '\n')+1] // drop a line without its newline
-	for len(j) > 0 {
-		j = j[:len(j)-1]
-		line := j[bytes.LastIndexByte(j, '\n')+1:]
-		j = j[:len(j)-len(line)]
-		if t := decodeJournalLine(line); t != nil {
-			return t
+// replay applies the journal j to t, the snapshot of generation gen.
+func replay(t *Table, gen uint64, j []byte) error {
+	header, rest, ok := bytes.Cut(j, []byte("\n"))
+	var jgen uint64
+	if !ok || !bytes.HasPrefix(header, []byte(journalMagic)) {
+		return nil // empty, or cut short while being started: nothing in it
+	}
+	if _, err := fmt.Sscanf(string(header[len(journalMagic):]), "%d", &jgen); err != nil || gen == 0 || jgen != gen {
+		return nil // a journal of an older snapshot
+	}
+	for n := 2; len(rest) > 0; n++ {
+		line, after, complete := bytes.Cut(rest, []byte("\n"))
+		e, err := decodeJournalLine(line)
+		if !complete || err != nil {
+			if !complete || len(bytes.TrimSpace(after)) == 0 {
+				return nil // the last save, cut short: never acknowledged
+			}
+			return fmt.Errorf("line %d: %w, with later lines after it", n, err)
 		}
+		for i := range e.Set {
+			b := e.Set[i]
+			t.bindings[b.Key] = &b
+		}
+		for _, k := range e.Del {
+			delete(t.bindings, k)
+		}
+		rest = after
 	}
 	return nil
 }
 
-// journalLine returns data as a journal line: "crc32c-hex table\n".
+// journalLine returns data as a journal line: "crc32c-hex json\n".
 func journalLine(data []byte) []byte {
 	line := make([]byte, 0, len(data)+10)
 	line = fmt.Appendf(line, "%08x ", crc32.Checksum(data, castagnoli))
@@ -148,20 +194,22 @@ func journalLine(data []byte) []byte {
 	return append(line, '\n')
 }
 
-func decodeJournalLine(line []byte) *Table {
+func decodeJournalLine(line []byte) (journalEntry, error) {
+	var e journalEntry
 	sum, data, ok := bytes.Cut(line, []byte(" "))
-	if !ok || len(sum) != 8 {
-		return nil
-	}
 	var want uint32
+	if !ok || len(sum) != 8 {
+		return e, errors.New("no checksum")
+	}
 	if _, err := fmt.Sscanf(string(sum), "%08x", &want); err != nil || crc32.Checksum(data, castagnoli) != want {
-		return nil
+		return e, errors.New("checksum mismatch")
 	}
-	t, err := DecodeTable(data)
-	if err != nil {
-		return nil
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return e, fmt.Errorf("decode: %w", err)
 	}
-	return t
+	return e, nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -171,23 +219,37 @@ const defaultJournalLimit = 4 << 20
 
 // Save implements Store.
 func (s *FileStore) Save(t *Table) error {
-	// Compact, and without json.Marshal's re-scan of MarshalJSON output:
-	// the table is written whole on every save, and at 10,000 bindings
-	// indenting tripled the cost (jq . reads it back readably).
-	data, err := t.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	limit := s.JournalLimit
 	if limit <= 0 {
 		limit = defaultJournalLimit
 	}
-	line := journalLine(data)
-	if s.journal == nil || s.size+int64(len(line)) > limit {
-		return s.compact(data)
+	if s.journal == nil || s.last == nil || s.size > limit {
+		return s.compact(t)
 	}
+	// Tables share the bindings that a change did not replace: a pointer
+	// comparison finds what changed.
+	var e journalEntry
+	for k, b := range t.bindings {
+		if s.last.bindings[k] != b {
+			e.Set = append(e.Set, *b)
+		}
+	}
+	for k := range s.last.bindings {
+		if _, ok := t.bindings[k]; !ok {
+			e.Del = append(e.Del, k)
+		}
+	}
+	if len(e.Set) == 0 && len(e.Del) == 0 {
+		s.last = t
+		return nil // nothing that the state file keeps changed
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	line := journalLine(data)
 	if _, err := s.journal.Write(line); err != nil {
 		s.closeJournal()
 		return fmt.Errorf("write state journal: %w", err)
@@ -197,40 +259,52 @@ func (s *FileStore) Save(t *Table) error {
 		return fmt.Errorf("sync state journal: %w", err)
 	}
 	s.size += int64(len(line))
+	s.last = t
 	return nil
 }
 
-// compact makes data the snapshot, durably, then empties the journal.
-func (s *FileStore) compact(data []byte) error {
+// compact writes t as a new snapshot, durably, then starts the journal
+// afresh under the snapshot's generation.
+func (s *FileStore) compact(t *Table) error {
+	gen := uint64(time.Now().UnixNano())
+	if gen <= s.gen {
+		gen = s.gen + 1
+	}
+	data, err := encodeState(t, gen)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
 	if err := s.writeSnapshot(append(data, '\n')); err != nil {
 		return err
 	}
-	// The snapshot is durable: only now may the journal's tables go.
-	created := false
-	if s.journal == nil {
-		_, statErr := os.Lstat(s.JournalPath())
-		created = errors.Is(statErr, fs.ErrNotExist)
-		f, err := os.OpenFile(s.JournalPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return fmt.Errorf("open state journal: %w", err)
-		}
-		s.journal = f
+	// The snapshot is durable and names a generation that the old
+	// journal lacks: from here the old journal no longer counts.
+	s.closeJournal()
+	_, statErr := os.Lstat(s.JournalPath())
+	created := errors.Is(statErr, fs.ErrNotExist)
+	f, err := os.OpenFile(s.JournalPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open state journal: %w", err)
 	}
-	if err := s.journal.Truncate(0); err != nil {
-		s.closeJournal()
-		return fmt.Errorf("empty state journal: %w", err)
+	header := fmt.Appendf(nil, "%s%d\n", journalMagic, gen)
+	err = f.Truncate(0)
+	if err == nil {
+		_, err = f.Write(header)
 	}
-	if err := s.journal.Sync(); err != nil {
-		s.closeJournal()
-		return fmt.Errorf("sync state journal: %w", err)
+	if err == nil {
+		err = f.Sync()
 	}
-	if created {
-		if err := syncDir(filepath.Dir(s.Path)); err != nil {
-			s.closeJournal()
-			return err
-		}
+	if err == nil && created {
+		err = syncDir(filepath.Dir(s.Path))
 	}
-	s.size = 0
+	if err != nil {
+		f.Close()
+		// The snapshot alone holds t: the save stands; the next one
+		// compacts again, under a newer generation.
+		s.gen = gen
+		return nil
+	}
+	s.journal, s.size, s.last, s.gen = f, int64(len(header)), t, gen
 	return nil
 }
 

@@ -274,9 +274,10 @@ func TestFileStoreMoveAside(t *testing.T) {
 }
 
 // TestFileStoreJournal saves through the journal and reloads after each
-// step, as a restart after kill -9 would (no Close): the newest complete
-// line wins, a torn or corrupt tail is skipped, a full journal compacts
-// into the snapshot.
+// step, as a restart after kill -9 would (no Close): the snapshot plus every
+// complete journal line; a torn or corrupt last line is skipped, a damaged
+// line with good ones after it is an error, a journal of an older snapshot
+// is ignored, and a full journal compacts into a new snapshot.
 func TestFileStoreJournal(t *testing.T) {
 	table := func(names ...string) *Table {
 		tb := &Table{bindings: map[Key]*Binding{}}
@@ -293,16 +294,29 @@ func TestFileStoreJournal(t *testing.T) {
 		}
 		return out
 	}
-	load := func(t *testing.T, path string) []string {
+	load := func(t *testing.T, path string) ([]string, error) {
 		t.Helper()
 		tb, err := (&FileStore{Path: path}).Load()
+		if err != nil || tb == nil {
+			return nil, err
+		}
+		return names(tb), nil
+	}
+	mustLoad := func(t *testing.T, path string) []string {
+		t.Helper()
+		got, err := load(t, path)
 		if err != nil {
 			t.Fatalf("Load() error: %v", err)
 		}
-		if tb == nil {
-			return nil
+		return got
+	}
+	saveAll := func(t *testing.T, st *FileStore, tables ...[]string) {
+		t.Helper()
+		for i, n := range tables {
+			if err := st.Save(table(n...)); err != nil {
+				t.Fatalf("Save %d %v: %v", i, n, err)
+			}
 		}
-		return names(tb)
 	}
 	appendTo := func(t *testing.T, path string, b []byte) {
 		t.Helper()
@@ -315,14 +329,19 @@ func TestFileStoreJournal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	entryLine := func(t *testing.T, e journalEntry) []byte {
+		data, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return journalLine(data)
+	}
 
-	t.Run("newest line wins", func(t *testing.T) {
+	t.Run("replays every save", func(t *testing.T) {
 		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
-		for i, want := range [][]string{{"a"}, {"a", "b"}, {"a", "b", "c"}} {
-			if err := st.Save(table(want...)); err != nil {
-				t.Fatalf("Save %d: %v", i, err)
-			}
-			if got := load(t, st.Path); !slices.Equal(got, want) {
+		for i, want := range [][]string{{"a"}, {"a", "b"}, {"a", "b", "c"}, {"a", "c"}, {"x", "c"}} {
+			saveAll(t, st, want)
+			if got := mustLoad(t, st.Path); !slices.Equal(got, want) {
 				t.Errorf("after save %d: Load() = %v, want %v", i, got, want)
 			}
 		}
@@ -334,73 +353,89 @@ func TestFileStoreJournal(t *testing.T) {
 		if tb, err := DecodeTable(snap); err != nil || !slices.Equal(names(tb), []string{"a"}) {
 			t.Errorf("snapshot = %s, %v; want the first save's table [a]", snap, err)
 		}
-		if fi, _ := os.Stat(st.JournalPath()); fi == nil || fi.Size() == 0 {
-			t.Errorf("journal empty after appends, want two lines")
+		j, _ := os.ReadFile(st.JournalPath())
+		if n := bytes.Count(j, []byte("\n")); n != 5 {
+			t.Errorf("journal has %d lines, want 5 (header and four changes):\n%s", n, j)
 		}
 	})
 
-	tails := []struct {
+	lastLines := []struct {
 		name string
 		tail func(line []byte) []byte
 	}{
 		{"torn line", func(line []byte) []byte { return line[:len(line)/2] }},
 		{"line without newline", func(line []byte) []byte { return line[:len(line)-1] }},
 		{"bad checksum", func(line []byte) []byte { l := slices.Clone(line); l[0] ^= 1; return l }},
-		{"flipped byte in table", func(line []byte) []byte { l := slices.Clone(line); l[len(l)/2] ^= 0x20; return l }},
+		{"flipped byte in change", func(line []byte) []byte { l := slices.Clone(line); l[len(l)/2] ^= 0x20; return l }},
 		{"garbage", func([]byte) []byte { return []byte("\x00\x00garbage\n") }},
 	}
-	for _, tc := range tails {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range lastLines {
+		t.Run("last line "+tc.name, func(t *testing.T) {
 			st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
-			for _, n := range [][]string{{"a"}, {"a", "b"}} {
-				if err := st.Save(table(n...)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			data, err := table("a", "b", "c").MarshalJSON()
-			if err != nil {
-				t.Fatal(err)
-			}
-			appendTo(t, st.JournalPath(), tc.tail(journalLine(data)))
-			if got, want := load(t, st.Path), []string{"a", "b"}; !slices.Equal(got, want) {
-				t.Errorf("Load() = %v, want %v (the last good line)", got, want)
+			saveAll(t, st, []string{"a"}, []string{"a", "b"})
+			e := journalEntry{Set: []Binding{*table("a", "b", "c").bindings[Key{IP: netip.MustParseAddr("198.18.0.12")}]}}
+			appendTo(t, st.JournalPath(), tc.tail(entryLine(t, e)))
+			if got, want := mustLoad(t, st.Path), []string{"a", "b"}; !slices.Equal(got, want) {
+				t.Errorf("Load() = %v, want %v (without the cut-short save)", got, want)
 			}
 		})
 	}
 
+	t.Run("damaged line before good ones", func(t *testing.T) {
+		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+		saveAll(t, st, []string{"a"}, []string{"a", "b"})
+		appendTo(t, st.JournalPath(), []byte("00000000 {}\n"))
+		saveAll(t, st, []string{"a", "b", "c"})
+		if got, err := load(t, st.Path); err == nil || !strings.Contains(err.Error(), st.JournalPath()) {
+			t.Errorf("Load() = %v, %v; want an error naming %s", got, err, st.JournalPath())
+		}
+	})
+
+	t.Run("journal of an older snapshot", func(t *testing.T) {
+		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
+		saveAll(t, st, []string{"a"}, []string{"a", "b"})
+		old, err := os.ReadFile(st.JournalPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A new process compacts at its first save: [x] is the snapshot.
+		st2 := &FileStore{Path: st.Path}
+		saveAll(t, st2, []string{"x"})
+		// A crash between the snapshot and the journal's restart leaves
+		// the old journal: it must not be replayed onto the new snapshot.
+		if err := os.WriteFile(st.JournalPath(), old, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := mustLoad(t, st.Path), []string{"x"}; !slices.Equal(got, want) {
+			t.Errorf("Load() = %v, want %v (the old journal ignored)", got, want)
+		}
+	})
+
 	t.Run("compaction", func(t *testing.T) {
 		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json"), JournalLimit: 600}
 		var want []string
-		for i := range 20 {
+		for i := range 30 {
 			want = append(want, fmt.Sprintf("s%d", i))
-			if err := st.Save(table(want...)); err != nil {
-				t.Fatalf("Save %d: %v", i, err)
-			}
-			if fi, err := os.Stat(st.JournalPath()); err != nil || fi.Size() > st.JournalLimit {
-				t.Fatalf("after save %d: journal %v, %v; want at most %d bytes", i, fi.Size(), err, st.JournalLimit)
-			}
-			if got := load(t, st.Path); !slices.Equal(got, want) {
+			saveAll(t, st, want)
+			if got := mustLoad(t, st.Path); !slices.Equal(got, want) {
 				t.Fatalf("after save %d: Load() = %v, want %v", i, got, want)
 			}
 		}
-		// Only the snapshot: the journal was emptied by the last compaction
-		// or holds tables newer than it.
 		snap, err := os.ReadFile(st.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tb, err := DecodeTable(snap); err != nil || tb.Len() < 2 {
+		if tb, err := DecodeTable(snap); err != nil || tb.Len() < 10 {
 			t.Errorf("snapshot = %v, %v; want a table compacted from the journal", tb, err)
+		}
+		if fi, err := os.Stat(st.JournalPath()); err != nil || fi.Size() > 2*st.JournalLimit {
+			t.Errorf("journal %v, %v; want it compacted near %d bytes", fi.Size(), err, st.JournalLimit)
 		}
 	})
 
 	t.Run("move aside takes the journal", func(t *testing.T) {
 		st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
-		for _, n := range [][]string{{"a"}, {"a", "b"}} {
-			if err := st.Save(table(n...)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		saveAll(t, st, []string{"a"}, []string{"a", "b"})
 		got, err := st.MoveAside(time.Unix(100, 0))
 		if err != nil || got != st.Path+".corrupt-100" {
 			t.Fatalf("MoveAside = %q, %v", got, err)
@@ -408,14 +443,12 @@ func TestFileStoreJournal(t *testing.T) {
 		if _, err := os.Stat(st.JournalPath() + ".corrupt-100"); err != nil {
 			t.Errorf("journal not moved aside: %v", err)
 		}
-		if got := load(t, st.Path); got != nil {
+		if got := mustLoad(t, st.Path); got != nil {
 			t.Errorf("Load() after MoveAside = %v, want empty", got)
 		}
 		// The store works on: the next save starts a new snapshot.
-		if err := st.Save(table("z")); err != nil {
-			t.Fatal(err)
-		}
-		if got := load(t, st.Path); !slices.Equal(got, []string{"z"}) {
+		saveAll(t, st, []string{"z"})
+		if got := mustLoad(t, st.Path); !slices.Equal(got, []string{"z"}) {
 			t.Errorf("Load() = %v, want [z]", got)
 		}
 	})
