@@ -650,3 +650,77 @@ func TestNDPDuplicateAddressThenRestoredNotTentative(t *testing.T) {
 		t.Errorf("Neighbor Solicitations answered right after Prepare (-want +got):\n%s", diff)
 	}
 }
+
+// mldGroups returns the multicast groups that an MLDv2 report in frame
+// lists (RFC 3810 section 5.2), from any source, and whether frame is one:
+// sent to ff02::16 with hop limit 1 and a hop-by-hop options header.
+func mldGroups(frame []byte) ([]netip.Addr, bool) {
+	if len(frame) < header.EthernetMinimumSize+header.IPv6MinimumSize || header.Ethernet(frame).Type() != header.IPv6ProtocolNumber {
+		return nil, false
+	}
+	ip := header.IPv6(frame[header.EthernetMinimumSize:])
+	if !ip.IsValid(len(ip)) || ip.HopLimit() != 1 || stack.FromAddr(ip.DestinationAddress()) != netip.MustParseAddr("ff02::16") {
+		return nil, false
+	}
+	b := ip.Payload()
+	if ip.NextHeader() != uint8(header.IPv6HopByHopOptionsExtHdrIdentifier) || len(b) < 8 {
+		return nil, false
+	}
+	next, hbh := b[0], (int(b[1])+1)*8
+	if next != uint8(header.ICMPv6ProtocolNumber) || len(b) < hbh+8 {
+		return nil, false
+	}
+	b = b[hbh:]
+	if header.ICMPv6Type(b[0]) != header.ICMPv6MulticastListenerV2Report {
+		return nil, false
+	}
+	n := int(b[6])<<8 | int(b[7])
+	b = b[8:]
+	var groups []netip.Addr
+	for range n {
+		if len(b) < 20 {
+			return nil, false
+		}
+		aux, sources := int(b[1]), int(b[2])<<8|int(b[3])
+		groups = append(groups, netip.AddrFrom16([16]byte(b[4:20])))
+		skip := 20 + 16*sources + 4*aux
+		if len(b) < skip {
+			return nil, false
+		}
+		b = b[skip:]
+	}
+	return groups, true
+}
+
+// TestMLDReport checks that holding an IPv6 address makes the stack report
+// its solicited-node group with MLDv2, so that a switch with MLD snooping
+// forwards the address's Neighbor Solicitations to the gateway.
+func TestMLDReport(t *testing.T) {
+	a10 := netip.MustParseAddr("2001:db8:18::10")
+	st, wire := newStack6(t, nil)
+	wire.Drain()
+	if err := st.Prepare(table(t), table(t, a10)); err != nil {
+		t.Fatalf("Prepare(+%s): %v", a10, err)
+	}
+	want := solicitedNode(a10)
+	var reported []netip.Addr
+	for pkt := wire.Read(); pkt != nil; pkt = wire.Read() {
+		v := pkt.ToView()
+		frame := v.AsSlice()
+		if groups, ok := mldGroups(frame); ok {
+			if dst := header.Ethernet(frame).DestinationAddress(); dst != tcpip.LinkAddress("\x33\x33\x00\x00\x00\x16") {
+				t.Errorf("MLD report to Ethernet %s, want 33:33:00:00:00:16", dst)
+			}
+			reported = append(reported, groups...)
+		}
+		v.Release()
+		pkt.DecRef()
+	}
+	found := false
+	for _, g := range reported {
+		found = found || g == want
+	}
+	if !found {
+		t.Errorf("groups in MLD reports after holding %s = %v, want %s (its solicited-node group)", a10, reported, want)
+	}
+}

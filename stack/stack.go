@@ -200,10 +200,13 @@ func New(opts Options) (*Stack, error) {
 		// probeLocked turns it on for the probes of new addresses only.
 		// NDP itself (answering Neighbor Solicitations for held
 		// addresses, resolving clients) needs no options; no link-local
-		// address, no router solicitations, no SLAAC.
+		// address, no router solicitations, no SLAAC. MLD reports the
+		// solicited-node group of every held address (from ::, as RFC
+		// 3590 allows without a link-local address), so that switches
+		// with MLD snooping forward the solicitations for it to us.
 		NetworkProtocols: []gstack.NetworkProtocolFactory{
 			ipv4.NewProtocol,
-			ipv6.NewProtocolWithOptions(ipv6.Options{}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{MLD: ipv6.MLDOptions{Enabled: true}}),
 			arp.NewProtocolWithOptions(arp.Options{DADConfigs: dad}),
 		},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
