@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -140,6 +141,13 @@ func TestIPv6Mode1(t *testing.T) {
 			t.Errorf("vipmux status --json table:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 
+		table := tp.MustCLI("status")
+		for _, want := range []string{ip6A, ip6B, b.IP6, "198.18.0.10"} {
+			if !strings.Contains(table, want) {
+				t.Errorf("vipmux status does not show %q:\n%s", want, table)
+			}
+		}
+
 		// Outside nic.networks: 400 naming ip, from the API and the CLI.
 		const outside = "2001:db8:99::10"
 		r := tp.API("POST", "/v1/register", fmt.Sprintf(`{"name":"web-b","ip":%q,"backend":%q}`, outside, b.IP), "")
@@ -225,6 +233,37 @@ func TestIPv6UnsolicitedNAMovesStaleNeighbour(t *testing.T) {
 			t.Errorf("curl %s after the advertisement = %q, want web-a", url6(ip6A, 8080), got)
 		}
 	})
+}
+
+// TestIPv6NAOnRestore: after a restart, the gateway advertises the IPv6
+// addresses that it restores from the state file (unsolicited neighbour
+// advertisements), so that a client whose entry went stale at a foreign MAC
+// meanwhile moves back without asking. (afpacket only, as TestGARPOnRestore.)
+func TestIPv6NAOnRestore(t *testing.T) {
+	t.Parallel()
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a"}, IPv6: true})
+	g := tp.Start()
+	const foreign = "02:00:00:00:00:99"
+	tp.Register("web-a", ip6A, tp.Server("web-a").IP6)
+	if code := g.Stop(syscall.SIGTERM, 5*time.Second); code != 0 {
+		t.Fatalf("vipmux serve exited %d after SIGTERM, want 0", code)
+	}
+	must(t, "ip", "-n", tp.ClientNS, "-6", "neigh", "replace", ip6A, "lladdr", foreign, "dev", "c0", "nud", "stale")
+	tp.Start()
+	started := time.Now()
+	var last Neighbour
+	for time.Since(started) < time.Second {
+		if last, _ = tp.Neigh(ip6A); last.LLAddr == tp.FrontMAC {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if last.LLAddr != tp.FrontMAC {
+		t.Fatalf("client neighbour entry for %s 1s after the restarted gateway was ready = %q %v, want lladdr %s\ngateway log:\n%s", ip6A, last.LLAddr, last.State, tp.FrontMAC, tp.gwLog())
+	}
+	if got := tp.Get(url6(ip6A, 8080)); got != "web-a" {
+		t.Errorf("curl %s after restart = %q, want web-a", url6(ip6A, 8080), got)
+	}
 }
 
 // TestIPv6DuplicateAddressRefused: another host on the front link holds an
