@@ -81,9 +81,9 @@ func TestIPv6Mode1(t *testing.T) {
 			}
 		}
 		a, b := tp.Server("web-a"), tp.Server("web-b")
-		tp.Register("web-a", ip6A, a.IP)                // IPv6 front, IPv4 backend
-		tp.Register("web-b", ip6B, b.IP6)               // IPv6 front, IPv6 backend
-		tp.Register("web-a", "198.18.0.10", a.IP)      // IPv4 beside it
+		tp.Register("web-a", ip6A, a.IP)          // IPv6 front, IPv4 backend
+		tp.Register("web-b", ip6B, b.IP6)         // IPv6 front, IPv6 backend
+		tp.Register("web-a", "198.18.0.10", a.IP) // IPv4 beside it
 
 		tests := []struct {
 			name, url, want string
