@@ -59,10 +59,12 @@ type NIC struct {
 	// for afpacket, 1500 for tap); otherwise 576..65535.
 	MTU int
 	// Networks is [nic] networks: the on-link front subnets, at least one,
-	// e.g. "198.18.0.0/24". Parse stores them Masked.
+	// e.g. "198.18.0.0/24" or "2001:db8:18::/64"; IPv4 and IPv6 may be
+	// mixed. Parse stores them Masked.
 	Networks []netip.Prefix
-	// Router is [nic] router: optional next hop for off-link clients; it
-	// must lie in one of Networks. The zero value means none.
+	// Router is [nic] router: optional next hop for off-link clients of
+	// its family (IPv4 or IPv6); it must lie in one of Networks. The zero
+	// value means none.
 	Router netip.Addr
 }
 
@@ -87,8 +89,9 @@ type State struct {
 
 // Shared is the [shared] section: mode 2's common address.
 type Shared struct {
-	// Address is [shared] address: optional; mode 2's common IP, which must
-	// lie in one of NIC.Networks. The zero value means none.
+	// Address is [shared] address: optional; mode 2's common IP (IPv4 or
+	// IPv6), which must lie in one of NIC.Networks. The zero value means
+	// none.
 	Address netip.Addr
 }
 
@@ -713,14 +716,22 @@ func checkMAC(mac net.HardwareAddr) error {
 	return nil
 }
 
-// checkNetwork checks one front subnet.
+// checkNetwork checks one front subnet, IPv4 or IPv6.
 func checkNetwork(p netip.Prefix) error {
+	a := p.Addr()
 	switch {
 	case !p.IsValid():
 		return errors.New("not a valid CIDR prefix")
-	case !p.Addr().Is4() || p.Addr().Zone() != "":
-		// The stack answers ARP only; IPv6 needs NDP, which is planned.
-		return fmt.Errorf("%s: only IPv4 networks are supported", p)
+	case a.Zone() != "":
+		return fmt.Errorf("%s: a prefix with a zone is not a front subnet", p)
+	case a.Is4In6():
+		return fmt.Errorf("%s is an IPv4-mapped IPv6 prefix: write the IPv4 subnet", p)
+	case a.Is6() && (a.IsMulticast() || p.Overlaps(netip.MustParsePrefix("ff00::/8"))):
+		return fmt.Errorf("%s is an IPv6 multicast prefix: use a unicast (global or unique local) one", p)
+	case a.Is6() && (a.IsLinkLocalUnicast() || p.Overlaps(netip.MustParsePrefix("fe80::/10"))):
+		return fmt.Errorf("%s is IPv6 link-local: use a global or unique local prefix", p)
+	case a.Is6() && p.Contains(netip.IPv6Loopback()):
+		return fmt.Errorf("%s contains the loopback address ::1", p)
 	case p != p.Masked():
 		return fmt.Errorf("%s has host bits set: use %s", p, p.Masked())
 	case p.Bits() == 0:
@@ -730,18 +741,26 @@ func checkNetwork(p netip.Prefix) error {
 }
 
 // checkHost checks that a lies in one of the networks as a host address:
-// not the network or broadcast address of a subnet larger than /31.
+// not the network or broadcast address of an IPv4 subnet larger than /31,
+// not the subnet-router anycast address (all-zero interface identifier) of
+// an IPv6 subnet larger than /127.
 func (c *Config) checkHost(a netip.Addr) error {
-	if !a.Is4() || a.Zone() != "" {
-		return fmt.Errorf("%s is not an IPv4 address", a)
+	switch {
+	case a.Zone() != "":
+		return fmt.Errorf("%s has a zone: give a global or unique local address", a)
+	case a.Is4In6():
+		return fmt.Errorf("%s is IPv4-mapped: write %s", a, a.Unmap())
 	}
 	for _, p := range c.NIC.Networks {
 		if !p.Contains(a) {
 			continue
 		}
 		p = p.Masked()
-		if p.Bits() < 31 && (a == p.Addr() || a == lastAddr(p)) {
+		if a.Is4() && p.Bits() < 31 && (a == p.Addr() || a == lastAddr(p)) {
 			return fmt.Errorf("%s is the network or broadcast address of %s", a, p)
+		}
+		if a.Is6() && p.Bits() < 127 && a == p.Addr() {
+			return fmt.Errorf("%s is the subnet-router anycast address of %s", a, p)
 		}
 		return nil
 	}

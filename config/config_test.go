@@ -248,6 +248,38 @@ address = "198.18.1.10"
 				c.Shared.Address = netip.MustParseAddr("198.18.1.10")
 			}),
 		},
+		{
+			name: "IPv6 and IPv4 networks, IPv6 shared and router",
+			in: `
+[nic]
+driver = "afpacket"
+interface = "eth1"
+networks = ["198.18.0.0/24", "2001:db8:18:0:77::/64"]
+router = "2001:db8:18::1"
+[shared]
+address = "2001:db8:18::100"
+`,
+			want: withDefaults(func(c *Config) {
+				c.NIC.Networks = append(c.NIC.Networks, netip.MustParsePrefix("2001:db8:18::/64"))
+				c.NIC.Router = netip.MustParseAddr("2001:db8:18::1")
+				c.Shared.Address = netip.MustParseAddr("2001:db8:18::100")
+			}),
+		},
+		{
+			name: "IPv6 only, a /127",
+			in: `
+[nic]
+driver = "afpacket"
+interface = "eth1"
+networks = ["fd00:18::/127"]
+[shared]
+address = "fd00:18::"
+`,
+			want: withDefaults(func(c *Config) {
+				c.NIC.Networks = []netip.Prefix{netip.MustParsePrefix("fd00:18::/127")}
+				c.Shared.Address = netip.MustParseAddr("fd00:18::")
+			}),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -407,11 +439,11 @@ retries = 3
 		},
 		{
 			name: "bad CIDR keeps later indices",
-			in: strings.Replace(minimal, `["198.18.0.0/24"]`, `["198.18.0", "2001:db8::/64"]`, 1) +
+			in: strings.Replace(minimal, `["198.18.0.0/24"]`, `["198.18.0", "ff02::/16"]`, 1) +
 				`router = "198.19.9.9"` + "\n",
 			wantErrs: []string{
 				`nic.networks[0]: "198.18.0" is not a CIDR prefix`,
-				`nic.networks[1]: 2001:db8::/64: only IPv4 networks are supported`,
+				`nic.networks[1]: ff02::/16 is an IPv6 multicast prefix`,
 			},
 			// The router is not checked against networks that did not parse.
 			wantLines: 2,
@@ -466,9 +498,66 @@ retries = 3
 			wantErrs: []string{"shared.address: 198.18.0.1 is also nic.router"},
 		},
 		{
-			name:     "shared IPv6",
-			in:       minimal + "[shared]\naddress = \"2001:db8::1\"\n",
-			wantErrs: []string{"shared.address: 2001:db8::1 is not an IPv4 address"},
+			name:      "shared IPv6 outside networks",
+			in:        minimal + "[shared]\naddress = \"2001:db8::1\"\n",
+			wantErrs:  []string{"shared.address: 2001:db8::1 is outside nic.networks [198.18.0.0/24]"},
+			wantLines: 1,
+		},
+		{
+			name:      "shared IPv6 in another IPv6 network",
+			in:        strings.Replace(minimal, `["198.18.0.0/24"]`, `["198.18.0.0/24", "2001:db8:18::/64"]`, 1) + "[shared]\naddress = \"2001:db8:19::1\"\n",
+			wantErrs:  []string{"shared.address: 2001:db8:19::1 is outside nic.networks [198.18.0.0/24 2001:db8:18::/64]"},
+			wantLines: 1,
+		},
+		{
+			name:     "shared IPv6 subnet-router anycast",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["2001:db8:18::/64"]`, 1) + "[shared]\naddress = \"2001:db8:18::\"\n",
+			wantErrs: []string{"shared.address: 2001:db8:18:: is the subnet-router anycast address of 2001:db8:18::/64"},
+		},
+		{
+			name:     "shared IPv6 with zone",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["2001:db8:18::/64"]`, 1) + "[shared]\naddress = \"2001:db8:18::5%eth0\"\n",
+			wantErrs: []string{"shared.address: 2001:db8:18::5%eth0 has a zone"},
+		},
+		{
+			name:     "shared IPv4-mapped",
+			in:       minimal + "[shared]\naddress = \"::ffff:198.18.0.5\"\n",
+			wantErrs: []string{"shared.address: ::ffff:198.18.0.5 is IPv4-mapped: write 198.18.0.5"},
+		},
+		{
+			name:     "router IPv6 outside networks",
+			in:       minimal + `router = "2001:db8::1"` + "\n",
+			wantErrs: []string{"nic.router: 2001:db8::1 is outside nic.networks"},
+		},
+		{
+			name:     "network IPv6 link-local",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["fe80::/64"]`, 1),
+			wantErrs: []string{"nic.networks[0]: fe80::/64 is IPv6 link-local"},
+		},
+		{
+			name:     "network IPv6 covering link-local",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["fe80::/9"]`, 1),
+			wantErrs: []string{"nic.networks[0]: fe80::/9 is IPv6 link-local"},
+		},
+		{
+			name:     "network IPv4-mapped",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["::ffff:198.18.0.0/120"]`, 1),
+			wantErrs: []string{"nic.networks[0]: ::ffff:198.18.0.0/120 is an IPv4-mapped IPv6 prefix"},
+		},
+		{
+			name:     "network IPv6 loopback",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["::1/128"]`, 1),
+			wantErrs: []string{"nic.networks[0]: ::1/128 contains the loopback address ::1"},
+		},
+		{
+			name:     "network IPv6 overlapping",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["2001:db8:18::/64", "2001:db8:18::/96"]`, 1),
+			wantErrs: []string{"nic.networks[1]: 2001:db8:18::/96 overlaps nic.networks[0] 2001:db8:18::/64"},
+		},
+		{
+			name:     "network IPv6 /0",
+			in:       strings.Replace(minimal, `["198.18.0.0/24"]`, `["::/0"]`, 1),
+			wantErrs: []string{"nic.networks[0]: ::/0"},
 		},
 		{
 			name:     "listen without port",

@@ -29,6 +29,11 @@ import (
 //
 // With driver "tap", f0 is enslaved to a bridge brf and vipmux's TAP device
 // vtap0 joins brf once vipmux has created it.
+//
+// With Options.IPv6, the client's c0 also has 2001:db8:18::1/64 (frontNet6
+// joins nic.networks), br0 has 2001:db8:19::1/64 and server i's e0
+// 2001:db8:19::(2+i)/64 (addresses from 2001:db8::/32 only). f0 keeps IPv6
+// off in the gateway's kernel: only vipmux answers NDP there.
 const (
 	clientIP   = "198.18.0.1"
 	frontNet   = "198.18.0.0/24"
@@ -38,6 +43,10 @@ const (
 	// tapMAC is the MAC configured for the TAP driver, so the test knows
 	// what the client must learn in ARP.
 	tapMAC = "02:00:5e:00:53:01"
+
+	clientIP6  = "2001:db8:18::1"
+	frontNet6  = "2001:db8:18::/64"
+	gatewayIP6 = "2001:db8:19::1"
 )
 
 // drivers are the front NIC drivers every mode 1 and mode 2 test runs with
@@ -196,6 +205,7 @@ type Server struct {
 	Name string // e.g. "web-a"; namesrv answers with it
 	NS   string
 	IP   string // on the back link, e.g. "198.19.0.2"
+	IP6  string // on the back link with Options.IPv6, e.g. "2001:db8:19::2"; else empty
 }
 
 // Options configure a Topology.
@@ -218,6 +228,10 @@ type Options struct {
 	// to, run inside the gateway namespace: e.g. setpriv with a user and
 	// capabilities (caps_test.go).
 	Wrap []string
+	// IPv6 adds IPv6 beside IPv4: on the client's front link (c0, and
+	// frontNet6 in nic.networks) and on the back link (br0 and every
+	// server), without DAD so that the addresses are usable at once.
+	IPv6 bool
 }
 
 // Topology is one test's private set of namespaces: a client, a gateway and
@@ -292,6 +306,10 @@ func NewTopology(t testing.TB, opts Options) *Topology {
 	// so no name ever appears in (or collides in) the host namespace.
 	must(t, "ip", "link", "add", "c0", "netns", tp.ClientNS, "type", "veth", "peer", "name", "f0", "netns", tp.GatewayNS)
 	must(t, "ip", "-n", tp.ClientNS, "addr", "add", clientIP+"/24", "dev", "c0")
+	if opts.IPv6 {
+		enableIPv6(t, tp.ClientNS, "c0")
+		must(t, "ip", "-n", tp.ClientNS, "addr", "add", clientIP6+"/64", "dev", "c0", "nodad")
+	}
 	// A veth hands its peer frames with a partial checksum (CHECKSUM_PARTIAL:
 	// the kernel leaves the TCP checksum to an offload that never happens on
 	// a veth) and, with TSO/GSO, segments larger than the MTU. A frame from a
@@ -320,6 +338,10 @@ func NewTopology(t testing.TB, opts Options) *Topology {
 	// The back link: a bridge in the gateway namespace, one veth per server.
 	must(t, "ip", "-n", tp.GatewayNS, "link", "add", "br0", "type", "bridge")
 	must(t, "ip", "-n", tp.GatewayNS, "addr", "add", gatewayIP+"/24", "dev", "br0")
+	if opts.IPv6 {
+		enableIPv6(t, tp.GatewayNS, "br0")
+		must(t, "ip", "-n", tp.GatewayNS, "addr", "add", gatewayIP6+"/64", "dev", "br0", "nodad")
+	}
 	must(t, "ip", "-n", tp.GatewayNS, "link", "set", "br0", "up")
 	for i, name := range opts.Servers {
 		s := &Server{Name: name, NS: fmt.Sprintf("vmx%ss%d", id, i), IP: fmt.Sprintf("198.19.0.%d", 2+i)}
@@ -329,6 +351,12 @@ func NewTopology(t testing.TB, opts Options) *Topology {
 		must(t, "ip", "-n", tp.GatewayNS, "link", "set", peer, "master", "br0")
 		must(t, "ip", "-n", tp.GatewayNS, "link", "set", peer, "up")
 		must(t, "ip", "-n", s.NS, "addr", "add", s.IP+"/24", "dev", "e0")
+		if opts.IPv6 {
+			// Before namesrv starts: its ":8080" is then dual-stack.
+			s.IP6 = fmt.Sprintf("2001:db8:19::%x", 2+i)
+			enableIPv6(t, s.NS, "e0")
+			must(t, "ip", "-n", s.NS, "addr", "add", s.IP6+"/64", "dev", "e0", "nodad")
+		}
 		must(t, "ip", "-n", s.NS, "link", "set", "e0", "up")
 		tp.Servers = append(tp.Servers, s)
 		tp.startProc("namesrv-"+name, s.NS, namesrvBin,
@@ -338,6 +366,17 @@ func NewTopology(t testing.TB, opts Options) *Topology {
 		tp.waitServer(s)
 	}
 	return tp
+}
+
+// enableIPv6 turns IPv6 on for dev (and lo) in ns, which addNS turned off:
+// no duplicate address detection (addresses are usable at once), no router
+// advertisements or solicitations.
+func enableIPv6(t testing.TB, ns, dev string) {
+	t.Helper()
+	c := "net.ipv6.conf." + dev + "."
+	must(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+		"net.ipv6.conf.lo.disable_ipv6=0",
+		c+"accept_dad=0", c+"accept_ra=0", c+"router_solicitations=0", c+"disable_ipv6=0")
 }
 
 // With returns a copy of tp that reports to t: use it inside subtests, so
@@ -455,17 +494,24 @@ func (p *proc) stop(sig syscall.Signal, timeout time.Duration) (code int, elapse
 // link) until it answers with its name.
 func (tp *Topology) waitServer(s *Server) {
 	tp.t.Helper()
-	url := fmt.Sprintf("http://%s:8080/", s.IP)
-	var last string
-	for i := 0; i < 100; i++ {
-		out, errOut, code := run(3*time.Second, nil, "ip", "netns", "exec", tp.GatewayNS, "curl", "-sS", "--max-time", "1", url)
-		if code == 0 && strings.TrimSpace(out) == s.Name {
-			return
-		}
-		last = fmt.Sprintf("exit %d: %q %s", code, out, errOut)
-		time.Sleep(100 * time.Millisecond)
+	urls := []string{fmt.Sprintf("http://%s:8080/", s.IP)}
+	if s.IP6 != "" {
+		urls = append(urls, fmt.Sprintf("http://[%s]:8080/", s.IP6))
 	}
-	tp.t.Fatalf("server %s at %s never answered from the gateway namespace: %s", s.Name, url, last)
+	for _, url := range urls {
+		var last string
+		for i := 0; ; i++ {
+			out, errOut, code := run(3*time.Second, nil, "ip", "netns", "exec", tp.GatewayNS, "curl", "-sS", "-g", "--max-time", "1", url)
+			if code == 0 && strings.TrimSpace(out) == s.Name {
+				break
+			}
+			last = fmt.Sprintf("exit %d: %q %s", code, out, errOut)
+			if i >= 100 {
+				tp.t.Fatalf("server %s at %s never answered from the gateway namespace: %s", s.Name, url, last)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
 
 // Server returns the server with the given name.
@@ -490,7 +536,12 @@ func (tp *Topology) Config() string {
 	} else {
 		fmt.Fprintf(&b, "interface = %q\n", "f0")
 	}
-	fmt.Fprintf(&b, "networks = [%q]\n\n[control]\nlisten = %q\n", frontNet, tp.controlListen())
+	if tp.opts.IPv6 {
+		fmt.Fprintf(&b, "networks = [%q, %q]\n", frontNet, frontNet6)
+	} else {
+		fmt.Fprintf(&b, "networks = [%q]\n", frontNet)
+	}
+	fmt.Fprintf(&b, "\n[control]\nlisten = %q\n", tp.controlListen())
 	if tp.opts.Token != "" {
 		fmt.Fprintf(&b, "token_file = %q\n", tp.TokenFile())
 	}

@@ -52,6 +52,16 @@ func openAFPacket(opts Options) (*Link, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		return nil, fmt.Errorf("set PACKET_IGNORE_OUTGOING: %w", err)
 	}
+	// IPv6 neighbour solicitations go to a solicited-node multicast group
+	// per address (33:33:ff:xx:xx:xx), which a NIC's receive filter drops
+	// unless someone joined it, and the kernel, with IPv6 off on the
+	// interface, joins none. All-multicast mode (held by this socket, gone
+	// when it closes) lets them reach the stack; the stack ignores groups
+	// it has not joined.
+	mreq := &unix.PacketMreq{Ifindex: int32(attrs.Index), Type: unix.PACKET_MR_ALLMULTI}
+	if err := unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, mreq); err != nil {
+		opts.Logger.Warn("cannot receive all multicast on the front interface; IPv6 clients may not reach the gateway's addresses", "interface", opts.Interface, "err", err)
+	}
 	setSocketBuffers(fd, opts)
 	quietKernel(opts.Interface, opts.Logger)
 	if err := netlink.LinkSetUp(link); err != nil {

@@ -10,7 +10,10 @@
 //     interface needs no promiscuous mode. The host kernel still sees every
 //     frame, so Open tells it to stay out of the way: arp_ignore=8 (never
 //     answer ARP there), IPv6 off, forwarding off. The interface should have no
-//     kernel IP address; Open warns when it has one.
+//     kernel IP address; Open warns when it has one. The socket puts the
+//     interface in all-multicast mode, so that IPv6 neighbour solicitations
+//     (to solicited-node groups that the kernel, IPv6 off, never joins)
+//     reach the stack.
 //   - "tap" creates a TAP device; the stack sits behind it with a MAC of its
 //     own. The operator bridges the TAP device to the front network.
 //

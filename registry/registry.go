@@ -725,7 +725,10 @@ func (r *Registry) checkIP(ip netip.Addr) error {
 			// A /31 or /32 (RFC 3021), or an IPv6 /127 or /128, has no
 			// network or broadcast address: every address is a host.
 			hasNetworkAddr := ip.BitLen()-p.Bits() >= 2
-			if hasNetworkAddr && (ip == p.Masked().Addr() || (ip.Is4() && isBroadcast(ip, p))) {
+			if hasNetworkAddr && ip.Is6() && ip == p.Masked().Addr() {
+				return Invalid("ip", "%s is the subnet-router anycast address of %s", ip, p)
+			}
+			if hasNetworkAddr && ip.Is4() && (ip == p.Masked().Addr() || isBroadcast(ip, p)) {
 				return Invalid("ip", "%s is the network or broadcast address of %s", ip, p)
 			}
 			return nil

@@ -19,6 +19,8 @@ import (
 // 198.19.0.0/24.
 var (
 	front = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
+	// front6 is an IPv6 front subnet, for the IPv6 cases.
+	front6 = netip.MustParsePrefix("2001:db8:18::/64")
 
 	ipA      = netip.MustParseAddr("198.18.0.10")
 	ipB      = netip.MustParseAddr("198.18.0.11")
@@ -339,6 +341,57 @@ func TestRegister(t *testing.T) {
 			reg:       Registration{Name: "web-a", IP: netip.MustParseAddr("198.18.1.10"), Backend: beA},
 			want:      Binding{Key: Key{IP: netip.MustParseAddr("198.18.1.10")}, Members: []Member{member("web-a", beA, Active, t1)}},
 			wantTable: []Binding{{Key: Key{IP: netip.MustParseAddr("198.18.1.10")}, Members: []Member{member("web-a", beA, Active, t1)}}},
+		},
+		{
+			name:      "IPv6 front, IPv4 backend",
+			networks:  []netip.Prefix{front[0], front6},
+			reg:       Registration{Name: "web-a", IP: netip.MustParseAddr("2001:db8:18::10"), Backend: beA},
+			want:      Binding{Key: Key{IP: netip.MustParseAddr("2001:db8:18::10")}, Members: []Member{member("web-a", beA, Active, t1)}},
+			wantTable: []Binding{{Key: Key{IP: netip.MustParseAddr("2001:db8:18::10")}, Members: []Member{member("web-a", beA, Active, t1)}}},
+		},
+		{
+			name:      "IPv4 front, IPv6 backend",
+			networks:  []netip.Prefix{front[0], front6},
+			reg:       Registration{Name: "web-a", IP: ipA, Backend: netip.MustParseAddrPort("[2001:db8:19::2]:8080")},
+			want:      Binding{Key: Key{IP: ipA}, Members: []Member{member("web-a", netip.MustParseAddrPort("[2001:db8:19::2]:8080"), Active, t1)}},
+			wantTable: []Binding{{Key: Key{IP: ipA}, Members: []Member{member("web-a", netip.MustParseAddrPort("[2001:db8:19::2]:8080"), Active, t1)}}},
+		},
+		{
+			name:      "IPv6 mode 2",
+			networks:  []netip.Prefix{front6},
+			reg:       Registration{Name: "web-a", IP: netip.MustParseAddr("2001:db8:18::100"), Port: 80, Backend: beA},
+			want:      Binding{Key: Key{IP: netip.MustParseAddr("2001:db8:18::100"), Port: 80}, Members: []Member{member("web-a", beA, Active, t1)}},
+			wantTable: []Binding{{Key: Key{IP: netip.MustParseAddr("2001:db8:18::100"), Port: 80}, Members: []Member{member("web-a", beA, Active, t1)}}},
+		},
+		{
+			name:      "IPv6 outside networks",
+			networks:  []netip.Prefix{front[0], front6},
+			reg:       Registration{Name: "web-a", IP: netip.MustParseAddr("2001:db8:19::10"), Backend: beA},
+			wantErr:   ErrInvalid,
+			wantField: "ip",
+			wantMsg:   "2001:db8:19::10 is outside the front networks",
+		},
+		{
+			name:      "IPv6 with only IPv4 networks",
+			reg:       Registration{Name: "web-a", IP: netip.MustParseAddr("2001:db8:18::10"), Backend: beA},
+			wantErr:   ErrInvalid,
+			wantField: "ip",
+			wantMsg:   "outside the front networks",
+		},
+		{
+			name:      "IPv6 subnet-router anycast",
+			networks:  []netip.Prefix{front6},
+			reg:       Registration{Name: "web-a", IP: netip.MustParseAddr("2001:db8:18::"), Backend: beA},
+			wantErr:   ErrInvalid,
+			wantField: "ip",
+			wantMsg:   "subnet-router anycast",
+		},
+		{
+			name:      "IPv6 link-local with zone",
+			networks:  []netip.Prefix{front6},
+			reg:       Registration{Name: "web-a", IP: netip.MustParseAddr("fe80::1%eth0"), Backend: beA},
+			wantErr:   ErrInvalid,
+			wantField: "ip",
 		},
 		{name: "missing backend", reg: Registration{Name: "web-a", IP: ipA}, wantErr: ErrInvalid, wantField: "backend"},
 		{name: "unspecified backend", reg: Registration{Name: "web-a", IP: ipA, Backend: netip.MustParseAddrPort("0.0.0.0:80")}, wantErr: ErrInvalid, wantField: "backend"},

@@ -4,12 +4,16 @@
 // NDP answered by gVisor itself for exactly those addresses, routes for the
 // front networks, and the TCP options of the data path.
 //
-// Whenever it starts holding an IPv4 address it announces it with
-// gratuitous ARP (RFC 5227 ARP announcements), so that neighbours move
-// their caches to the front NIC's MAC without asking. Before it holds a new
-// table address it probes the front link for another holder (RFC 5227 ARP
-// probes, gVisor's ARP duplicate address detection) and refuses the address
-// if one answers; see Options.DADProbes and Options.Restored.
+// Addresses may be IPv4 or IPv6, mixed on the one NIC. Whenever it starts
+// holding an address it announces it, so that neighbours move their caches
+// to the front NIC's MAC without asking: an IPv4 address with gratuitous ARP
+// (RFC 5227 ARP announcements), an IPv6 one with unsolicited Neighbor
+// Advertisements (RFC 4861 section 7.2.6). gVisor answers ARP requests and
+// NDP Neighbor Solicitations for the held addresses itself. Before it holds
+// a new table address it probes the front link for another holder (RFC 5227
+// ARP probes or RFC 4862 NDP duplicate address detection, both gVisor's)
+// and refuses the address if one answers; see Options.DADProbes and
+// Options.Restored.
 //
 // It exposes what dispatch needs, a way to install the TCP forwarder, and
 // keeps the rest of gVisor inside. It does not decide where connections go;
@@ -74,21 +78,27 @@ type Options struct {
 	// zero means gVisor's default (60 s). A short one lets a client reuse a
 	// port soon after the gateway closed a connection on it.
 	TimeWait time.Duration
-	// GARPCount is how many gratuitous ARP announcements (ARP requests
-	// with sender and target IP both the address, from the NIC's MAC, to
-	// broadcast) the stack sends whenever it starts holding an IPv4
-	// address: a Static one in New, a table address in Prepare (including
-	// the table restored at start-up). Zero sends none; vipmux's config
-	// default ([arp] garp_count) is 3. At most 255.
+	// GARPCount is how many announcements the stack sends whenever it
+	// starts holding an address: a Static one in New, a table address in
+	// Prepare (including the table restored at start-up). For an IPv4
+	// address an announcement is a gratuitous ARP (an ARP request with
+	// sender and target IP both the address, from the NIC's MAC, to
+	// broadcast); for an IPv6 address an unsolicited Neighbor
+	// Advertisement (Override set, Solicited clear, target the address,
+	// with the NIC's MAC as target link-layer address, to all-nodes
+	// ff02::1). Zero sends none; vipmux's config default ([arp]
+	// garp_count) is 3. At most 255.
 	GARPCount int
 	// GARPInterval is the time between two announcements of one address.
 	// The first goes out before Prepare returns, the others from a
 	// goroutine that Close stops. Required (> 0) when GARPCount > 1;
 	// config default ([arp] garp_interval) 200ms.
 	GARPInterval time.Duration
-	// DADProbes is how many ARP probes (sender IP 0.0.0.0, target the
-	// address) Prepare sends before it holds a new IPv4 table address;
-	// if another host answers for the address within DADProbes x
+	// DADProbes is how many probes Prepare sends before it holds a new
+	// table address: ARP probes (sender IP 0.0.0.0, target the address)
+	// for IPv4, NDP duplicate address detection Neighbor Solicitations
+	// (source ::, to the address's solicited-node group) for IPv6. If
+	// another host answers for the address within DADProbes x
 	// DADInterval, Prepare fails with a *registry.FieldError of kind
 	// registry.ErrConflict naming the address and the MAC that answered,
 	// and holds nothing. The addresses of one Prepare are probed at once,
@@ -97,7 +107,9 @@ type Options struct {
 	// Restored ones are not probed. A conflict is an ARP reply for the
 	// address (what a Linux holder sends to a probe); gVisor's detection
 	// does not see a host that is probing for the same address at the same
-	// moment (RFC 5227's simultaneous probe). Zero disables detection;
+	// moment (RFC 5227's simultaneous probe). For IPv6 a conflict is a
+	// Neighbor Advertisement for the address (what a Linux holder sends
+	// to a DAD solicitation). Zero disables detection;
 	// config default ([arp] dad_probes) 2. At most 255.
 	DADProbes int
 	// DADInterval is the time between two probes, and the time that the
@@ -137,8 +149,8 @@ type Stack struct {
 	// guards the stack against other callers) and guards the following
 	// fields.
 	mu sync.Mutex
-	// announcing maps each held IPv4 address to the cancel function of
-	// its announcements, so that releasing the address stops them.
+	// announcing maps each held address to the cancel function of its
+	// announcements, so that releasing the address stops them.
 	announcing map[netip.Addr]context.CancelFunc
 	// restored are the Restored addresses not yet added.
 	restored map[netip.Addr]struct{}
@@ -182,7 +194,21 @@ func New(opts Options) (*Stack, error) {
 	s := gstack.New(gstack.Options{
 		// gVisor's ARP endpoint runs the RFC 5227 probes (DAD) itself; it
 		// reports a reply for the probed address with the holder's MAC.
-		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocolWithOptions(arp.Options{DADConfigs: dad})},
+		// The IPv6 endpoint starts with DAD off: gVisor would otherwise
+		// run DAD on every address it is given and keep the address
+		// tentative (deaf) meanwhile, restored and static ones included.
+		// probeLocked turns it on for the probes of new addresses only.
+		// NDP itself (answering Neighbor Solicitations for held
+		// addresses, resolving clients) needs no options; no link-local
+		// address, no router solicitations, no SLAAC. MLD reports the
+		// solicited-node group of every held address (from ::, as RFC
+		// 3590 allows without a link-local address), so that switches
+		// with MLD snooping forward the solicitations for it to us.
+		NetworkProtocols: []gstack.NetworkProtocolFactory{
+			ipv4.NewProtocol,
+			ipv6.NewProtocolWithOptions(ipv6.Options{MLD: ipv6.MLDOptions{Enabled: true}}),
+			arp.NewProtocolWithOptions(arp.Options{DADConfigs: dad}),
+		},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
 		HandleLocal:        false,
 	})
@@ -272,7 +298,7 @@ func (st *Stack) HandleTCP(maxInFlight int, h func(*tcp.ForwarderRequest)) {
 
 // Prepare implements registry.Applier: it adds the addresses that next
 // holds and prev does not, after probing the front link for another holder
-// of each new IPv4 address (see Options.DADProbes; this takes DADProbes x
+// of each new address (see Options.DADProbes; this takes DADProbes x
 // DADInterval). If a probe is answered or an add fails, nothing is held:
 // the addresses added so far are removed again.
 func (st *Stack) Prepare(prev, next *registry.Table) error {
@@ -298,9 +324,10 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 	return nil
 }
 
-// probeLocked runs duplicate address detection for the IPv4 addresses of
-// addrs that are not restored ones, all at once, and returns a conflict
-// error for the first (lowest) address that another host answered for.
+// probeLocked runs duplicate address detection for the addresses of addrs
+// that are not restored ones, all at once (ARP for IPv4, NDP for IPv6), and
+// returns a conflict error for the first (lowest) address that another host
+// answered for.
 func (st *Stack) probeLocked(addrs []netip.Addr) error {
 	if st.dad.DupAddrDetectTransmits == 0 {
 		return nil
@@ -311,15 +338,30 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 	}
 	results := make(chan result, len(addrs))
 	n := 0
+	ndpOn := false
 	for _, a := range addrs {
-		if _, ok := st.restored[a]; ok || !a.Is4() {
+		if _, ok := st.restored[a]; ok {
 			continue
 		}
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+			if !ndpOn {
+				if err := st.enableNDPDADLocked(); err != nil {
+					return fmt.Errorf("probe %s: %w", a, err)
+				}
+				// Off again before any address is added (see New): by
+				// then every probe has reported, or been abandoned.
+				defer st.disableNDPDADLocked()
+				ndpOn = true
+			}
+		}
 		// The handler runs on a gVisor timer goroutine or the one that
-		// delivered the reply, with the ARP endpoint's lock held: it only
-		// hands the result over (the channel has room for every result).
+		// delivered the reply, with the ARP or IPv6 endpoint's lock held:
+		// it only hands the result over (the channel has room for every
+		// result).
 		h := func(r gstack.DADResult) { results <- result{a, r} }
-		disp, err := st.s.CheckDuplicateAddress(nicID, ipv4.ProtocolNumber, toAddr(a), h)
+		disp, err := st.s.CheckDuplicateAddress(nicID, proto, toAddr(a), h)
 		if err != nil {
 			return fmt.Errorf("probe %s: %s", a, err)
 		}
@@ -356,14 +398,54 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 		slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
 		c := conflicts[0]
 		holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress
-		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", holder.String())
+		by := holder.String()
+		if holder == "" {
+			// An NDP advertisement may leave out the holder's MAC.
+			by = "another host"
+		}
+		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", by)
 		return &registry.FieldError{
 			Field: "ip",
 			Kind:  registry.ErrConflict,
-			Msg:   fmt.Sprintf("%s is already in use on the front link by %s (duplicate address)", c.ip, holder),
+			Msg:   fmt.Sprintf("%s is already in use on the front link by %s (duplicate address)", c.ip, by),
 		}
 	}
 	return failed
+}
+
+// ndpDAD returns the NIC's IPv6 endpoint as a duplicate address detector.
+func (st *Stack) ndpDAD() (gstack.DuplicateAddressDetector, error) {
+	ep, err := st.s.GetNetworkEndpoint(nicID, ipv6.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("ipv6 endpoint: %s", err)
+	}
+	d, ok := ep.(gstack.DuplicateAddressDetector)
+	if !ok {
+		return nil, fmt.Errorf("ipv6 endpoint %T does no duplicate address detection", ep)
+	}
+	return d, nil
+}
+
+// enableNDPDADLocked turns on the IPv6 endpoint's duplicate address
+// detection with the stack's settings; st.mu must be held. gVisor uses one
+// setting for probing an address (CheckDuplicateAddress) and for the DAD
+// it runs on each address added, so it is on only while probeLocked waits
+// for its probes, when no address is added.
+func (st *Stack) enableNDPDADLocked() error {
+	d, err := st.ndpDAD()
+	if err != nil {
+		return err
+	}
+	d.SetDADConfigurations(st.dad)
+	return nil
+}
+
+// disableNDPDADLocked turns the IPv6 endpoint's duplicate address
+// detection off again; st.mu must be held.
+func (st *Stack) disableNDPDADLocked() {
+	if d, err := st.ndpDAD(); err == nil {
+		d.SetDADConfigurations(gstack.DADConfigurations{})
+	}
 }
 
 // Commit implements registry.Applier: it removes the addresses that prev
@@ -441,14 +523,15 @@ func (st *Stack) add(a netip.Addr) error {
 		return fmt.Errorf("hold %s: %s", a, err)
 	}
 	st.log.Info("holding address", "ip", a)
-	if a.Is4() && st.garp.count > 0 {
+	if st.garp.count > 0 {
 		st.startAnnounce(a)
 	}
 	return nil
 }
 
-// startAnnounce sends the first gratuitous ARP for a now and the others
-// from a goroutine, which stops early when a is released or st closed.
+// startAnnounce sends the first announcement of a (gratuitous ARP or
+// unsolicited Neighbor Advertisement) now and the others from a goroutine,
+// which stops early when a is released or st closed.
 func (st *Stack) startAnnounce(a netip.Addr) {
 	if stop, ok := st.announcing[a]; ok {
 		stop()
@@ -475,11 +558,21 @@ func (st *Stack) startAnnounce(a netip.Addr) {
 	}()
 }
 
-// announce sends one gratuitous ARP for a: an ARP request from the NIC's
-// MAC to broadcast whose sender and target IP are both a (an RFC 5227 ARP
-// announcement; Linux updates an existing cache entry from it and creates
-// none).
+// announce sends one announcement of a: gratuitous ARP for IPv4, an
+// unsolicited Neighbor Advertisement for IPv6.
 func (st *Stack) announce(a netip.Addr) {
+	if a.Is6() {
+		st.advertise(a)
+		return
+	}
+	st.garpAnnounce(a)
+}
+
+// garpAnnounce sends one gratuitous ARP for a: an ARP request from the
+// NIC's MAC to broadcast whose sender and target IP are both a (an RFC 5227
+// ARP announcement; Linux updates an existing cache entry from it and
+// creates none).
+func (st *Stack) garpAnnounce(a netip.Addr) {
 	b := make([]byte, header.ARPSize)
 	h := header.ARP(b)
 	h.SetIPv4OverEthernet()
@@ -490,6 +583,47 @@ func (st *Stack) announce(a netip.Addr) {
 	if err := st.s.WritePacketToRemote(nicID, header.EthernetBroadcastAddress, arp.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
 		st.log.Warn("gratuitous ARP", "ip", a, "err", err.String())
 	}
+}
+
+// advertise sends one unsolicited Neighbor Advertisement for the IPv6
+// address a (RFC 4861 section 7.2.6): from a to all-nodes ff02::1, hop
+// limit 255, Override set and Solicited and Router clear, target a, with
+// the NIC's MAC as the target link-layer address option. Linux moves an
+// existing neighbour entry for a to that MAC (state STALE) and creates
+// none, as with gratuitous ARP.
+func (st *Stack) advertise(a netip.Addr) {
+	b := neighborAdvert(toAddr(a), st.mac)
+	dst := header.EthernetAddressFromMulticastIPv6Address(header.IPv6AllNodesMulticastAddress)
+	if err := st.s.WritePacketToRemote(nicID, dst, ipv6.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
+		st.log.Warn("unsolicited neighbor advertisement", "ip", a, "err", err.String())
+	}
+}
+
+// neighborAdvert returns the IPv6 packet of an unsolicited Neighbor
+// Advertisement of target at mac, to all-nodes.
+func neighborAdvert(target tcpip.Address, mac tcpip.LinkAddress) []byte {
+	opts := header.NDPOptionsSerializer{header.NDPTargetLinkLayerAddressOption(mac)}
+	size := header.ICMPv6NeighborAdvertMinimumSize + opts.Length()
+	b := make([]byte, header.IPv6MinimumSize+size)
+	header.IPv6(b).Encode(&header.IPv6Fields{
+		PayloadLength:     uint16(size),
+		TransportProtocol: header.ICMPv6ProtocolNumber,
+		HopLimit:          header.NDPHopLimit,
+		SrcAddr:           target,
+		DstAddr:           header.IPv6AllNodesMulticastAddress,
+	})
+	icmp := header.ICMPv6(b[header.IPv6MinimumSize:])
+	icmp.SetType(header.ICMPv6NeighborAdvert)
+	na := header.NDPNeighborAdvert(icmp.MessageBody())
+	na.SetOverrideFlag(true)
+	na.SetTargetAddress(target)
+	na.Options().Serialize(opts)
+	icmp.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+		Header: icmp,
+		Src:    target,
+		Dst:    header.IPv6AllNodesMulticastAddress,
+	}))
+	return b
 }
 
 // remove releases a and stops its announcements; st.mu must be held.
