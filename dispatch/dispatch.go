@@ -104,8 +104,10 @@ type memberKey struct {
 
 // Forwarder proxies the stack's TCP connections to backends.
 type Forwarder struct {
-	table       Table
-	dialTimeout time.Duration
+	table Table
+	// dialTimeout is the backend dial's limit in nanoseconds; see
+	// SetDialTimeout.
+	dialTimeout atomic.Int64
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	log         *slog.Logger
 
@@ -125,16 +127,13 @@ type Forwarder struct {
 // New returns a Forwarder.
 func New(opts Options) *Forwarder {
 	f := &Forwarder{
-		table:       opts.Table,
-		dialTimeout: opts.DialTimeout,
-		dial:        opts.Dial,
-		log:         opts.Logger,
-		conns:       map[*proxied]struct{}{},
-		live:        map[memberKey]int64{},
+		table: opts.Table,
+		dial:  opts.Dial,
+		log:   opts.Logger,
+		conns: map[*proxied]struct{}{},
+		live:  map[memberKey]int64{},
 	}
-	if f.dialTimeout <= 0 {
-		f.dialTimeout = DefaultDialTimeout
-	}
+	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
 		d := &net.Dialer{KeepAlive: keepaliveIdle}
 		f.dial = d.DialContext
@@ -168,7 +167,7 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		backend = netip.AddrPortFrom(backend.Addr(), id.LocalPort)
 	}
 
-	ctx, cancel := context.WithTimeout(f.ctx, f.dialTimeout)
+	ctx, cancel := context.WithTimeout(f.ctx, time.Duration(f.dialTimeout.Load()))
 	bc, err := f.dial(ctx, "tcp", backend.String())
 	cancel()
 	if err != nil {
@@ -204,6 +203,15 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	defer f.untrack(p)
 	f.log.Debug("proxying", "client", src, "binding", key, "member", m.Name, "backend", backend)
 	p.splice()
+}
+
+// SetDialTimeout changes Options.DialTimeout for the SYNs that follow;
+// zero or less means DefaultDialTimeout.
+func (f *Forwarder) SetDialTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultDialTimeout
+	}
+	f.dialTimeout.Store(int64(d))
 }
 
 // Conns returns the number of live connections of member name in binding
