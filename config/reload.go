@@ -55,20 +55,32 @@ func Reloadable(key string) bool {
 	return false
 }
 
+// Change is one key whose value differs between two configurations.
+type Change struct {
+	// Key is the key as "section.key", e.g. "health.interval".
+	Key string
+	// Old and New are the values, formatted as in the file ("none" for a
+	// key left out without a default).
+	Old, New string
+}
+
+// String formats the change as `key: old -> new`.
+func (c Change) String() string { return c.Key + ": " + c.Old + " -> " + c.New }
+
 // Changes compares next with c, the configuration in force, and returns
-// the keys whose values differ, sorted. When a key that cannot change at
+// the keys whose values differ, sorted by key. When a key that cannot change at
 // run time (see Reloadable) differs, it returns an error instead: one
 // *KeyError of kind ErrNotReloadable per such key, joined, each with the
 // old and the new value. Both configurations must be valid.
-func (c *Config) Changes(next *Config) ([]string, error) {
-	var changed []string
+func (c *Config) Changes(next *Config) ([]Change, error) {
+	var changed []Change
 	var errs []error
 	for _, d := range diff(c, next) {
-		if !Reloadable(d.key) {
-			errs = append(errs, &KeyError{Key: d.key, Err: fmt.Errorf("%w (in force: %s, file: %s)", ErrNotReloadable, d.old, d.new)})
+		if !Reloadable(d.Key) {
+			errs = append(errs, &KeyError{Key: d.Key, Err: fmt.Errorf("%w (in force: %s, file: %s)", ErrNotReloadable, d.Old, d.New)})
 			continue
 		}
-		changed = append(changed, d.key)
+		changed = append(changed, d)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -76,20 +88,14 @@ func (c *Config) Changes(next *Config) ([]string, error) {
 	return changed, nil
 }
 
-// change is one key whose value differs, with both values formatted.
-type change struct {
-	key      string
-	old, new string
-}
-
 // diff returns every key whose value differs between a and b, sorted by
 // key. Keys are named from the toml tags of the raw file shape, so that
 // they read as in the file.
-func diff(a, b *Config) []change {
-	var out []change
+func diff(a, b *Config) []Change {
+	var out []Change
 	add := func(key string, x, y any) {
 		if !reflect.DeepEqual(x, y) {
-			out = append(out, change{key: key, old: format(x), new: format(y)})
+			out = append(out, Change{Key: key, Old: format(x), New: format(y)})
 		}
 	}
 	add("nic.driver", a.NIC.Driver, b.NIC.Driver)
@@ -124,9 +130,9 @@ func diff(a, b *Config) []change {
 		key := fmt.Sprintf("health.port.%d", p)
 		switch {
 		case !okx:
-			out = append(out, change{key: key, old: "none", new: format(y)})
+			out = append(out, Change{Key: key, Old: "none", New: format(y)})
 		case !oky:
-			out = append(out, change{key: key, old: format(x), new: "none"})
+			out = append(out, Change{Key: key, Old: format(x), New: "none"})
 		default:
 			add(key+".interval", x.Interval, y.Interval)
 			add(key+".timeout", x.Timeout, y.Timeout)
@@ -140,7 +146,7 @@ func diff(a, b *Config) []change {
 	add("arp.dad_interval", a.ARP.DADInterval, b.ARP.DADInterval)
 	add("log.level", a.Log.Level, b.Log.Level)
 	add("log.format", a.Log.Format, b.Log.Format)
-	slices.SortFunc(out, func(x, y change) int { return strings.Compare(x.key, y.key) })
+	slices.SortFunc(out, func(x, y Change) int { return strings.Compare(x.Key, y.Key) })
 	return out
 }
 

@@ -99,7 +99,11 @@ func TestChanges(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Changes() error = %v, want none", err)
 				}
-				if diff := cmp.Diff(tc.wantChanged, changed); diff != "" {
+				var keys []string
+				for _, c := range changed {
+					keys = append(keys, c.Key)
+				}
+				if diff := cmp.Diff(tc.wantChanged, keys); diff != "" {
 					t.Errorf("Changes() keys (-want +got):\n%s", diff)
 				}
 				return
@@ -137,6 +141,27 @@ func TestChangesValues(t *testing.T) {
 	want := `control.listen: cannot change while the gateway runs: restart it to apply, or change it back (in force: "127.0.0.1:7070", file: "127.0.0.1:7071")`
 	if err == nil || err.Error() != want {
 		t.Errorf("Changes() error = %v, want %s", err, want)
+	}
+}
+
+func TestChangeString(t *testing.T) {
+	old := withDefaults(nil)
+	next := withDefaults(func(c *Config) {
+		c.Log.Level = "debug"
+		c.Shared.Address = netip.MustParseAddr("198.18.0.100")
+		c.Health.Interval = Duration{time.Second}
+	})
+	changed, err := old.Changes(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range changed {
+		got = append(got, c.String())
+	}
+	want := []string{`health.interval: "100ms" -> "1s"`, `log.level: "info" -> "debug"`, `shared.address: none -> 198.18.0.100`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Changes() strings (-want +got):\n%s", diff)
 	}
 }
 

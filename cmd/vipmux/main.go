@@ -52,6 +52,7 @@ moves later connections to another server.`,
 			renewCommand(),
 			runCommand(),
 			statusCommand(),
+			reloadCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
