@@ -522,7 +522,7 @@ func (s *server) reloadConfig(w http.ResponseWriter, r *http.Request) error {
 	if changed == nil {
 		changed = []string{}
 	}
-	s.log.Info("reload requested", "remote", r.RemoteAddr, "changed", strings.Join(changed, ","))
+	// Reload logs the outcome itself, as it does for SIGHUP.
 	writeJSON(w, http.StatusOK, ReloadResult{Changed: changed})
 	return nil
 }

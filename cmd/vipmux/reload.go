@@ -117,7 +117,11 @@ func (r *reloader) Reload(context.Context) ([]string, error) {
 	defer r.mu.Unlock()
 	changes, err := r.reloadLocked()
 	if err != nil {
-		r.log.Error("reload refused: the configuration in force stays as it was", "config", r.path, "err", err)
+		msg := err.Error()
+		if fe := (*registry.FieldError)(nil); errors.As(err, &fe) {
+			msg = fe.Msg // the problems name their keys
+		}
+		r.log.Error("reload refused: the configuration in force stays as it was", "config", r.path, "err", msg)
 		return nil, err
 	}
 	keys := make([]string, len(changes))
