@@ -11,8 +11,9 @@ BIN     := bin/vipmux
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-# Debian packages the demo and the tests drive: ip/bridge, curl, ethtool.
-DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool
+# Debian packages the demo and the tests drive: ip/bridge, curl, ethtool,
+# tcpdump (reads serve --pcap files back).
+DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool tcpdump:tcpdump
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
 .PHONY: all build deps demo test vet unit e2e fuzz bench bench-quick bench-deps clean
