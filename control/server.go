@@ -58,10 +58,8 @@ type Options struct {
 
 // server is the http.Handler that NewHandler returns.
 type server struct {
-	reg        *registry.Registry
-	shared     netip.Addr
-	sharedFunc func() netip.Addr
-	reload     func(ctx context.Context) ([]string, error)
+	reg    *registry.Registry
+	shared netip.Addr
 	// tokenSum is the SHA-256 of the token; comparing sums in constant time
 	// hides the token's length as well as its content.
 	tokenSum [sha256.Size]byte
@@ -69,6 +67,10 @@ type server struct {
 	conns    Conns
 	log      *slog.Logger
 	routes   map[string]route
+
+	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
+	sharedFunc func() netip.Addr
+	reload     func(ctx context.Context) ([]string, error)
 }
 
 // route is one endpoint: the method it accepts, whether it needs the token,
@@ -92,13 +94,14 @@ func NewHandler(opts Options) (http.Handler, error) {
 		return nil, fmt.Errorf("control: shared address %s must not have a zone", opts.Shared)
 	}
 	s := &server{
-		reg:        opts.Registry,
-		shared:     opts.Shared.Unmap(),
-		sharedFunc: opts.SharedFunc,
-		reload:     opts.Reload,
+		reg:    opts.Registry,
+		shared: opts.Shared.Unmap(),
 		auth:   opts.Token != "",
 		conns:  opts.Conns,
 		log:    opts.Logger,
+
+		sharedFunc: opts.SharedFunc,
+		reload:     opts.Reload,
 	}
 	if s.auth {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))

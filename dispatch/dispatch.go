@@ -104,10 +104,8 @@ type memberKey struct {
 
 // Forwarder proxies the stack's TCP connections to backends.
 type Forwarder struct {
-	table Table
-	// dialTimeout is the backend dial's limit in nanoseconds; see
-	// SetDialTimeout.
-	dialTimeout atomic.Int64
+	table       Table
+	dialTimeout atomic.Int64 // nanoseconds; see SetDialTimeout
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	log         *slog.Logger
 
@@ -213,6 +211,9 @@ func (f *Forwarder) SetDialTimeout(d time.Duration) {
 	}
 	f.dialTimeout.Store(int64(d))
 }
+
+// DialTimeout returns the backend dial's limit in force.
+func (f *Forwarder) DialTimeout() time.Duration { return time.Duration(f.dialTimeout.Load()) }
 
 // Conns returns the number of live connections of member name in binding
 // k. It implements control.Conns.

@@ -64,8 +64,8 @@ func TestPcap(t *testing.T) {
 		t.Errorf("pcap file mode %v, want 0600", mode)
 	}
 
-	syn := "198.18.0.1."                       // then the client's port
-	synTo := " > " + ip + ".8080: Flags [S],"  // the client's SYN to the front IP
+	syn := "198.18.0.1."                      // then the client's port
+	synTo := " > " + ip + ".8080: Flags [S]," // the client's SYN to the front IP
 	arpReply := "Reply " + ip + " is-at " + tp.FrontMAC
 	check := func(when, out string) {
 		t.Helper()

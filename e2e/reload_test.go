@@ -177,7 +177,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	log := g.Log()
 	for _, want := range []string{
-		`changed="dispatch.dial_timeout: \"3s\" -> \"2s\"; health.interval: \"100ms\" -> \"200ms\"; log.level: \"info\" -> \"debug\""`,
+		`by=SIGHUP changed="dispatch.dial_timeout: \"3s\" -> \"2s\"; health.interval: \"100ms\" -> \"200ms\"; log.level: \"info\" -> \"debug\""`,
 		"health.rise: 0 is out of range",
 	} {
 		if !strings.Contains(log, want) {

@@ -21,7 +21,6 @@ func TestSetStatic(t *testing.T) {
 	}
 	st.Commit(empty, t10)
 
-
 	if err := st.SetStatic([]netip.Addr{a101}); err != nil {
 		t.Fatalf("SetStatic(%s): %v", a101, err)
 	}

@@ -100,8 +100,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			r.log.Info("SIGHUP: reloading the config", "config", r.path)
-			_, _ = r.Reload(ctx)
+			_, _ = r.reload("SIGHUP")
 		}
 	}
 }
@@ -113,6 +112,11 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 // file that does not parse or validate, ErrConflict for a change that
 // cannot be made while the gateway runs.
 func (r *reloader) Reload(context.Context) ([]string, error) {
+	return r.reload("api")
+}
+
+// reload is Reload; by says who asked, for the log.
+func (r *reloader) reload(by string) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	changes, err := r.reloadLocked()
@@ -121,7 +125,7 @@ func (r *reloader) Reload(context.Context) ([]string, error) {
 		if fe := (*registry.FieldError)(nil); errors.As(err, &fe) {
 			msg = fe.Msg // the problems name their keys
 		}
-		r.log.Error("reload refused: the configuration in force stays as it was", "config", r.path, "err", msg)
+		r.log.Error("reload refused: the configuration in force stays as it was", "config", r.path, "by", by, "err", msg)
 		return nil, err
 	}
 	keys := make([]string, len(changes))
@@ -130,9 +134,9 @@ func (r *reloader) Reload(context.Context) ([]string, error) {
 		keys[i], lines[i] = c.Key, c.String()
 	}
 	if len(changes) == 0 {
-		r.log.Info("config reloaded: nothing changed", "config", r.path)
+		r.log.Info("config reloaded: nothing changed", "config", r.path, "by", by)
 	} else {
-		r.log.Info("config reloaded", "config", r.path, "changed", strings.Join(lines, "; "))
+		r.log.Info("config reloaded", "config", r.path, "by", by, "changed", strings.Join(lines, "; "))
 	}
 	return keys, nil
 }

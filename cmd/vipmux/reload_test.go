@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vipmux/vipmux/config"
@@ -207,11 +208,14 @@ func TestReloader(t *testing.T) {
 	if g.r.logs.level.Level() != slog.LevelDebug {
 		t.Errorf("log level = %v, want DEBUG", g.r.logs.level.Level())
 	}
+	if d := g.fwd.DialTimeout(); d != time.Second {
+		t.Errorf("forwarder's dial timeout = %v, want 1s", d)
+	}
 	log := g.log.String()
 	for _, want := range []string{
 		`msg="reload refused: the configuration in force stays as it was"`,
 		`err="config ` + g.path + `: health.rise: 0 is out of range: use 1..100"`,
-		fmt.Sprintf(`msg="config reloaded" config=%s changed="dispatch.dial_timeout: \"3s\" -> \"1s\"; health.failback: false -> true; log.level: \"info\" -> \"debug\"; shared.address: 198.18.0.100 -> 198.18.0.101"`, g.path),
+		fmt.Sprintf(`msg="config reloaded" config=%s by=api changed="dispatch.dial_timeout: \"3s\" -> \"1s\"; health.failback: false -> true; log.level: \"info\" -> \"debug\"; shared.address: 198.18.0.100 -> 198.18.0.101"`, g.path),
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %s:\n%s", want, log)
