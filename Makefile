@@ -14,8 +14,9 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Debian packages the demo and the tests drive: ip/bridge, curl, ethtool,
 # haproxy (e2e TestProxyProtocolHAProxy parses vipmux's PROXY headers),
-# setpriv (e2e: serve as an unprivileged user with two capabilities).
-DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux
+# setpriv (e2e: serve as an unprivileged user with two capabilities),
+# tcpdump (reads serve --pcap files back).
+DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
 .PHONY: all build deps demo test vet unit e2e fuzz bench bench-quick bench-deps clean install uninstall

@@ -368,7 +368,7 @@ func Parse(data []byte) (*Config, error) {
 	bad := map[string]bool{}
 	fail := func(key string, format string, args ...any) {
 		bad[key] = true
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 
 	c := def
@@ -500,10 +500,19 @@ func unknownKeys(keys []toml.Key) []error {
 		if len(k) > 1 && unknown[k[:len(k)-1].String()] {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("unknown key %s", k))
+		errs = append(errs, &unknownKeyError{KeyError{Key: k.String(), Err: errors.New("unknown key")}})
 	}
 	return errs
 }
+
+// unknownKeyError is a key that the file has and Config does not; it reads
+// "unknown key KEY".
+type unknownKeyError struct{ KeyError }
+
+func (e *unknownKeyError) Error() string { return "unknown key " + e.Key }
+
+// Unwrap returns the KeyError, for errors.As.
+func (e *unknownKeyError) Unwrap() error { return &e.KeyError }
 
 // syntaxError is a TOML syntax or type error, with its line and column.
 type syntaxError struct {
@@ -534,7 +543,7 @@ func (c *Config) validate(skip map[string]bool) []error {
 	var errs []error
 	check := func(key string, err error) {
 		if err != nil && !skip[key] {
-			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			errs = append(errs, &KeyError{Key: key, Err: err})
 		}
 	}
 

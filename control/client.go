@@ -86,6 +86,16 @@ func (c *Client) Renew(ctx context.Context, req RenewRequest) (BindingView, erro
 	return b, err
 }
 
+// Reload asks the gateway to re-read its config file (POST /v1/reload)
+// and returns the keys that changed. A 400 *APIError means the file is
+// bad, a 409 that it changes a key that cannot change while the gateway
+// runs; the gateway then keeps its configuration as it was.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var res ReloadResult
+	err := c.do(ctx, http.MethodPost, PathReload, struct{}{}, &res)
+	return res, err
+}
+
 // Status returns every binding (GET /v1/status).
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status

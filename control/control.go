@@ -43,6 +43,9 @@ const (
 	PathHealth     = "/healthz"
 	// PathDebugVars answers GET with DebugVars; it needs the token.
 	PathDebugVars = "/debug/vars"
+	// PathReload answers POST (empty body or {}) by re-reading the
+	// gateway's config file, with ReloadResult; it needs the token.
+	PathReload = "/v1/reload"
 )
 
 // MaxRequestBody is the largest request body the server reads; a larger one
@@ -187,6 +190,13 @@ type Status struct {
 	Bindings []BindingView `json:"bindings"`
 	// Events are the most recent automatic changes, oldest first.
 	Events []EventView `json:"events"`
+}
+
+// ReloadResult is the body of the answer to POST /v1/reload.
+type ReloadResult struct {
+	// Changed are the config keys whose new values took effect, sorted;
+	// empty when the file did not change anything.
+	Changed []string `json:"changed"`
 }
 
 // errorBody is the body of every error answer.

@@ -38,8 +38,19 @@ type Options struct {
 	// GET /healthz as "Authorization: Bearer <Token>"; otherwise the answer
 	// is 401. Empty means no authentication.
 	Token string
+	// SharedFunc, when not nil, is asked for the shared address on every
+	// request instead of Shared: serve sets it, so that a reload can
+	// change the address.
+	SharedFunc func() netip.Addr
 	// Conns reports live connections per member for /v1/status. Optional.
 	Conns Conns
+	// Reload, when not nil, serves POST /v1/reload: it re-reads the
+	// gateway's configuration and returns the keys that changed. Its
+	// errors map to status codes as the registry's do: a
+	// *registry.FieldError of kind ErrInvalid (a bad file) is 400, of
+	// kind ErrConflict (a key that cannot change now) 409; anything else
+	// is 500. Without it the path is 404.
+	Reload func(ctx context.Context) ([]string, error)
 	// Logger receives one Info line per successful change and one Error
 	// line per internal error. Required.
 	Logger *slog.Logger
@@ -56,6 +67,10 @@ type server struct {
 	conns    Conns
 	log      *slog.Logger
 	routes   map[string]route
+
+	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
+	sharedFunc func() netip.Addr
+	reload     func(ctx context.Context) ([]string, error)
 }
 
 // route is one endpoint: the method it accepts, whether it needs the token,
@@ -84,6 +99,9 @@ func NewHandler(opts Options) (http.Handler, error) {
 		auth:   opts.Token != "",
 		conns:  opts.Conns,
 		log:    opts.Logger,
+
+		sharedFunc: opts.SharedFunc,
+		reload:     opts.Reload,
 	}
 	if s.auth {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))
@@ -96,6 +114,9 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathStatus:     {method: http.MethodGet, fn: s.status},
 		PathHealth:     {method: http.MethodGet, open: true, fn: s.health},
 		PathDebugVars:  {method: http.MethodGet, fn: s.debugVars},
+	}
+	if s.reload != nil {
+		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}
 	}
 	return s, nil
 }
@@ -270,10 +291,11 @@ func (s *server) key(ip string, port *int, portRequired bool) (registry.Key, err
 		if port == nil {
 			return k, registry.Invalid("ip", "missing: give ip (every port of it), or port (on the shared address)")
 		}
-		if !s.shared.IsValid() {
+		shared := s.sharedAddr()
+		if !shared.IsValid() {
 			return k, registry.Invalid("shared.address", "no ip given and no shared address configured: set [shared] address in the gateway's config, or give ip")
 		}
-		k.IP = s.shared
+		k.IP = shared
 		return k, nil
 	}
 	a, err := netip.ParseAddr(ip)
@@ -468,8 +490,8 @@ func (s *server) switchTo(w http.ResponseWriter, r *http.Request) error {
 func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 	bs := s.reg.Table().Bindings()
 	st := Status{Bindings: make([]BindingView, 0, len(bs))}
-	if s.shared.IsValid() {
-		st.Shared = s.shared.String()
+	if shared := s.sharedAddr(); shared.IsValid() {
+		st.Shared = shared.String()
 	}
 	for _, b := range bs {
 		st.Bindings = append(st.Bindings, s.view(b))
@@ -480,6 +502,36 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 		st.Events = append(st.Events, EventView{Time: e.Time, Binding: e.Binding.String(), Member: e.Member, What: e.What, Why: e.Why})
 	}
 	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// sharedAddr is mode 2's common IP now; the zero Addr when none.
+func (s *server) sharedAddr() netip.Addr {
+	if s.sharedFunc != nil {
+		return s.sharedFunc().Unmap()
+	}
+	return s.shared
+}
+
+// reloadConfig serves POST /v1/reload.
+func (s *server) reloadConfig(w http.ResponseWriter, r *http.Request) error {
+	// The request has no fields; an empty body is fine, as from
+	// `curl -X POST`.
+	if r.ContentLength != 0 {
+		var req struct{}
+		if err := decode(w, r, &req); err != nil {
+			return err
+		}
+	}
+	changed, err := s.reload(r.Context())
+	if err != nil {
+		return err
+	}
+	if changed == nil {
+		changed = []string{}
+	}
+	// Reload logs the outcome itself, as it does for SIGHUP.
+	writeJSON(w, http.StatusOK, ReloadResult{Changed: changed})
 	return nil
 }
 

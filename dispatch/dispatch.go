@@ -106,7 +106,7 @@ type memberKey struct {
 // Forwarder proxies the stack's TCP connections to backends.
 type Forwarder struct {
 	table       Table
-	dialTimeout time.Duration
+	dialTimeout atomic.Int64 // nanoseconds; see SetDialTimeout
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	log         *slog.Logger
 
@@ -126,16 +126,13 @@ type Forwarder struct {
 // New returns a Forwarder.
 func New(opts Options) *Forwarder {
 	f := &Forwarder{
-		table:       opts.Table,
-		dialTimeout: opts.DialTimeout,
-		dial:        opts.Dial,
-		log:         opts.Logger,
-		conns:       map[*proxied]struct{}{},
-		live:        map[memberKey]int64{},
+		table: opts.Table,
+		dial:  opts.Dial,
+		log:   opts.Logger,
+		conns: map[*proxied]struct{}{},
+		live:  map[memberKey]int64{},
 	}
-	if f.dialTimeout <= 0 {
-		f.dialTimeout = DefaultDialTimeout
-	}
+	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
 		d := &net.Dialer{KeepAlive: keepaliveIdle}
 		f.dial = d.DialContext
@@ -169,7 +166,7 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		backend = netip.AddrPortFrom(backend.Addr(), id.LocalPort)
 	}
 
-	ctx, cancel := context.WithTimeout(f.ctx, f.dialTimeout)
+	ctx, cancel := context.WithTimeout(f.ctx, time.Duration(f.dialTimeout.Load()))
 	bc, err := f.dial(ctx, "tcp", backend.String())
 	cancel()
 	if err != nil {
@@ -187,7 +184,7 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		// a backend that cannot take it costs the client a RST, as a
 		// refused dial does.
 		front := netip.AddrPortFrom(dst, id.LocalPort)
-		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.dialTimeout)); err != nil {
+		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
 			f.count(Refused)
 			r.Complete(true)
 			bc.Close()
@@ -219,6 +216,18 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	f.log.Debug("proxying", "client", src, "binding", key, "member", m.Name, "backend", backend)
 	p.splice()
 }
+
+// SetDialTimeout changes Options.DialTimeout for the SYNs that follow;
+// zero or less means DefaultDialTimeout.
+func (f *Forwarder) SetDialTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultDialTimeout
+	}
+	f.dialTimeout.Store(int64(d))
+}
+
+// DialTimeout returns the backend dial's limit in force.
+func (f *Forwarder) DialTimeout() time.Duration { return time.Duration(f.dialTimeout.Load()) }
 
 // Conns returns the number of live connections of member name in binding
 // k. It implements control.Conns.

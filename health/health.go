@@ -24,6 +24,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vipmux/vipmux/registry"
@@ -116,13 +118,17 @@ type Options struct {
 // Checker probes every mode-2 member of a registry. Create it with New and
 // run it with Run.
 type Checker struct {
-	reg      *registry.Registry
+	reg  *registry.Registry
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	log  *slog.Logger
+	// changed is signalled (without blocking) after every table change
+	// and every Update.
+	changed chan struct{}
+
+	// mu guards the following fields.
+	mu       sync.Mutex
 	defaults Settings
 	ports    map[uint16]Settings
-	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
-	log      *slog.Logger
-	// changed is signalled (without blocking) after every table change.
-	changed chan struct{}
 }
 
 // New checks opts and returns a Checker. It installs a registry watcher
@@ -131,31 +137,17 @@ func New(opts Options) (*Checker, error) {
 	if opts.Registry == nil {
 		return nil, errors.New("health: Options.Registry is required")
 	}
+	defaults, ports, err := resolve(opts.Defaults, opts.Ports)
+	if err != nil {
+		return nil, err
+	}
 	c := &Checker{
 		reg:      opts.Registry,
-		defaults: merge(opts.Defaults, DefaultSettings),
-		ports:    make(map[uint16]Settings, len(opts.Ports)),
+		defaults: defaults,
+		ports:    ports,
 		dial:     opts.Dial,
 		log:      opts.Logger,
 		changed:  make(chan struct{}, 1),
-	}
-	var errs []error
-	if err := c.defaults.check(); err != nil {
-		errs = append(errs, fmt.Errorf("health: defaults: %w", err))
-	}
-	for port, s := range opts.Ports {
-		if port == 0 {
-			errs = append(errs, errors.New("health: port 0: settings need a port 1..65535"))
-			continue
-		}
-		s = merge(s, c.defaults)
-		if err := s.check(); err != nil {
-			errs = append(errs, fmt.Errorf("health: port %d: %w", port, err))
-		}
-		c.ports[port] = s
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
 	}
 	if c.dial == nil {
 		c.dial = (&net.Dialer{}).DialContext
@@ -165,13 +157,67 @@ func New(opts Options) (*Checker, error) {
 	}
 	// The watcher runs under the registry's write lock: it must not call
 	// back into the registry, so it only wakes Run.
-	c.reg.Watch(func(_, _ *registry.Table) {
-		select {
-		case c.changed <- struct{}{}:
-		default:
-		}
-	})
+	c.reg.Watch(func(_, _ *registry.Table) { c.wake() })
 	return c, nil
+}
+
+// wake makes Run reconcile its probers with the table and the settings.
+func (c *Checker) wake() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+// resolve fills the zero fields of defaults from DefaultSettings and those
+// of each port's settings from defaults, and checks the result.
+func resolve(defaults Settings, ports map[uint16]Settings) (Settings, map[uint16]Settings, error) {
+	defaults = merge(defaults, DefaultSettings)
+	out := make(map[uint16]Settings, len(ports))
+	var errs []error
+	if err := defaults.check(); err != nil {
+		errs = append(errs, fmt.Errorf("health: defaults: %w", err))
+	}
+	for port, s := range ports {
+		if port == 0 {
+			errs = append(errs, errors.New("health: port 0: settings need a port 1..65535"))
+			continue
+		}
+		s = merge(s, defaults)
+		if err := s.check(); err != nil {
+			errs = append(errs, fmt.Errorf("health: port %d: %w", port, err))
+		}
+		out[port] = s
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Settings{}, nil, err
+	}
+	return defaults, out, nil
+}
+
+// Check reports whether Update would accept defaults and ports, without
+// changing anything.
+func Check(defaults Settings, ports map[uint16]Settings) error {
+	_, _, err := resolve(defaults, ports)
+	return err
+}
+
+// Update replaces the settings, as New's Options.Defaults and Options.Ports
+// would set them. A running Run replaces the prober of every member whose
+// settings changed (it starts again with fresh counters and probes at
+// once); the others keep running undisturbed. The registry's states are
+// left as they are: a member that is down stays down until Rise good
+// probes under the new settings. On an error nothing changes.
+func (c *Checker) Update(defaults Settings, ports map[uint16]Settings) error {
+	d, p, err := resolve(defaults, ports)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.defaults, c.ports = d, p
+	c.mu.Unlock()
+	c.wake()
+	return nil
 }
 
 // merge fills the zero fields of s from def.
@@ -211,6 +257,8 @@ func (s Settings) check() error {
 
 // Settings returns the settings that apply to binding port port.
 func (c *Checker) Settings(port uint16) Settings {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if s, ok := c.ports[port]; ok {
 		return s
 	}
@@ -376,4 +424,32 @@ func (c *Checker) report(t target, up bool, probeErr error) {
 		return
 	}
 	c.log.Info("health check", "binding", t.key.String(), "member", t.name, "backend", t.addr.String(), "up", up, "why", why)
+}
+
+// ReasonDisabled is the Reason of a member that Release brought up.
+const ReasonDisabled = "health checks disabled"
+
+// Release marks up every member that a health check marked down, and
+// returns how many. Call it when health checks are turned off (and no
+// Checker runs): nothing would bring such members up any more. Members
+// that their lease marked down stay down.
+func Release(reg *registry.Registry) (int, error) {
+	n := 0
+	var errs []error
+	for _, b := range reg.Table().Bindings() {
+		for _, m := range b.Members {
+			if !m.Down || !strings.HasPrefix(m.Reason, ReasonFailedPrefix) {
+				continue
+			}
+			err := reg.SetHealth(b.Key, m.Name, true, ReasonDisabled)
+			switch {
+			case errors.Is(err, registry.ErrNotFound):
+			case err != nil:
+				errs = append(errs, fmt.Errorf("release %s in %s: %w", m.Name, b.Key, err))
+			default:
+				n++
+			}
+		}
+	}
+	return n, errors.Join(errs...)
 }

@@ -147,6 +147,13 @@ func (b *Binding) expired(now time.Time) bool {
 	return false
 }
 
+// SetFailback changes Options.Failback for the health reports that follow.
+func (r *Registry) SetFailback(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opts.Failback = on
+}
+
 // SetHealth records the result of member name's health check in binding
 // k: up or down, and why. A change of an active member to down fails over
 // to the first healthy standby; a recovered member stays standby unless

@@ -485,6 +485,9 @@ func TestSetHealth(t *testing.T) {
 		want       []Binding
 		wantEvents []string
 		wantLook   string
+
+		// lateFailback turns failback on with SetFailback after New.
+		lateFailback bool
 	}{
 		{
 			name:      "nothing on the port",
@@ -551,6 +554,18 @@ func TestSetHealth(t *testing.T) {
 			wantLook: "web-a",
 		},
 		{
+			name:         "failback turned on by SetFailback",
+			lateFailback: true,
+			setup:        two,
+			reports:      []report{{t1, "web-a", false}, {t2, "web-a", true}},
+			key:          k80,
+			want: []Binding{{Key: k80, Members: []Member{
+				member("web-a", be80A, Active, t2),
+				member("web-b", be80B, Standby, t2),
+			}}},
+			wantLook: "web-a",
+		},
+		{
 			name:    "standby down: nothing moves",
 			setup:   two,
 			reports: []report{{t1, "web-b", false}},
@@ -580,6 +595,9 @@ func TestSetHealth(t *testing.T) {
 			r, err := New(Options{Networks: front, Now: clk.Now, Failback: tc.failback})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.lateFailback {
+				r.SetFailback(true)
 			}
 			mustRegister(t, r, tc.setup...)
 			var err2 error

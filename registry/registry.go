@@ -188,7 +188,7 @@ type Table struct {
 	// drains are deregistered members whose connections still run; see
 	// Drain.
 	drains []Drain
-	// parts are the tables of a union (see union), which has no bindings
+	// parts are the tables of a union (see Union), which has no bindings
 	// of its own; their addresses are its addresses.
 	parts []*Table
 	// addrs caches Addrs: a table no longer changes once anything reads
@@ -667,19 +667,22 @@ func (r *Registry) publishLocked(prev, next *Table) {
 		w(prev, next)
 	}
 	if r.applier != nil {
-		r.applier.Commit(prev, union(next, r.pending))
+		r.applier.Commit(prev, Union(next, r.pending))
 	}
 }
 
 // heldLocked returns a table that holds every address the applier holds:
 // the published table's and the pending one's; r.mu is held.
 func (r *Registry) heldLocked() *Table {
-	return union(r.snap.Load(), r.pending)
+	return Union(r.snap.Load(), r.pending)
 }
 
-// union returns a table, for Addrs and Holds only, that holds the
-// addresses of both; a itself when b is a. It copies nothing.
-func union(a, b *Table) *Table {
+// Union returns a table, for Addrs and Holds only (it has no bindings of
+// its own), that holds the addresses of both; a itself when b is a. It
+// copies nothing. The registry hands its Applier such tables while a change
+// is being saved: what the stack holds is then the published table's
+// addresses and the pending one's.
+func Union(a, b *Table) *Table {
 	if a == b {
 		return a
 	}

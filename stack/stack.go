@@ -134,10 +134,7 @@ type Stack struct {
 	s        *gstack.Stack
 	log      *slog.Logger
 	networks []netip.Prefix
-	static   map[netip.Addr]struct{}
 	mac      tcpip.LinkAddress
-	garp     announceConfig
-	dad      gstack.DADConfigurations
 
 	// ctx is cancelled by Close; it stops the announcement goroutines,
 	// which wg tracks.
@@ -149,6 +146,14 @@ type Stack struct {
 	// guards the stack against other callers) and guards the following
 	// fields.
 	mu sync.Mutex
+	// static are the Static addresses (see SetStatic).
+	static map[netip.Addr]struct{}
+	// table holds the registry addresses that the stack holds: prev and
+	// next of the last Prepare, or the next of the last Commit.
+	table *registry.Table
+	// garp and dad are the ARP settings (see SetARP).
+	garp announceConfig
+	dad  gstack.DADConfigurations
 	// announcing maps each held address to the cancel function of its
 	// announcements, so that releasing the address stops them.
 	announcing map[netip.Addr]context.CancelFunc
@@ -162,6 +167,114 @@ type Stack struct {
 type announceConfig struct {
 	count    int
 	interval time.Duration
+}
+
+// ARPSettings are how the stack claims its IPv4 addresses on the front
+// link; the fields are those of Options with the same names.
+type ARPSettings struct {
+	GARPCount    int
+	GARPInterval time.Duration
+	DADProbes    int
+	DADInterval  time.Duration
+}
+
+// check reports the first field of s that is out of range.
+func (s ARPSettings) check() error {
+	switch {
+	case s.GARPCount < 0 || s.GARPCount > 255:
+		return fmt.Errorf("GARPCount %d out of range 0..255", s.GARPCount)
+	case s.GARPCount > 1 && s.GARPInterval <= 0:
+		return fmt.Errorf("GARPInterval %v must be > 0 with GARPCount %d", s.GARPInterval, s.GARPCount)
+	case s.DADProbes < 0 || s.DADProbes > 255:
+		return fmt.Errorf("DADProbes %d out of range 0..255", s.DADProbes)
+	case s.DADProbes > 0 && s.DADInterval < time.Millisecond:
+		return fmt.Errorf("DADInterval %v must be >= 1ms with DADProbes %d", s.DADInterval, s.DADProbes)
+	}
+	return nil
+}
+
+func (s ARPSettings) dad() gstack.DADConfigurations {
+	return gstack.DADConfigurations{DupAddrDetectTransmits: uint8(s.DADProbes), RetransmitTimer: s.DADInterval}
+}
+
+func (s ARPSettings) announce() announceConfig {
+	return announceConfig{count: s.GARPCount, interval: s.GARPInterval}
+}
+
+// SetARP replaces the ARP settings that New took from Options. They apply
+// to the addresses that the stack starts holding from now on;
+// announcements already under way finish with the old settings. On an
+// error nothing changes.
+func (st *Stack) SetARP(s ARPSettings) error {
+	if err := s.check(); err != nil {
+		return fmt.Errorf("set arp: %w", err)
+	}
+	ep, err := st.s.GetNetworkEndpoint(nicID, arp.ProtocolNumber)
+	if err != nil {
+		return fmt.Errorf("set arp: %s", err)
+	}
+	d, ok := ep.(gstack.DuplicateAddressDetector)
+	if !ok {
+		return fmt.Errorf("set arp: %T does no duplicate address detection", ep)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.garp, st.dad = s.announce(), s.dad()
+	d.SetDADConfigurations(st.dad)
+	return nil
+}
+
+// SetTimeWait changes Options.TimeWait for the connections that close from
+// now on; zero means gVisor's default (60 s).
+func (st *Stack) SetTimeWait(d time.Duration) error {
+	if d <= 0 {
+		d = 60 * time.Second
+	}
+	o := tcpip.TCPTimeWaitTimeoutOption(d)
+	if err := st.s.SetTransportProtocolOption(tcp.ProtocolNumber, &o); err != nil {
+		return fmt.Errorf("tcp time-wait %v: %s", d, err)
+	}
+	return nil
+}
+
+// SetStatic replaces the Static addresses (mode 2's shared address) while
+// the stack runs. A new one is held and announced at once, not probed (as
+// in New); if the table holds it already, it only becomes static. One that
+// is no longer static is released, unless the table holds it: the table
+// owns it from then on. On an error nothing changes.
+func (st *Stack) SetStatic(addrs []netip.Addr) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var inTable map[netip.Addr]struct{}
+	if st.table != nil {
+		inTable = st.table.Addrs()
+	}
+	want := make(map[netip.Addr]struct{}, len(addrs))
+	var added []netip.Addr
+	for _, a := range addrs {
+		want[a] = struct{}{}
+		_, static := st.static[a]
+		_, held := inTable[a]
+		if static || held {
+			continue
+		}
+		if err := st.add(a); err != nil {
+			for _, b := range added {
+				st.remove(b)
+			}
+			return fmt.Errorf("set static addresses: %w", err)
+		}
+		added = append(added, a)
+	}
+	for a := range st.static {
+		_, keep := want[a]
+		_, held := inTable[a]
+		if !keep && !held {
+			st.remove(a)
+		}
+	}
+	st.static = want
+	return nil
 }
 
 var _ registry.Applier = (*Stack)(nil)
@@ -178,19 +291,11 @@ func New(opts Options) (*Stack, error) {
 	if len(opts.Networks) == 0 {
 		return nil, errors.New("new stack: no front networks")
 	}
-	if opts.GARPCount < 0 || opts.GARPCount > 255 {
-		return nil, fmt.Errorf("new stack: GARPCount %d out of range 0..255", opts.GARPCount)
+	arpSettings := ARPSettings{GARPCount: opts.GARPCount, GARPInterval: opts.GARPInterval, DADProbes: opts.DADProbes, DADInterval: opts.DADInterval}
+	if err := arpSettings.check(); err != nil {
+		return nil, fmt.Errorf("new stack: %w", err)
 	}
-	if opts.GARPCount > 1 && opts.GARPInterval <= 0 {
-		return nil, fmt.Errorf("new stack: GARPInterval %v must be > 0 with GARPCount %d", opts.GARPInterval, opts.GARPCount)
-	}
-	if opts.DADProbes < 0 || opts.DADProbes > 255 {
-		return nil, fmt.Errorf("new stack: DADProbes %d out of range 0..255", opts.DADProbes)
-	}
-	if opts.DADProbes > 0 && opts.DADInterval < time.Millisecond {
-		return nil, fmt.Errorf("new stack: DADInterval %v must be >= 1ms with DADProbes %d", opts.DADInterval, opts.DADProbes)
-	}
-	dad := gstack.DADConfigurations{DupAddrDetectTransmits: uint8(opts.DADProbes), RetransmitTimer: opts.DADInterval}
+	dad := arpSettings.dad()
 	s := gstack.New(gstack.Options{
 		// gVisor's ARP endpoint runs the RFC 5227 probes (DAD) itself; it
 		// reports a reply for the probed address with the holder's MAC.
@@ -219,7 +324,7 @@ func New(opts Options) (*Stack, error) {
 		networks:   opts.Networks,
 		static:     map[netip.Addr]struct{}{},
 		mac:        opts.Link.LinkAddress(),
-		garp:       announceConfig{count: opts.GARPCount, interval: opts.GARPInterval},
+		garp:       arpSettings.announce(),
 		dad:        dad,
 		ctx:        ctx,
 		cancel:     cancel,
@@ -321,6 +426,8 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 	for _, a := range news {
 		delete(st.restored, a)
 	}
+	// Prepare only adds: what prev holds stays held until a Commit.
+	st.table = registry.Union(prev, next)
 	return nil
 }
 
@@ -456,6 +563,7 @@ func (st *Stack) Commit(prev, next *registry.Table) {
 	for _, a := range st.diff(prev, next) {
 		st.remove(a)
 	}
+	st.table = next
 }
 
 // diff returns the addresses of a that b does not hold, static ones left
@@ -539,15 +647,16 @@ func (st *Stack) startAnnounce(a netip.Addr) {
 	ctx, stop := context.WithCancel(st.ctx)
 	st.announcing[a] = stop
 	st.announce(a)
-	if st.garp.count == 1 {
+	cfg := st.garp // SetARP may change it while the goroutine runs
+	if cfg.count == 1 {
 		return
 	}
 	st.wg.Add(1)
 	go func() {
 		defer st.wg.Done()
-		t := time.NewTicker(st.garp.interval)
+		t := time.NewTicker(cfg.interval)
 		defer t.Stop()
-		for range st.garp.count - 1 {
+		for range cfg.count - 1 {
 			select {
 			case <-ctx.Done():
 				return

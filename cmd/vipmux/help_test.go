@@ -50,7 +50,10 @@ func TestManPage(t *testing.T) {
 	for _, cmd := range newApp().VisibleCommands() {
 		wants = append(wants, `.SS "vipmux `+cmd.Name+`"`)
 		// The command's first example line, as the man page escapes it.
-		_, examples, ok := strings.Cut(cmd.Description, ":\n")
+		_, examples, ok := strings.Cut(cmd.Description, "Examples:\n")
+		if !ok {
+			_, examples, ok = strings.Cut(cmd.Description, "Example:\n")
+		}
 		if !ok {
 			t.Errorf("command %s: description has no examples", cmd.Name)
 			continue

@@ -79,6 +79,7 @@ Exit status:
 			renewCommand(),
 			runCommand(),
 			statusCommand(),
+			reloadCommand(),
 			versionCommand(),
 			completionCommand(),
 			manCommand(),

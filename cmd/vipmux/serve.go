@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,14 +34,18 @@ restores the table from the state file, and serves until SIGINT or SIGTERM.
 It needs CAP_NET_RAW and CAP_NET_ADMIN, not root: the systemd unit
 vipmux.service runs it as user vipmux with just those two.
 
+SIGHUP (or vipmux reload) re-reads the config file; see vipmux reload --help.
+
 Examples:
    vipmux serve --config /etc/vipmux/vipmux.toml
    vipmux serve --config ./vipmux.toml --log-level debug --log-format json
+   vipmux serve --config /etc/vipmux/vipmux.toml --pcap /tmp/front.pcap   # then: tcpdump -r /tmp/front.pcap -nn
    systemctl enable --now vipmux   # the same, as the service that make install installs`,
 		Flags: []cli.Flag{
 			&cli.PathFlag{Name: "config", Aliases: []string{"c"}, Value: "/etc/vipmux/vipmux.toml", Usage: "TOML config `FILE`", EnvVars: []string{"VIPMUX_CONFIG"}},
 			&cli.StringFlag{Name: "log-level", Usage: "override [log] level: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Usage: "override [log] format: text or json"},
+			&cli.PathFlag{Name: "pcap", Usage: "write the front NIC's frames (both ways) to `FILE` in pcap format, for tcpdump or Wireshark; created 0600, replaced if it exists"},
 			&cli.BoolFlag{Name: "reset-state", Usage: "start with an empty table: move the state file (corrupt or not) aside to FILE.corrupt-UNIXTIME, never deleting it"},
 		},
 		Action: func(c *cli.Context) error {
@@ -50,19 +53,30 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if v := c.String("log-level"); v != "" {
-				cfg.Log.Level = v
+			// The flags win over the file, at start and on every reload.
+			override := func(cfg *config.Config) {
+				if v := c.String("log-level"); v != "" {
+					cfg.Log.Level = v
+				}
+				if v := c.String("log-format"); v != "" {
+					cfg.Log.Format = v
+				}
 			}
-			if v := c.String("log-format"); v != "" {
-				cfg.Log.Format = v
-			}
+			override(cfg)
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			log := newLogger(cfg.Log, c.App.ErrWriter)
+			logs := newLogSwitch(cfg.Log, c.App.ErrWriter)
+			log := logs.Logger
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := serve(ctx, cfg, log, c.Bool("reset-state")); err != nil {
+			// SIGHUP reloads; it is caught from here on so that an early
+			// one does not kill the gateway.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			opts := serveOptions{reset: c.Bool("reset-state"), pcap: c.Path("pcap"), config: c.Path("config"), override: override, logs: logs, hup: hup}
+			if err := serve(ctx, cfg, log, opts); err != nil {
 				log.Error("gateway stopped", "err", err)
 				return err
 			}
@@ -72,10 +86,25 @@ Examples:
 	}
 }
 
-// serve wires the packages together and runs until ctx is done. With
-// resetState, an existing state file is moved aside first and the table
-// starts empty.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState bool) error {
+// serveOptions are serve's flags and what reloading needs.
+type serveOptions struct {
+	// reset moves an existing state file aside first: the table starts
+	// empty.
+	reset bool
+	// pcap, when not empty, is the file that the front NIC's traffic is
+	// written to.
+	pcap string
+	// config is the config file, re-read on SIGHUP (hup) and
+	// POST /v1/reload; override applies serve's flags to it; logs is the
+	// logger that a reload adjusts.
+	config   string
+	override func(*config.Config)
+	logs     *logSwitch
+	hup      <-chan os.Signal
+}
+
+// serve wires the packages together and runs until ctx is done.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serveOptions) error {
 	token := ""
 	if cfg.Control.TokenFile != "" {
 		t, err := control.ReadTokenFile(cfg.Control.TokenFile)
@@ -86,7 +115,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 	}
 	store := &registry.FileStore{Path: cfg.State.Path}
 	defer store.Close()
-	if resetState {
+	if opts.reset {
 		moved, err := store.MoveAside(time.Now())
 		if err != nil {
 			return fmt.Errorf("--reset-state: %w", err)
@@ -113,6 +142,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		return fmt.Errorf("control.listen: %w", err)
 	}
 	defer ln.Close()
+	pcap, err := createPcap(opts.pcap, log)
+	if err != nil {
+		return err
+	}
+	defer pcap.close() // after the stack has stopped
 
 	link, err := nic.Open(nic.Options{
 		Driver:    cfg.NIC.Driver,
@@ -125,12 +159,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		return err
 	}
 	defer link.Close()
+	front, err := pcap.wrap(link.Endpoint)
+	if err != nil {
+		return err
+	}
 	var static []netip.Addr
 	if cfg.Shared.Address.IsValid() {
 		static = append(static, cfg.Shared.Address)
 	}
 	st, err := stack.New(stack.Options{
-		Link:         link.Endpoint,
+		Link:         front,
 		Networks:     cfg.NIC.Networks,
 		Router:       cfg.NIC.Router,
 		Static:       static,
@@ -163,17 +201,23 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 	wg.Go(func() { reg.RunExpiry(expiryCtx, expiryInterval) })
 	defer wg.Wait()
 	defer stopExpiry()
-	if cfg.Health.Enabled {
-		hc, err := newHealthChecker(cfg.Health, reg, log)
-		if err != nil {
-			return err
-		}
-		healthCtx, stopHealth := context.WithCancel(ctx)
-		defer stopHealth()
-		wg.Go(func() { _ = hc.Run(healthCtx) })
+	// The checker exists even while [health] enabled = false, so that a
+	// reload can turn it on.
+	hc, err := newHealthChecker(cfg.Health, reg, log)
+	if err != nil {
+		return err
 	}
+	hr := &healthRunner{ctx: ctx, hc: hc}
+	if cfg.Health.Enabled {
+		hr.start()
+	}
+	defer hr.stop()
+	rl := newReloader(opts.config, opts.override, cfg, opts.logs, reg, st, fwd, hr)
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	wg.Go(func() { rl.run(reloadCtx, opts.hup) })
+	defer stopReload()
 
-	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Logger: log})
+	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, SharedFunc: rl.Shared, Token: token, Conns: fwd, Reload: rl.Reload, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -189,16 +233,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 // newHealthChecker returns the checker of mode-2 members that cfg
 // describes; cfg has been validated.
 func newHealthChecker(cfg config.Health, reg *registry.Registry, log *slog.Logger) (*health.Checker, error) {
-	settings := func(interval, timeout config.Duration, rise, fall int) health.Settings {
-		return health.Settings{Interval: interval.Duration, Timeout: timeout.Duration, Rise: rise, Fall: fall}
-	}
-	ports := make(map[uint16]health.Settings, len(cfg.Port))
-	for port, p := range cfg.Port {
-		ports[port] = settings(p.Interval, p.Timeout, p.Rise, p.Fall)
-	}
+	defaults, ports := healthSettings(cfg)
 	hc, err := health.New(health.Options{
 		Registry: reg,
-		Defaults: settings(cfg.Interval, cfg.Timeout, cfg.Rise, cfg.Fall),
+		Defaults: defaults,
 		Ports:    ports,
 		Logger:   log,
 	})
@@ -210,14 +248,3 @@ func newHealthChecker(cfg config.Health, reg *registry.Registry, log *slog.Logge
 
 // expiryInterval is how often serve ends the leases that ran out.
 const expiryInterval = 100 * time.Millisecond
-
-// newLogger returns the process's logger; cfg has been validated.
-func newLogger(cfg config.Log, w interface{ Write([]byte) (int, error) }) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(strings.ToUpper(cfg.Level)))
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}

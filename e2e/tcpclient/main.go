@@ -13,6 +13,7 @@
 //	tcpclient register -n 200 CONTROL_URL            register p0..p(n-1) on 198.18.0.10.. (mode 1) as fast as possible; "ok IP" per 200
 //	tcpclient synflood -n 20000 HOST:PORT            n raw SYNs from 198.18.0.1, random source ports; {"sent":..}
 //	tcpclient sink [-timeout 60s] :PORT              accept connections and never read them, until the timeout
+//	tcpclient streams -n 100 -seed S HOST:PORT       stream on n connections at once until stdin closes (see streams)
 package main
 
 import (
@@ -79,6 +80,8 @@ func main() {
 		synflood(target, int(*n), def(30*time.Second))
 	case "sink":
 		sink(target, def(60*time.Second))
+	case "streams":
+		streams(target, int(*n), *seed, *interval, def(120*time.Second))
 	default:
 		fail("unknown subcommand %q", cmd)
 	}
