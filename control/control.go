@@ -43,6 +43,9 @@ const (
 	PathHealth     = "/healthz"
 	// PathDebugVars answers GET with DebugVars; it needs the token.
 	PathDebugVars = "/debug/vars"
+	// PathMetrics answers GET with the Prometheus metrics when the server
+	// has them (Options.Metrics); it needs the token.
+	PathMetrics = "/metrics"
 )
 
 // MaxRequestBody is the largest request body the server reads; a larger one

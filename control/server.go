@@ -40,6 +40,10 @@ type Options struct {
 	Token string
 	// Conns reports live connections per member for /v1/status. Optional.
 	Conns Conns
+	// Metrics, when set, serves GET /metrics (the Prometheus text format;
+	// package metrics). It needs the token like every other path but
+	// /healthz. Nil: /metrics is 404.
+	Metrics http.Handler
 	// Logger receives one Info line per successful change and one Error
 	// line per internal error. Required.
 	Logger *slog.Logger
@@ -96,6 +100,12 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathStatus:     {method: http.MethodGet, fn: s.status},
 		PathHealth:     {method: http.MethodGet, open: true, fn: s.health},
 		PathDebugVars:  {method: http.MethodGet, fn: s.debugVars},
+	}
+	if opts.Metrics != nil {
+		s.routes[PathMetrics] = route{method: http.MethodGet, fn: func(w http.ResponseWriter, r *http.Request) error {
+			opts.Metrics.ServeHTTP(w, r)
+			return nil
+		}}
 	}
 	return s, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/dispatch"
 	"github.com/vipmux/vipmux/health"
+	"github.com/vipmux/vipmux/metrics"
 	"github.com/vipmux/vipmux/nic"
 	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
@@ -150,6 +151,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 	defer fwd.Close()
 	reg.Watch(fwd.Prune)
 	st.HandleTCP(cfg.Dispatch.MaxInFlight, fwd.Handle)
+	mtr, err := metrics.New(metrics.Options{Table: reg, Conns: fwd, Stack: st, Logger: log})
+	if err != nil {
+		return err
+	}
+	reg.Watch(mtr.Watch) // counts and logs switches and failovers
 
 	// Leases end within expiryInterval of running out. The loop is serve's:
 	// it stops (cancel, then wait) before the stack and dispatch close.
@@ -168,7 +174,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		wg.Go(func() { _ = hc.Run(healthCtx) })
 	}
 
-	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Logger: log})
+	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Metrics: mtr.Handler(), Logger: log})
 	if err != nil {
 		return err
 	}
