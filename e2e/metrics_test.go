@@ -67,6 +67,10 @@ func series(name string, kv ...string) string {
 	return name + "{" + b.String() + "}"
 }
 
+// metricsListen is [metrics] listen in TestMetrics (inside the gateway's
+// namespace).
+const metricsListen = "127.0.0.1:9100"
+
 // TestMetrics sends real traffic through the gateway (N accepted
 // connections with known byte counts, one refused by the backend, one to a
 // port without an active member, a switch) and checks what GET /metrics
@@ -74,7 +78,7 @@ func series(name string, kv ...string) string {
 func TestMetrics(t *testing.T) {
 	const token = "metrics-e2e-token"
 	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}, Token: token,
-		Extra: sharedConfig + "\n\n[log]\nlevel = \"debug\""})
+		Extra: sharedConfig + "\n\n[log]\nlevel = \"debug\"\n\n[metrics]\nlisten = \"" + metricsListen + "\""})
 	g := tp.Start()
 	withToken := []string{"VIPMUX_TOKEN_FILE=" + tp.TokenFile()}
 	cli := func(args ...string) {
@@ -90,9 +94,23 @@ func TestMetrics(t *testing.T) {
 	cli("register", "--name", "web-b", "--port", "9090", "--backend", b.IP+":9090", "--state", "standby")
 	cli("register", "--name", "web-b", "--port", "8080", "--backend", b.IP+":8080", "--state", "standby")
 
-	// The metrics need the token like the rest of the API.
+	// The metrics need the token like the rest of the API on the control
+	// listener; [metrics] listen serves them (and nothing else) without.
 	if r := tp.API("GET", "/metrics", "", ""); r.Code != 401 {
 		t.Errorf("GET /metrics without the token: %d, want 401", r.Code)
+	}
+	for _, tc := range []struct {
+		method, path string
+		wantCode     int
+	}{
+		{"GET", "/metrics", 200},
+		{"POST", "/metrics", 405},
+		{"GET", "/v1/status", 404},
+	} {
+		out, errOut, code := tp.GatewayCurl("-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "-X", tc.method, "http://"+metricsListen+tc.path)
+		if code != 0 || out != fmt.Sprint(tc.wantCode) {
+			t.Errorf("%s http://%s%s without a token: curl exit %d, HTTP %s %s; want %d", tc.method, metricsListen, tc.path, code, out, errOut, tc.wantCode)
+		}
 	}
 
 	// N connections to web-a, each sending a known number of bytes and
@@ -170,6 +188,15 @@ func TestMetrics(t *testing.T) {
 	}
 	if _, ok := m[series("vipmux_stack_packets_dropped_total", "reason", "tcp_max_in_flight")]; !ok {
 		t.Errorf("/metrics has no vipmux_stack_packets_dropped_total{reason=\"tcp_max_in_flight\"}")
+	}
+
+	// The [metrics] listener serves the same figures.
+	out, errOut, code := tp.GatewayCurl("-sS", "--max-time", "5", "--fail", "http://"+metricsListen+"/metrics")
+	if code != 0 {
+		t.Fatalf("GET http://%s/metrics: curl exit %d %s", metricsListen, code, errOut)
+	}
+	if got := parseScrape(t, out)[series("vipmux_connections_accepted_total", mode1...)]; got != n {
+		t.Errorf("GET http://%s/metrics: vipmux_connections_accepted_total of web-a = %v, want %d", metricsListen, got, n)
 	}
 
 	// A member that leaves takes its series with it.

@@ -109,6 +109,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		return fmt.Errorf("control.listen: %w", err)
 	}
 	defer ln.Close()
+	mln, err := listenMetrics(cfg.Metrics)
+	if err != nil {
+		return err
+	}
+	if mln != nil {
+		defer mln.Close()
+	}
 
 	link, err := nic.Open(nic.Options{
 		Driver:    cfg.NIC.Driver,
@@ -172,6 +179,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		healthCtx, stopHealth := context.WithCancel(ctx)
 		defer stopHealth()
 		wg.Go(func() { _ = hc.Run(healthCtx) })
+	}
+
+	if mln != nil {
+		metricsCtx, stopMetrics := context.WithCancel(ctx)
+		defer stopMetrics()
+		wg.Go(func() { serveMetrics(metricsCtx, mln, mtr.Handler(), log) })
 	}
 
 	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, Token: token, Conns: fwd, Metrics: mtr.Handler(), Logger: log})
