@@ -957,3 +957,104 @@ func TestStats(t *testing.T) {
 		t.Errorf("Stats() lost the refusals of %s, whose address is still held", standbyKey)
 	}
 }
+
+// recordHandler is a slog.Handler at a fixed level that keeps the records
+// it is handed.
+type recordHandler struct {
+	level slog.Level
+	mu    sync.Mutex
+	recs  []slog.Record
+}
+
+func (h *recordHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.recs = append(h.recs, r.Clone())
+	return nil
+}
+func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// lines returns the records as "msg key=value ..." strings.
+func (h *recordHandler) lines() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, r := range h.recs {
+		var b strings.Builder
+		b.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			b.WriteString(" " + a.String())
+			return true
+		})
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// TestConnectionLog checks the per-connection lines: at debug level one
+// when a connection is accepted and one when it closes, with its bytes;
+// above debug none at all.
+func TestConnectionLog(t *testing.T) {
+	tests := []struct {
+		name  string
+		level slog.Level
+		want  []string // substrings of the lines, in order
+	}{
+		{"debug", slog.LevelDebug, []string{
+			"connection accepted client=198.18.0.1:",
+			"connection closed client=198.18.0.1:",
+		}},
+		{"info", slog.LevelInfo, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &recordHandler{level: tc.level}
+			e := newEnv(t, dispatch.Options{})
+			e.fwd.Close() // replaced by one that logs to h
+			fwd := dispatch.New(dispatch.Options{Table: e.reg, Logger: slog.New(h)})
+			t.Cleanup(fwd.Close)
+			e.st.HandleTCP(64, fwd.Handle)
+			be := newBackend(t, sink)
+			e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+
+			c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(make([]byte, 1234)); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			c.CloseWrite()
+			if _, err := io.ReadAll(c); err != nil {
+				t.Fatalf("ReadAll: %v", err)
+			}
+			c.Close()
+			var lines []string
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if lines = h.lines(); len(lines) >= len(tc.want) && (len(tc.want) == 0 || fwd.Conns(registry.Key{IP: vip}, "srv") == 0) {
+					break
+				}
+			}
+			if tc.want == nil {
+				fwd.Close() // every connection done: nothing more can be logged
+				if lines := h.lines(); len(lines) != 0 {
+					t.Errorf("logged at %v: %q, want nothing", tc.level, lines)
+				}
+				return
+			}
+			if len(lines) != len(tc.want) {
+				t.Fatalf("logged %q, want %d lines", lines, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(lines[i], w) {
+					t.Errorf("line %d = %q, want it to contain %q", i, lines[i], w)
+				}
+			}
+			for _, w := range []string{"binding=198.18.0.10:*", "member=srv", "backend=" + be.addr.String(), "bytes_to_backend=1234", "bytes_to_client=8", "duration="} {
+				if !strings.Contains(lines[1], w) {
+					t.Errorf("closed line %q, want it to contain %q", lines[1], w)
+				}
+			}
+		})
+	}
+}
