@@ -88,7 +88,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	a, b := tp.Server("web-a"), tp.Server("web-b")
-	cli("register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", a.IP)        // the client's port: raw :7000
+	cli("register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", a.IP)         // the client's port: raw :7000
 	cli("register", "--name", "web-b", "--ip", "198.18.0.11", "--backend", b.IP+":7999") // nothing listens there
 	cli("register", "--name", "web-a", "--port", "9090", "--backend", a.IP+":9090", "--state", "active")
 	cli("register", "--name", "web-b", "--port", "9090", "--backend", b.IP+":9090", "--state", "standby")
