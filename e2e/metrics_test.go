@@ -73,8 +73,8 @@ const metricsListen = "127.0.0.1:9100"
 
 // TestMetrics sends real traffic through the gateway (N accepted
 // connections with known byte counts, one refused by the backend, one to a
-// port without an active member, a switch) and checks what GET /metrics
-// reports for it, and the per-connection lines of the debug log.
+// port without an active member, a switch, a failover) and checks what GET
+// /metrics reports for it, and the log lines.
 func TestMetrics(t *testing.T) {
 	const token = "metrics-e2e-token"
 	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}, Token: token,
@@ -207,11 +207,36 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	// The log: one line for the switch, and at debug level one line per
-	// connection accepted and closed, with its bytes.
+	// web-b, now active on 9090, dies: the health check fails over to
+	// web-a, and that is counted as a failover, not a switch.
+	tp.killServer(b)
+	failovers := series("vipmux_failovers_total", "ip", sharedIP, "port", "9090")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if m = tp.Metrics(token); m[failovers] == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, tc := range []struct {
+		series string
+		want   float64
+	}{
+		{failovers, 1},
+		{series("vipmux_switches_total", "ip", sharedIP, "port", "9090"), 1},
+		{series("vipmux_member_up", "ip", sharedIP, "member", "web-b", "port", "9090"), 0},
+		{series("vipmux_member_active", "ip", sharedIP, "member", "web-a", "port", "9090"), 1},
+	} {
+		if got, ok := m[tc.series]; !ok || got != tc.want {
+			t.Errorf("/metrics after web-b died: %s = %v (present %v), want %v", tc.series, got, ok, tc.want)
+		}
+	}
+
+	// The log: one line for the switch and one for the failover, and at
+	// debug level one line per connection accepted and closed, with its
+	// bytes.
 	log := g.Log()
 	for _, want := range []string{
 		`msg="active member changed" binding=198.18.0.100:9090 from=web-a to=web-b cause=switch`,
+		`msg="active member changed" binding=198.18.0.100:9090 from=web-b to=web-a cause=failover`,
 		`msg="connection accepted" client=198.18.0.1:`,
 		fmt.Sprintf(`bytes_to_backend=%d bytes_to_client=`, 1000*n),
 		`msg="connection closed"`,
