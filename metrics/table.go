@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -36,10 +37,18 @@ type Change struct {
 // Changes returns the bindings of next whose active member is another
 // member than in prev, ordered by IP and port. A binding that gains an
 // active member where it had none (a registration) or loses it (a
-// deregistration) is no change of this kind.
+// deregistration) is no change of this kind. Only the bindings that the
+// change touched are looked at (registry.Changed).
 func Changes(prev, next *registry.Table) []Change {
 	var out []Change
-	for _, b := range next.Bindings() {
+	changed := registry.Changed(prev, next)
+	slices.SortFunc(changed, func(a, b *registry.Binding) int {
+		if c := a.IP.Compare(b.IP); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	for _, b := range changed {
 		to, ok := b.Active()
 		if !ok {
 			continue
