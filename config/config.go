@@ -41,6 +41,7 @@ type Config struct {
 	Health   Health
 	ARP      ARP
 	Log      Log
+	Metrics  Metrics
 }
 
 // NIC is the [nic] section: the front link that the userspace stack owns.
@@ -174,6 +175,17 @@ type Log struct {
 	Level string
 	// Format is [log] format: "text" (default) or "json".
 	Format string
+}
+
+// Metrics is the [metrics] section: where Prometheus scrapes the gateway.
+type Metrics struct {
+	// Listen is [metrics] listen: optional host:port of a second HTTP
+	// listener that serves only GET /metrics, without the control token,
+	// so that a scraper needs no credentials that can change the table.
+	// Empty (the default) means none; /metrics is always served on
+	// [control] listen too, behind the token. Must differ from
+	// control.listen.
+	Listen string
 }
 
 // Duration is a time.Duration that decodes from a TOML string such as "3s"
@@ -317,6 +329,9 @@ type raw struct {
 		Level  string `toml:"level"`
 		Format string `toml:"format"`
 	} `toml:"log"`
+	Metrics struct {
+		Listen string `toml:"listen"`
+	} `toml:"metrics"`
 }
 
 // rawHealthPort is one [health.port.PORT] table; nil is a key left out.
@@ -438,6 +453,7 @@ func Parse(data []byte) (*Config, error) {
 	}
 	c.Log.Level = r.Log.Level
 	c.Log.Format = r.Log.Format
+	c.Metrics.Listen = r.Metrics.Listen
 
 	errs = append(errs, c.validate(bad)...)
 	if len(errs) > 0 {
@@ -639,6 +655,13 @@ func (c *Config) validate(skip map[string]bool) []error {
 
 	check("log.level", oneOf(c.Log.Level, logLevels))
 	check("log.format", oneOf(c.Log.Format, logFormats))
+	if c.Metrics.Listen != "" {
+		err := checkHostPort(c.Metrics.Listen)
+		if err == nil && c.Metrics.Listen == c.Control.Listen {
+			err = fmt.Errorf("%q is also control.listen, which serves /metrics already (with the token): leave metrics.listen out, or give another port", c.Metrics.Listen)
+		}
+		check("metrics.listen", err)
+	}
 	return errs
 }
 

@@ -108,6 +108,8 @@ dad_interval = "250ms"
 [log]
 level = "debug"
 format = "json"
+[metrics]
+listen = "198.19.0.1:9100"
 `,
 			want: &Config{
 				NIC: NIC{
@@ -124,8 +126,9 @@ format = "json"
 				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}},
 				Health: Health{Interval: Duration{time.Second}, Timeout: Duration{300 * time.Millisecond}, Rise: 3, Fall: 4, Failback: true,
 					Port: map[uint16]HealthPort{8080: {Interval: Duration{50 * time.Millisecond}, Timeout: Duration{20 * time.Millisecond}, Rise: 1, Fall: 1}}},
-				ARP: ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
-				Log: Log{Level: "debug", Format: "json"},
+				ARP:     ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
+				Log:     Log{Level: "debug", Format: "json"},
+				Metrics: Metrics{Listen: "198.19.0.1:9100"},
 			},
 		},
 		{
@@ -575,6 +578,21 @@ retries = 3
 			wantErrs: []string{"control.listen: required"},
 		},
 		{
+			name:     "metrics listen without port",
+			in:       minimal + "[metrics]\nlisten = \"127.0.0.1\"\n",
+			wantErrs: []string{`metrics.listen: "127.0.0.1" is not host:port`},
+		},
+		{
+			name:     "metrics listen is control listen",
+			in:       minimal + "[metrics]\nlisten = \"127.0.0.1:7070\"\n",
+			wantErrs: []string{`metrics.listen: "127.0.0.1:7070" is also control.listen`},
+		},
+		{
+			name:     "metrics unknown key",
+			in:       minimal + "[metrics]\npath = \"/metrics\"\n",
+			wantErrs: []string{"unknown key metrics.path"},
+		},
+		{
 			name:     "token file blank",
 			in:       minimal + "[control]\ntoken_file = \"  \"\n",
 			wantErrs: []string{"control.token_file: is only whitespace"},
@@ -952,7 +970,7 @@ func TestExampleFile(t *testing.T) {
 		"health.enabled", "health.interval", "health.timeout", "health.rise", "health.fall", "health.failback",
 		"health.port.8080.interval", "health.port.8080.fall",
 		"arp.garp_count", "arp.garp_interval", "arp.dad_probes", "arp.dad_interval",
-		"log.level", "log.format",
+		"log.level", "log.format", "metrics.listen",
 	} {
 		if !keys[want] {
 			t.Errorf("config.example.toml does not document %s", want)

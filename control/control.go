@@ -46,6 +46,9 @@ const (
 	// PathReload answers POST (empty body or {}) by re-reading the
 	// gateway's config file, with ReloadResult; it needs the token.
 	PathReload = "/v1/reload"
+	// PathMetrics answers GET with the Prometheus metrics when the server
+	// has them (Options.Metrics); it needs the token.
+	PathMetrics = "/metrics"
 )
 
 // MaxRequestBody is the largest request body the server reads; a larger one

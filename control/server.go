@@ -51,6 +51,10 @@ type Options struct {
 	// kind ErrConflict (a key that cannot change now) 409; anything else
 	// is 500. Without it the path is 404.
 	Reload func(ctx context.Context) ([]string, error)
+	// Metrics, when set, serves GET /metrics (the Prometheus text format;
+	// package metrics). It needs the token like every other path but
+	// /healthz. Nil: /metrics is 404.
+	Metrics http.Handler
 	// Logger receives one Info line per successful change and one Error
 	// line per internal error. Required.
 	Logger *slog.Logger
@@ -117,6 +121,12 @@ func NewHandler(opts Options) (http.Handler, error) {
 	}
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}
+	}
+	if opts.Metrics != nil {
+		s.routes[PathMetrics] = route{method: http.MethodGet, fn: func(w http.ResponseWriter, r *http.Request) error {
+			opts.Metrics.ServeHTTP(w, r)
+			return nil
+		}}
 	}
 	return s, nil
 }

@@ -120,17 +120,48 @@ type Forwarder struct {
 	mu     sync.Mutex
 	closed bool
 	conns  map[*proxied]struct{}
-	live   map[memberKey]int64
+	// members are the counters of every member that a connection went (or
+	// was refused) to, and of bindings without an active member (name "");
+	// Prune forgets those whose member left the table.
+	members map[memberKey]*counters
+}
+
+// counters are one member's connection counters. A connection holds a
+// pointer to its member's counters and updates them atomically, without
+// the forwarder's lock.
+type counters struct {
+	outcomes  [numOutcomes]atomic.Uint64
+	active    atomic.Int64
+	toBackend atomic.Uint64
+	toClient  atomic.Uint64
+}
+
+// MemberStats are the connection counters of one member of a binding, as
+// Stats returns them.
+type MemberStats struct {
+	// Binding is the binding that the connections were looked up in.
+	Binding registry.Key
+	// Member is the member's name; empty for the SYNs that found the
+	// binding (or the address) without an active member.
+	Member string
+	// Outcomes counts the SYNs by what became of them; Proxied is the
+	// number of accepted connections.
+	Outcomes [numOutcomes]uint64
+	// Active is the number of live proxied connections.
+	Active int64
+	// BytesToBackend and BytesToClient are the bytes copied client to
+	// backend and backend to client, counted as they are written.
+	BytesToBackend, BytesToClient uint64
 }
 
 // New returns a Forwarder.
 func New(opts Options) *Forwarder {
 	f := &Forwarder{
-		table: opts.Table,
-		dial:  opts.Dial,
-		log:   opts.Logger,
-		conns: map[*proxied]struct{}{},
-		live:  map[memberKey]int64{},
+		table:   opts.Table,
+		dial:    opts.Dial,
+		log:     opts.Logger,
+		conns:   map[*proxied]struct{}{},
+		members: map[memberKey]*counters{},
 	}
 	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
@@ -145,7 +176,7 @@ func New(opts Options) *Forwarder {
 // it on a goroutine of its own; Handle returns when the connection is over.
 func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	if !f.enter() {
-		f.count(NoRoute)
+		f.count(nil, NoRoute)
 		r.Complete(true)
 		return
 	}
@@ -155,10 +186,14 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	src := netip.AddrPortFrom(fromTCPIP(id.RemoteAddress), id.RemotePort)
 
 	m, key, ok := f.table.Lookup(dst, id.LocalPort)
+	mk := memberKey{key: key, name: m.Name}
+	c := f.counters(mk)
 	if !ok {
-		f.count(NoRoute)
+		f.count(c, NoRoute)
 		r.Complete(true)
-		f.log.Debug("no active member", "client", src, "dst", netip.AddrPortFrom(dst, id.LocalPort))
+		if f.log.Enabled(context.Background(), slog.LevelDebug) {
+			f.log.Debug("no active member", "client", src, "dst", netip.AddrPortFrom(dst, id.LocalPort))
+		}
 		return
 	}
 	backend := m.Backend
@@ -174,9 +209,11 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			o = DialTimeout
 		}
-		f.count(o)
+		f.count(c, o)
 		r.Complete(true)
-		f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
+		if f.log.Enabled(context.Background(), slog.LevelDebug) {
+			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
+		}
 		return
 	}
 	if m.ProxyProtocol != registry.ProxyNone {
@@ -185,10 +222,12 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		// refused dial does.
 		front := netip.AddrPortFrom(dst, id.LocalPort)
 		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
-			f.count(Refused)
+			f.count(c, Refused)
 			r.Complete(true)
 			bc.Close()
-			f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
+			if f.log.Enabled(context.Background(), slog.LevelDebug) {
+				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
+			}
 			return
 		}
 	}
@@ -196,25 +235,38 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
-		f.count(HandshakeFailed)
+		f.count(c, HandshakeFailed)
 		r.Complete(true)
 		bc.Close()
-		f.log.Debug("client handshake failed", "client", src, "binding", key, "err", terr.String())
+		if f.log.Enabled(context.Background(), slog.LevelDebug) {
+			f.log.Debug("client handshake failed", "client", src, "binding", key, "err", terr.String())
+		}
 		return
 	}
 	r.Complete(false)
 	setClientOptions(ep)
 	cc := gonet.NewTCPConn(&wq, ep)
-	f.count(Proxied)
+	f.count(c, Proxied)
 
-	p := &proxied{client: cc, ep: ep, backend: bc, member: memberKey{key: key, name: m.Name}}
+	p := &proxied{client: cc, ep: ep, backend: bc, member: mk, counters: c}
 	if !f.track(p) {
 		p.close()
 		return
 	}
 	defer f.untrack(p)
-	f.log.Debug("proxying", "client", src, "binding", key, "member", m.Name, "backend", backend)
-	p.splice()
+	// Per-connection lines are debug only; the check keeps the arguments
+	// from being built when debug is off.
+	debug := f.log.Enabled(context.Background(), slog.LevelDebug)
+	var start time.Time
+	if debug {
+		start = time.Now()
+		f.log.Debug("connection accepted", "client", src, "binding", key, "member", m.Name, "backend", backend)
+	}
+	toBackend, toClient := p.splice()
+	if debug {
+		f.log.Debug("connection closed", "client", src, "binding", key, "member", m.Name, "backend", backend,
+			"bytes_to_backend", toBackend, "bytes_to_client", toClient, "duration", time.Since(start))
+	}
 }
 
 // SetDialTimeout changes Options.DialTimeout for the SYNs that follow;
@@ -233,8 +285,37 @@ func (f *Forwarder) DialTimeout() time.Duration { return time.Duration(f.dialTim
 // k. It implements control.Conns.
 func (f *Forwarder) Conns(k registry.Key, name string) int64 {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.live[memberKey{key: k, name: name}]
+	c := f.members[memberKey{key: k, name: name}]
+	f.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	return c.active.Load()
+}
+
+// Stats returns the counters of every member that connections went (or
+// were refused) to and that is still in the table, in no particular
+// order. The counters of a member that leaves the table are dropped (see
+// Prune); they start from zero if it comes back.
+func (f *Forwarder) Stats() []MemberStats {
+	f.mu.Lock()
+	out := make([]MemberStats, 0, len(f.members))
+	cs := make([]*counters, 0, len(f.members))
+	for mk, c := range f.members {
+		out = append(out, MemberStats{Binding: mk.key, Member: mk.name})
+		cs = append(cs, c)
+	}
+	f.mu.Unlock()
+	for i, c := range cs {
+		s := &out[i]
+		for o := range numOutcomes {
+			s.Outcomes[o] = c.outcomes[o].Load()
+		}
+		s.Active = c.active.Load()
+		s.BytesToBackend = c.toBackend.Load()
+		s.BytesToClient = c.toClient.Load()
+	}
+	return out
 }
 
 // Outcomes returns how many SYNs ended in each outcome.
@@ -259,7 +340,25 @@ func (f *Forwarder) Close() {
 	f.wg.Wait()
 }
 
-func (f *Forwarder) count(o Outcome) { f.outcomes[o].Add(1) }
+// count counts a SYN's outcome, in total and, with c, for its member.
+func (f *Forwarder) count(c *counters, o Outcome) {
+	f.outcomes[o].Add(1)
+	if c != nil {
+		c.outcomes[o].Add(1)
+	}
+}
+
+// counters returns mk's counters, creating them on first use.
+func (f *Forwarder) counters(mk memberKey) *counters {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.members[mk]
+	if c == nil {
+		c = &counters{}
+		f.members[mk] = c
+	}
+	return c
+}
 
 // enter counts a Handle in the WaitGroup unless the forwarder is closed.
 func (f *Forwarder) enter() bool {
@@ -277,8 +376,8 @@ func (f *Forwarder) enter() bool {
 // hanging on an address that is about to go away. A switch keeps every
 // member, so established connections survive it. A member that is
 // draining (registry.Drain) keeps its connections until the registry ends
-// the drain; the table holds its address until then. Give Prune to
-// registry.Watch.
+// the drain; the table holds its address until then. Prune also forgets
+// the counters (Stats) of members that left. Give Prune to registry.Watch.
 func (f *Forwarder) Prune(prev, next *registry.Table) {
 	if !registry.MembersLeft(prev, next) {
 		return // renewals, health reports, switches: no connection to end
@@ -286,14 +385,32 @@ func (f *Forwarder) Prune(prev, next *registry.Table) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for p := range f.conns {
-		if b, ok := next.Binding(p.member.key); ok && b.Has(p.member.name) {
-			continue
+		if !inTable(next, p.member) {
+			p.abort()
 		}
-		if _, draining := next.Draining(p.member.key, p.member.name); draining {
-			continue
-		}
-		p.abort()
 	}
+	addrs := next.Addrs()
+	for mk := range f.members {
+		if mk.name == "" {
+			// Refusals without a member: kept while the address is held.
+			if _, held := addrs[mk.key.IP]; held {
+				continue
+			}
+		} else if inTable(next, mk) {
+			continue
+		}
+		delete(f.members, mk)
+	}
+}
+
+// inTable reports whether mk is a member of t, or a member whose drain
+// still runs.
+func inTable(t *registry.Table, mk memberKey) bool {
+	if b, ok := t.Binding(mk.key); ok && b.Has(mk.name) {
+		return true
+	}
+	_, draining := t.Draining(mk.key, mk.name)
+	return draining
 }
 
 // track registers p; it reports false when the forwarder is closing.
@@ -304,7 +421,7 @@ func (f *Forwarder) track(p *proxied) bool {
 		return false
 	}
 	f.conns[p] = struct{}{}
-	f.live[p.member]++
+	p.counters.active.Add(1)
 	return true
 }
 
@@ -312,9 +429,7 @@ func (f *Forwarder) untrack(p *proxied) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.conns, p)
-	if f.live[p.member]--; f.live[p.member] <= 0 {
-		delete(f.live, p.member)
-	}
+	p.counters.active.Add(-1)
 }
 
 // setClientOptions sets keepalive and no-delay on the client side.
@@ -335,6 +450,8 @@ type proxied struct {
 	ep      tcpip.Endpoint // client's endpoint, for Abort
 	backend net.Conn
 	member  memberKey
+	// counters are the member's; the copy loops add their bytes.
+	counters *counters
 
 	closeOnce sync.Once
 }
@@ -346,22 +463,25 @@ type halfCloser interface {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
-// splice copies both ways until both directions are done. An EOF in one
-// direction half-closes the other side's write side; an error in either
-// aborts both.
-func (p *proxied) splice() {
+// splice copies both ways until both directions are done and returns the
+// bytes copied each way. An EOF in one direction half-closes the other
+// side's write side; an error in either aborts both.
+func (p *proxied) splice() (toBackend, toClient uint64) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := pipe(p.backend, p.client); err != nil {
+		var err error
+		if toBackend, err = pipe(p.backend, p.client, &p.counters.toBackend); err != nil {
 			p.close() // unblock the other direction
 		}
 	}()
-	if err := pipe(p.client, p.backend); err != nil {
+	toClient, err := pipe(p.client, p.backend, &p.counters.toClient)
+	if err != nil {
 		p.close()
 	}
 	<-done
 	p.close()
+	return toBackend, toClient
 }
 
 // abort resets both sides at once; the copy goroutines then end.
@@ -380,29 +500,34 @@ func (p *proxied) close() {
 	})
 }
 
-// pipe copies src to dst until EOF, then half-closes dst. A nil error
+// pipe copies src to dst until EOF, then half-closes dst. It adds the
+// bytes written to total as it goes and returns their sum. A nil error
 // means a clean EOF.
-func pipe(dst, src net.Conn) error {
+func pipe(dst, src net.Conn, total *atomic.Uint64) (uint64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
+	var sum uint64
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
+			w, werr := dst.Write(buf[:n])
+			sum += uint64(w)
+			total.Add(uint64(w))
+			if werr != nil {
+				return sum, werr
 			}
 		}
 		if rerr == io.EOF {
 			if hc, ok := dst.(halfCloser); ok {
 				if err := hc.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-					return err
+					return sum, err
 				}
 			}
-			return nil
+			return sum, nil
 		}
 		if rerr != nil {
-			return rerr
+			return sum, rerr
 		}
 	}
 }

@@ -857,3 +857,204 @@ func TestDrain(t *testing.T) {
 		t.Errorf("stack addresses after the drain ended = %v, want none", got)
 	}
 }
+
+// statsOf returns the counters of member name in binding k, keyed for
+// comparison; ok is false when Stats has none.
+func statsOf(f *dispatch.Forwarder, k registry.Key, name string) (dispatch.MemberStats, bool) {
+	for _, s := range f.Stats() {
+		if s.Binding == k && s.Member == name {
+			return s, true
+		}
+	}
+	return dispatch.MemberStats{}, false
+}
+
+// TestStats checks the per-member counters: accepted connections, bytes
+// each way as the backend and the client saw them, refusals by reason,
+// live connections, and that a member's counters go when it leaves.
+func TestStats(t *testing.T) {
+	e := newEnv(t, dispatch.Options{})
+	be := newBackend(t, sink)
+	mode1 := registry.Key{IP: vip}
+	refusedKey := registry.Key{IP: netip.MustParseAddr("198.18.0.11")}
+	standbyKey := registry.Key{IP: shared, Port: 8080}
+	e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+	e.register(t, registry.Registration{Name: "gone", IP: refusedKey.IP, Backend: closedPort(t)})
+	e.register(t, registry.Registration{Name: "sb", IP: shared, Port: 8080, Backend: be.addr, State: registry.Standby})
+
+	sizes := []int{1, 1000, 100000}
+	var sent uint64
+	for i, n := range sizes {
+		c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(randomBytes(n, uint64(i))); err != nil {
+			t.Fatalf("Write(%d bytes): %v", n, err)
+		}
+		c.CloseWrite()
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("ReadAll after %d bytes: %v", n, err)
+		}
+		c.Close()
+		sent += uint64(n)
+	}
+	e.waitConns(t, mode1, "srv", 0)
+	for _, dst := range []netip.AddrPort{netip.AddrPortFrom(refusedKey.IP, 80), netip.AddrPortFrom(shared, 8080), netip.AddrPortFrom(shared, 9090)} {
+		if c, err := e.dial(dst); err == nil {
+			c.Close()
+			t.Fatalf("DialContextTCP(%s) succeeded, want connection refused", dst)
+		}
+	}
+
+	var (
+		proxied = int(dispatch.Proxied)
+		noRoute = int(dispatch.NoRoute)
+		refused = int(dispatch.Refused)
+	)
+	tests := []struct {
+		name   string
+		key    registry.Key
+		member string
+		want   func(*dispatch.MemberStats)
+	}{
+		{"accepted and bytes", mode1, "srv", func(s *dispatch.MemberStats) {
+			s.Outcomes[proxied] = uint64(len(sizes))
+			s.BytesToBackend = sent
+			s.BytesToClient = 8 * uint64(len(sizes)) // sink answers 8 bytes
+		}},
+		{"backend refused", refusedKey, "gone", func(s *dispatch.MemberStats) { s.Outcomes[refused] = 1 }},
+		{"no active member", standbyKey, "", func(s *dispatch.MemberStats) { s.Outcomes[noRoute] = 1 }},
+		{"no binding for the port", registry.Key{IP: shared}, "", func(s *dispatch.MemberStats) { s.Outcomes[noRoute] = 1 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			want := dispatch.MemberStats{Binding: tc.key, Member: tc.member}
+			tc.want(&want)
+			got, ok := statsOf(e.fwd, tc.key, tc.member)
+			if !ok {
+				t.Fatalf("Stats() has nothing for %s %q; want %+v", tc.key, tc.member, want)
+			}
+			if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("Stats() for %s %q (-want +got):\n%s", tc.key, tc.member, diff)
+			}
+		})
+	}
+
+	// A live connection is counted as active; a member that leaves takes
+	// its counters with it.
+	c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+	e.waitConns(t, mode1, "srv", 1)
+	if s, _ := statsOf(e.fwd, mode1, "srv"); s.Active != 1 {
+		t.Errorf("Stats() for srv with one open connection: Active = %d, want 1", s.Active)
+	}
+	if err := e.reg.Deregister("srv", mode1); err != nil {
+		t.Fatalf("Deregister(srv): %v", err)
+	}
+	c.Close()
+	if s, ok := statsOf(e.fwd, mode1, "srv"); ok {
+		t.Errorf("Stats() after srv left the table = %+v, want no entry", s)
+	}
+	if _, ok := statsOf(e.fwd, standbyKey, ""); !ok {
+		t.Errorf("Stats() lost the refusals of %s, whose address is still held", standbyKey)
+	}
+}
+
+// recordHandler is a slog.Handler at a fixed level that keeps the records
+// it is handed.
+type recordHandler struct {
+	level slog.Level
+	mu    sync.Mutex
+	recs  []slog.Record
+}
+
+func (h *recordHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.recs = append(h.recs, r.Clone())
+	return nil
+}
+func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// lines returns the records as "msg key=value ..." strings.
+func (h *recordHandler) lines() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, r := range h.recs {
+		var b strings.Builder
+		b.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			b.WriteString(" " + a.String())
+			return true
+		})
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// TestConnectionLog checks the per-connection lines: at debug level one
+// when a connection is accepted and one when it closes, with its bytes;
+// above debug none at all.
+func TestConnectionLog(t *testing.T) {
+	tests := []struct {
+		name  string
+		level slog.Level
+		want  []string // substrings of the lines, in order
+	}{
+		{"debug", slog.LevelDebug, []string{
+			"connection accepted client=198.18.0.1:",
+			"connection closed client=198.18.0.1:",
+		}},
+		{"info", slog.LevelInfo, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &recordHandler{level: tc.level}
+			e := newEnv(t, dispatch.Options{})
+			e.fwd.Close() // replaced by one that logs to h
+			fwd := dispatch.New(dispatch.Options{Table: e.reg, Logger: slog.New(h)})
+			t.Cleanup(fwd.Close)
+			e.st.HandleTCP(64, fwd.Handle)
+			be := newBackend(t, sink)
+			e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+
+			c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(make([]byte, 1234)); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			c.CloseWrite()
+			if _, err := io.ReadAll(c); err != nil {
+				t.Fatalf("ReadAll: %v", err)
+			}
+			c.Close()
+			var lines []string
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if lines = h.lines(); len(lines) >= len(tc.want) && (len(tc.want) == 0 || fwd.Conns(registry.Key{IP: vip}, "srv") == 0) {
+					break
+				}
+			}
+			if tc.want == nil {
+				fwd.Close() // every connection done: nothing more can be logged
+				if lines := h.lines(); len(lines) != 0 {
+					t.Errorf("logged at %v: %q, want nothing", tc.level, lines)
+				}
+				return
+			}
+			if len(lines) != len(tc.want) {
+				t.Fatalf("logged %q, want %d lines", lines, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(lines[i], w) {
+					t.Errorf("line %d = %q, want it to contain %q", i, lines[i], w)
+				}
+			}
+			for _, w := range []string{"binding=198.18.0.10:*", "member=srv", "backend=" + be.addr.String(), "bytes_to_backend=1234", "bytes_to_client=8", "duration="} {
+				if !strings.Contains(lines[1], w) {
+					t.Errorf("closed line %q, want it to contain %q", lines[1], w)
+				}
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -174,12 +175,41 @@ Example:
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show the table: ip, port, server, backend, PROXY protocol, state, health, connections, and recent automatic changes",
-		Description: `Examples:
+		Usage: "show the table: ip, port, state, server, backend, PROXY protocol, connections, health, lease, and recent automatic changes",
+		Description: `With --watch, the table is fetched again every --interval and redrawn in
+place on a terminal (one table after another when the output is not a
+terminal) until Ctrl-C; a failed fetch is shown and retried. With --watch
+--json, one JSON object per line and refresh (JSON Lines).
+
+Examples:
    vipmux status
-   vipmux status --json | jq .`,
-		Flags: clientFlags(&cli.BoolFlag{Name: "json", Usage: "print the API's JSON"}),
-		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+   vipmux status --watch --interval 500ms
+   vipmux status --json | jq .
+   vipmux status --watch --json | jq -c '.bindings[].members[].connections'`,
+		Flags: clientFlags(
+			&cli.BoolFlag{Name: "json", Usage: "print the API's JSON"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "refresh until Ctrl-C"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "with --watch: time between refreshes (at least 100ms)"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("unexpected argument %q (flags go before it? see --help)", c.Args().First())
+			}
+			if c.IsSet("interval") && !c.Bool("watch") {
+				return errors.New("--interval: only with --watch")
+			}
+			if iv := c.Duration("interval"); iv < minWatchInterval {
+				return fmt.Errorf("--interval %v: must be at least %v", iv, minWatchInterval)
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			if c.Bool("watch") {
+				return watchStatus(c, cl)
+			}
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			defer cancel()
 			s, err := cl.Status(ctx)
 			if err != nil {
 				return fmt.Errorf("status: %w", err)
@@ -189,24 +219,35 @@ func statusCommand() *cli.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(s)
 			}
-			if s.Shared != "" {
-				fmt.Fprintf(c.App.Writer, "shared address %s\n", s.Shared)
-			}
-			if len(s.Bindings) == 0 {
-				fmt.Fprintln(c.App.Writer, "no bindings: nothing registered")
-			} else if err := printBindings(c.App.Writer, s.Bindings); err != nil {
-				return err
-			}
-			return printEvents(c.App.Writer, s.Events, statusEvents)
-		}),
+			return printStatus(c.App.Writer, s, time.Now())
+		},
 	}
+}
+
+// printStatus prints the whole status: the shared address, the table as of
+// now, and the recent automatic changes.
+func printStatus(w io.Writer, s control.Status, now time.Time) error {
+	if s.Shared != "" {
+		fmt.Fprintf(w, "shared address %s\n", s.Shared)
+	}
+	if len(s.Bindings) == 0 {
+		fmt.Fprintln(w, "no bindings: nothing registered")
+	} else if err := printBindingsAt(w, s.Bindings, now); err != nil {
+		return err
+	}
+	return printEvents(w, s.Events, statusEvents)
 }
 
 // printBindings prints bindings as the patent's correspondence table, one
 // line per member, and says plainly which bindings refuse connections.
 func printBindings(w io.Writer, bs []control.BindingView) error {
+	return printBindingsAt(w, bs, time.Now())
+}
+
+// printBindingsAt is printBindings with leases shown as of now.
+func printBindingsAt(w io.Writer, bs []control.BindingView, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tPORT\tSERVER\tBACKEND\tPROXY\tSTATE\tHEALTH\tCONNS\tSINCE\tREASON")
+	fmt.Fprintln(tw, "IP\tPORT\tSTATE\tSERVER\tBACKEND\tPROXY\tCONNS\tHEALTH\tLEASE\tSINCE\tREASON")
 	var dark []string
 	for _, b := range bs {
 		port := "*"
@@ -229,7 +270,7 @@ func printBindings(w io.Writer, bs []control.BindingView) error {
 			if proxy == "" {
 				proxy = "none"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.IP, port, m.Name, m.Backend, proxy, m.State, health, m.Connections, m.Since.Local().Format(time.DateTime), m.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.IP, port, m.State, m.Name, m.Backend, proxy, m.Connections, health, lease(m, now), m.Since.Local().Format(time.DateTime), m.Reason)
 		}
 		switch {
 		case !active:
@@ -245,6 +286,19 @@ func printBindings(w io.Writer, bs []control.BindingView) error {
 		fmt.Fprintln(w, d)
 	}
 	return nil
+}
+
+// lease formats a member's lease as of now: "-" when permanent, else the
+// TTL and the time left ("10s, 7.2s left") or "expired".
+func lease(m control.MemberView, now time.Time) string {
+	if m.TTL == "" {
+		return "-"
+	}
+	left := m.Expires.Sub(now)
+	if m.Expires.IsZero() || left <= 0 {
+		return m.TTL + ", expired"
+	}
+	return m.TTL + ", " + left.Round(100*time.Millisecond).String() + " left"
 }
 
 // statusEvents is how many automatic changes status prints under the table.

@@ -20,6 +20,7 @@ import (
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/dispatch"
 	"github.com/vipmux/vipmux/health"
+	"github.com/vipmux/vipmux/metrics"
 	"github.com/vipmux/vipmux/nic"
 	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
@@ -147,6 +148,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 		return err
 	}
 	defer pcap.close() // after the stack has stopped
+	mln, err := listenMetrics(cfg.Metrics)
+	if err != nil {
+		return err
+	}
+	if mln != nil {
+		defer mln.Close()
+	}
 
 	link, err := nic.Open(nic.Options{
 		Driver:    cfg.NIC.Driver,
@@ -193,6 +201,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 	defer fwd.Close()
 	reg.Watch(fwd.Prune)
 	st.HandleTCP(cfg.Dispatch.MaxInFlight, fwd.Handle)
+	mtr, err := metrics.New(metrics.Options{Table: reg, Conns: fwd, Stack: st, Logger: log})
+	if err != nil {
+		return err
+	}
+	reg.Watch(mtr.Watch) // counts and logs switches and failovers
 
 	// Leases end within expiryInterval of running out. The loop is serve's:
 	// it stops (cancel, then wait) before the stack and dispatch close.
@@ -217,7 +230,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 	wg.Go(func() { rl.run(reloadCtx, opts.hup) })
 	defer stopReload()
 
-	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, SharedFunc: rl.Shared, Token: token, Conns: fwd, Reload: rl.Reload, Logger: log})
+	if mln != nil {
+		metricsCtx, stopMetrics := context.WithCancel(ctx)
+		defer stopMetrics()
+		wg.Go(func() { serveMetrics(metricsCtx, mln, mtr.Handler(), log) })
+	}
+
+	h, err := control.NewHandler(control.Options{Registry: reg, Shared: cfg.Shared.Address, SharedFunc: rl.Shared, Token: token, Conns: fwd, Reload: rl.Reload, Metrics: mtr.Handler(), Logger: log})
 	if err != nil {
 		return err
 	}

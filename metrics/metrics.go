@@ -1,0 +1,153 @@
+// Package metrics exposes the gateway's figures in the Prometheus text
+// format (github.com/prometheus/client_golang): per binding and member the
+// connections that dispatch accepted, refused and carries and their bytes;
+// per port the switches and automatic failovers; the gVisor stack's own
+// packet, ARP and TCP counters; and the Go runtime and process figures.
+//
+// It keeps almost no state of its own: its collectors read the counters
+// that dispatch, the registry and the stack already keep, at scrape time,
+// so that the data path pays nothing for a scrape and nothing extra per
+// packet. The one thing it counts itself is changes of a port's active
+// member, from the registry's change notifications (Watch), which it also
+// logs. Series of members that leave the table go with them.
+//
+//	m, err := metrics.New(metrics.Options{Table: reg, Conns: fwd, Stack: st, Logger: log})
+//	reg.Watch(m.Watch)
+//	http.Handle("/metrics", m.Handler())
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vipmux/vipmux/dispatch"
+	"github.com/vipmux/vipmux/registry"
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// Table returns the registry's current table; *registry.Registry
+// implements it.
+type Table interface {
+	Table() *registry.Table
+}
+
+// Conns returns dispatch's per-member connection counters;
+// *dispatch.Forwarder implements it. Stats must be safe for concurrent use
+// and must not block for long: it runs on every scrape.
+type Conns interface {
+	Stats() []dispatch.MemberStats
+}
+
+// Stack returns the gVisor stack's counters; *stack.Stack implements it.
+type Stack interface {
+	Stats() tcpip.Stats
+}
+
+// Options configures New.
+type Options struct {
+	// Table is the registry's table: which bindings and members exist.
+	// Required.
+	Table Table
+	// Conns are dispatch's connection counters; nil leaves the connection
+	// metrics out.
+	Conns Conns
+	// Stack is the gVisor stack; nil leaves the stack metrics out.
+	Stack Stack
+	// Logger receives one Info line per change of a port's active member
+	// (switch, automatic failover, failback) and scrape errors. Required.
+	Logger *slog.Logger
+}
+
+// Metrics is the gateway's Prometheus registry: a private one, not the
+// process-global default, holding vipmux's collectors and the standard Go
+// and process collectors.
+type Metrics struct {
+	reg     *prometheus.Registry
+	table   *tableCollector
+	log     *slog.Logger
+	handler http.Handler
+}
+
+// New returns the gateway's metrics.
+func New(opts Options) (*Metrics, error) {
+	if opts.Table == nil {
+		return nil, errors.New("metrics: Options.Table is required")
+	}
+	if opts.Logger == nil {
+		return nil, errors.New("metrics: Options.Logger is required")
+	}
+	m := &Metrics{
+		reg:   prometheus.NewRegistry(),
+		table: newTableCollector(opts.Table),
+		log:   opts.Logger,
+	}
+	cs := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.table,
+	}
+	if opts.Conns != nil {
+		cs = append(cs, newConnCollector(opts.Table, opts.Conns))
+	}
+	if opts.Stack != nil {
+		cs = append(cs, newStackCollector(opts.Stack))
+	}
+	for _, c := range cs {
+		if err := m.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register %T: %w", c, err)
+		}
+	}
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:      errorLog{opts.Logger},
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+	return m, nil
+}
+
+// Handler returns the HTTP handler that serves the metrics in the
+// Prometheus text format (or OpenMetrics/protobuf when the scraper asks).
+func (m *Metrics) Handler() http.Handler { return m.handler }
+
+// Gatherer returns the private registry, for tests and for tools that
+// push.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
+
+// Watch counts and logs the changes of a port's active member between
+// prev and next, and forgets the counts of bindings that next no longer
+// has. Give it to registry.Watch; it runs with the registry's write lock
+// held and takes only its own lock.
+func (m *Metrics) Watch(prev, next *registry.Table) {
+	for _, c := range m.table.observe(prev, next) {
+		m.log.Info("active member changed", "binding", c.Key.String(), "from", c.From, "to", c.To, "cause", c.Cause, "why", c.Why)
+	}
+}
+
+// errorLog passes promhttp's errors to slog.
+type errorLog struct{ log *slog.Logger }
+
+// Println implements promhttp.Logger.
+func (l errorLog) Println(v ...any) { l.log.Error("metrics scrape", "err", fmt.Sprint(v...)) }
+
+// Label names.
+const (
+	labelIP        = "ip"
+	labelPort      = "port"
+	labelMember    = "member"
+	labelReason    = "reason"
+	labelDirection = "direction"
+)
+
+// portLabel is a binding's port as a label value: "*" for every port
+// (mode 1), as status prints it.
+func portLabel(p uint16) string {
+	if p == 0 {
+		return "*"
+	}
+	return strconv.Itoa(int(p))
+}
