@@ -35,8 +35,8 @@ func (g *Gateway) hup() {
 
 // waitLog waits up to 10 s for the gateway's log to contain want n times
 // in all, and returns the log.
-func (g *Gateway) waitLog(want string, n int) string {
-	g.tp.t.Helper()
+func (g *Gateway) waitLog(t testing.TB, want string, n int) string {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		log := g.Log()
@@ -44,7 +44,7 @@ func (g *Gateway) waitLog(want string, n int) string {
 			return log
 		}
 		if time.Now().After(deadline) {
-			g.tp.t.Fatalf("gateway log: %d lines with %q after 10 s, want %d:\n%s", strings.Count(log, want), want, n, log)
+			t.Fatalf("gateway log: %d lines with %q after 10 s, want %d:\n%s", strings.Count(log, want), want, n, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -128,7 +128,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// 1. SIGHUP with new health, dispatch and log settings.
 	tp.rewriteConfig(g, sharedConfig+"\n[health]\ninterval = \"200ms\"\n[dispatch]\ndial_timeout = \"2s\"\n[log]\nlevel = \"debug\"\n")
 	g.hup()
-	g.waitLog("config reloaded", 1)
+	g.waitLog(t, "config reloaded", 1)
 	// 2. vipmux reload with other changes.
 	tp.rewriteConfig(g, sharedConfig+"\n[health]\ninterval = \"200ms\"\nfall = 3\n[arp]\ngarp_count = 1\n")
 	out := tp.MustCLI("reload")
@@ -139,7 +139,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// changes.
 	tp.rewriteConfig(g, sharedConfig+"\n[health]\nrise = 0\n")
 	g.hup()
-	g.waitLog("reload refused", 1)
+	g.waitLog(t, "reload refused", 1)
 	if _, errOut, code := tp.CLI(nil, "reload"); code == 0 || !strings.Contains(errOut, "health.rise: 0 is out of range") {
 		t.Errorf("vipmux reload of a bad file: exit %d, stderr %q; want non-zero naming health.rise", code, errOut)
 	}
@@ -201,7 +201,7 @@ func TestReloadSettings(t *testing.T) {
 		if got := tp.Get(url); got != "web-a" {
 			t.Fatalf("GET %s = %q, want web-a", url, got)
 		}
-		if log := g.Log(); strings.Contains(log, "msg=proxying") {
+		if log := g.Log(); strings.Contains(log, `msg="connection accepted"`) {
 			t.Fatalf("a per-connection debug line at level info:\n%s", log)
 		}
 		tp.rewriteConfig(g, sharedConfig+"\n[log]\nlevel = \"debug\"\n")
@@ -209,12 +209,12 @@ func TestReloadSettings(t *testing.T) {
 			t.Errorf("vipmux reload: %q, want %q", out, "reloaded: log.level\n")
 		}
 		tp.Get(url)
-		g.waitLog("msg=proxying", 1)
+		g.waitLog(t, `msg="connection accepted"`, 1)
 
 		tp.rewriteConfig(g, sharedConfig+"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n")
 		tp.MustCLI("reload")
 		tp.Get(url)
-		g.waitLog(`"msg":"proxying"`, 1)
+		g.waitLog(t, `"msg":"connection accepted"`, 1)
 		tp.rewriteConfig(g, sharedConfig)
 		tp.MustCLI("reload")
 		tp.MustCLI("deregister", "--name", "web-a", "--port", "8080")
@@ -303,15 +303,15 @@ func TestReloadSettings(t *testing.T) {
 				}
 			}
 		}
-		g.waitLog("reload refused", 5)
+		g.waitLog(t, "reload refused", 5)
 		// Nothing of any refused file took effect (the first one's level
 		// debug would log the GET), and the gateway serves.
-		proxying := strings.Count(g.Log(), "proxying")
+		proxying := strings.Count(g.Log(), "connection accepted")
 		if got := tp.Get(url); got != "web-a" {
 			t.Errorf("GET %s after refused reloads = %q, want web-a", url, got)
 		}
 		time.Sleep(200 * time.Millisecond)
-		if n := strings.Count(g.Log(), "proxying"); n != proxying {
+		if n := strings.Count(g.Log(), "connection accepted"); n != proxying {
 			t.Errorf("a connection after the refused reloads logged at debug level: the refused [log] level took effect")
 		}
 		if after := tp.Status().Summary(); strings.Join(after, " ") != strings.Join(before, " ") {
