@@ -129,18 +129,20 @@ func TestLeaseExpiry(t *testing.T) {
 	t.Parallel()
 	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}})
 	tp.Start()
-	sent := time.Now() // the lease runs from the gateway's receipt of the request
-	tp.MustCLI("register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", tp.Server("web-a").IP, "--ttl", "1s")
 	tp.Register("web-b", "198.18.0.11", tp.Server("web-b").IP) // permanent
+	// 3 s, not the minimum 1 s: on a loaded 2-core machine the CLI and
+	// curl between the register and the check can take a second.
+	sent := time.Now() // the lease runs from the gateway's receipt of the request
+	tp.MustCLI("register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", tp.Server("web-a").IP, "--ttl", "3s")
 	if got := tp.Get("http://198.18.0.10:8080/"); got != "web-a" {
-		t.Errorf("right after register --ttl 1s: curl 198.18.0.10 = %q, want web-a", got)
+		t.Errorf("right after register --ttl 3s: curl 198.18.0.10 = %q, want web-a", got)
 	}
 	tp.waitLeases("web-a's lease ended", 10*time.Second, func(ms map[string]leaseMember) bool {
 		_, ok := ms["198.18.0.10:0/web-a"]
 		return !ok
 	})
-	if d := time.Since(sent); d < time.Second {
-		t.Errorf("web-a removed %v after its register request with --ttl 1s, want no sooner than 1s", d)
+	if d := time.Since(sent); d < 3*time.Second {
+		t.Errorf("web-a removed %v after its register request with --ttl 3s, want no sooner than 3s", d)
 	}
 	if r := tp.Dial("198.18.0.10:8080", 3*time.Second); r.OK {
 		t.Errorf("after the lease ended: dial 198.18.0.10:8080 succeeded, want failure")
@@ -159,8 +161,8 @@ func TestLeaseMode2Failover(t *testing.T) {
 	t.Parallel()
 	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}, Extra: sharedConfig})
 	tp.Start()
-	tp.MustCLI("register", "--name", "web-a", "--port", "8080", "--backend", tp.Server("web-a").IP+":8080", "--state", "active", "--ttl", "1s")
 	tp.MustCLI("register", "--name", "web-b", "--port", "8080", "--backend", tp.Server("web-b").IP+":8080", "--state", "standby")
+	tp.MustCLI("register", "--name", "web-a", "--port", "8080", "--backend", tp.Server("web-a").IP+":8080", "--state", "active", "--ttl", "3s")
 	url := "http://" + sharedIP + ":8080/"
 	if got := tp.Get(url); got != "web-a" {
 		t.Errorf("before the lease ends: curl %s = %q, want web-a", url, got)
