@@ -39,6 +39,7 @@ Example:
 			&cli.PathFlag{Name: "config", Aliases: []string{"c"}, Value: "/etc/vipmux/vipmux.toml", Usage: "TOML config `FILE`", EnvVars: []string{"VIPMUX_CONFIG"}},
 			&cli.StringFlag{Name: "log-level", Usage: "override [log] level: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Usage: "override [log] format: text or json"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go's profiler (/debug/pprof/) on `ADDR`, e.g. 127.0.0.1:6060; no authentication, keep it on loopback"},
 			&cli.BoolFlag{Name: "reset-state", Usage: "start with an empty table: move the state file (corrupt or not) aside to FILE.corrupt-UNIXTIME, never deleting it"},
 		},
 		Action: func(c *cli.Context) error {
@@ -56,6 +57,13 @@ Example:
 				return err
 			}
 			log := newLogger(cfg.Log, c.App.ErrWriter)
+			if addr := c.String("pprof"); addr != "" {
+				stopPprof, err := startPprof(addr, log)
+				if err != nil {
+					return err
+				}
+				defer stopPprof()
+			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if err := serve(ctx, cfg, log, c.Bool("reset-state")); err != nil {
