@@ -64,6 +64,11 @@ type NIC struct {
 	// Router is [nic] router: optional next hop for off-link clients; it
 	// must lie in one of Networks. The zero value means none.
 	Router netip.Addr
+	// Offload is [nic] offload: hand the host kernel 64 KiB TCP segments
+	// to split (GSO) and take coalesced ones from it (GRO), through a
+	// virtio-net header on the packet socket. Default true; the nic
+	// driver falls back to per-frame I/O where the kernel lacks support.
+	Offload bool
 }
 
 // Control is the [control] section: the HTTP/JSON control API.
@@ -224,6 +229,9 @@ var (
 // so it does not pass Validate on its own.
 func Default() *Config {
 	return &Config{
+		NIC: NIC{
+			Offload: true,
+		},
 		Control: Control{
 			Listen: "127.0.0.1:7070",
 		},
@@ -279,6 +287,7 @@ type raw struct {
 		MTU       int      `toml:"mtu"`
 		Networks  []string `toml:"networks"`
 		Router    string   `toml:"router"`
+		Offload   bool     `toml:"offload"`
 	} `toml:"nic"`
 	Control struct {
 		Listen    string `toml:"listen"`
@@ -331,6 +340,7 @@ func Parse(data []byte) (*Config, error) {
 	def := Default()
 	var r raw
 	// Start from the defaults; the decoder overwrites only the keys present.
+	r.NIC.Offload = def.NIC.Offload
 	r.Control.Listen = def.Control.Listen
 	r.State.Path = def.State.Path
 	r.Dispatch.DialTimeout = def.Dispatch.DialTimeout.String()
@@ -372,6 +382,7 @@ func Parse(data []byte) (*Config, error) {
 	c.NIC.Driver = r.NIC.Driver
 	c.NIC.Interface = r.NIC.Interface
 	c.NIC.MTU = r.NIC.MTU
+	c.NIC.Offload = r.NIC.Offload
 	if r.NIC.MAC != "" {
 		mac, err := net.ParseMAC(r.NIC.MAC)
 		if err != nil {

@@ -3,6 +3,8 @@ package nic
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -38,9 +40,71 @@ func openAFPacket(opts Options) (*Link, error) {
 		return nil, fmt.Errorf("set interface up: %w", err)
 	}
 
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if opts.Offload {
+		l, err := openOffload(opts.Interface, attrs.Index, mac, mtu, opts.Logger)
+		if err == nil {
+			return l, nil
+		}
+		opts.Logger.Info("segmentation offloads off: the kernel refused them; one frame per read and write", "interface", opts.Interface, "err", err)
+	}
+	fd, err := packetSocket(attrs.Index, unix.ETH_P_ALL, false)
 	if err != nil {
-		return nil, fmt.Errorf("packet socket (needs CAP_NET_RAW): %w", err)
+		return nil, err
+	}
+	l, err := newFDLink(fd, opts.Interface, mac, mtu, attrs.Index)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return l, nil
+}
+
+// openOffload opens the front link with segmentation offloads (see
+// vnetEndpoint): a receiving and a sending packet socket, both with a
+// virtio-net header, and GRO on the interface.
+func openOffload(name string, ifindex int, mac net.HardwareAddr, mtu uint32, log *slog.Logger) (*Link, error) {
+	rx, err := packetSocket(ifindex, unix.ETH_P_ALL, true)
+	if err != nil {
+		return nil, err
+	}
+	// Protocol 0: the sending socket receives no frame at all.
+	tx, err := packetSocket(ifindex, 0, true)
+	if err != nil {
+		unix.Close(rx)
+		return nil, err
+	}
+	ep, err := newVnetEndpoint(rx, tx, mac, mtu, ifindex, log)
+	if err != nil {
+		unix.Close(rx)
+		unix.Close(tx)
+		return nil, err
+	}
+	// Without GRO the kernel hands over single frames: correct, only slower.
+	gro, err := enableGRO(name)
+	if err != nil {
+		log.Info("receive offload (GRO) stays off on the front interface", "interface", name, "err", err)
+	}
+	log.Info("segmentation offloads on", "interface", name, "tx", "host GSO, 64 KiB segments", "rx_gro", gro)
+	return &Link{
+		Endpoint: ep,
+		Name:     name,
+		MAC:      mac,
+		MTU:      mtu,
+		Offload:  true,
+		close: func() error {
+			ep.closeStop()
+			return errors.Join(unix.Close(rx), unix.Close(tx))
+		},
+	}, nil
+}
+
+// packetSocket opens an AF_PACKET socket bound to interface ifindex for
+// protocol proto (ETH_P_ALL to receive every frame, 0 to receive none),
+// with a virtio-net header on every message if vnet.
+func packetSocket(ifindex int, proto uint16, vnet bool) (int, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(proto)))
+	if err != nil {
+		return -1, fmt.Errorf("packet socket (needs CAP_NET_RAW): %w", err)
 	}
 	ok := false
 	defer func() {
@@ -48,24 +112,27 @@ func openAFPacket(opts Options) (*Link, error) {
 			unix.Close(fd)
 		}
 	}()
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: attrs.Index}); err != nil {
-		return nil, fmt.Errorf("bind packet socket: %w", err)
+	// The virtio-net header goes on before bind, so that no frame arrives
+	// without one.
+	if vnet {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return -1, fmt.Errorf("set PACKET_VNET_HDR: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifindex}); err != nil {
+		return -1, fmt.Errorf("bind packet socket: %w", err)
 	}
 	// Our own transmitted frames must not come back as received ones.
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
-		return nil, fmt.Errorf("set PACKET_IGNORE_OUTGOING: %w", err)
+		return -1, fmt.Errorf("set PACKET_IGNORE_OUTGOING: %w", err)
 	}
 	for _, o := range []int{unix.SO_RCVBUFFORCE, unix.SO_SNDBUFFORCE} {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o, socketBuffer); err != nil && !errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("set socket buffer: %w", err)
+			return -1, fmt.Errorf("set socket buffer: %w", err)
 		}
 	}
-	l, err := newFDLink(fd, opts.Interface, mac, mtu, attrs.Index)
-	if err != nil {
-		return nil, err
-	}
 	ok = true
-	return l, nil
+	return fd, nil
 }
 
 // htons converts a short from host to network byte order.

@@ -122,6 +122,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, resetState
 		Interface: cfg.NIC.Interface,
 		MAC:       cfg.NIC.MAC,
 		MTU:       uint32(cfg.NIC.MTU),
+		Offload:   cfg.NIC.Offload,
 		Logger:    log,
 	})
 	if err != nil {
