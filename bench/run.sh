@@ -21,6 +21,7 @@ RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (belo
 #   ONLY=throughput,conns,latency,idle,switch,failover,scale  measure only these groups
 #   PATHS="haproxy vipmux-m1"   paths of the per-path figures (direct haproxy vipmux-m1 vipmux-m2)
 #   NIC_EXTRA='offload = false' DISPATCH_EXTRA='time_wait = "10ms"'  extra vipmux config lines
+#   CLIENT_PORTS="40000 40511"  narrow the client's ephemeral ports (ports come back fast: TIME_WAIT experiments)
 #   OUT=file.md                 where the table goes (default bench/results/DATE-HOST[-quick].md)
 #   PPROF_DIR=dir               save a CPU profile of vipmux per load and path (serve --pprof)
 ONLY=${ONLY:-}
@@ -64,6 +65,7 @@ nsx $C ip link set c0 up; nsx $C ip link set c1 up
 nsx $C ip route add 198.19.0.0/24 via 198.19.128.2
 # Frames as from a wire (full checksums), on both client links alike.
 for d in c0 c1; do nsx $C ethtool -K $d tx off tso off gso off >/dev/null; done
+[ -z "${CLIENT_PORTS:-}" ] || nsx $C sysctl -qw net.ipv4.ip_local_port_range="$CLIENT_PORTS"
 nsx $G sysctl -qw net.ipv4.ip_forward=1
 nsx $G ip addr add 198.19.128.2/24 dev h0; nsx $G ip link set h0 up
 nsx $G ip link add br0 type bridge; nsx $G ip addr add 198.19.0.1/24 dev br0; nsx $G ip link set br0 up

@@ -107,7 +107,9 @@ type Dispatch struct {
 	// dialled at once; default 8192, 1..65536.
 	MaxInFlight int
 	// TimeWait is [dispatch] time_wait: TCP TIME_WAIT on the gateway's
-	// client-side connections; default 1s, 0..60s.
+	// client-side connections; default 10ms, 0..60s. A client's SYN that
+	// meets one of them waits out the TIME_WAIT and a 1 s retransmit (see
+	// config.example.toml).
 	TimeWait Duration
 }
 
@@ -241,7 +243,7 @@ func Default() *Config {
 		Dispatch: Dispatch{
 			DialTimeout: Duration{3 * time.Second},
 			MaxInFlight: 8192,
-			TimeWait:    Duration{1 * time.Second},
+			TimeWait:    Duration{10 * time.Millisecond},
 		},
 		Health: Health{
 			Enabled:  true,

@@ -41,7 +41,7 @@ func TestDefault(t *testing.T) {
 		NIC:      NIC{Offload: true},
 		Control:  Control{Listen: "127.0.0.1:7070"},
 		State:    State{Path: "/var/lib/vipmux/state.json"},
-		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{time.Second}},
+		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}},
 		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:      Log{Level: "info", Format: "text"},
