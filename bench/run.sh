@@ -26,7 +26,8 @@ RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (belo
 #   PPROF_DIR=dir               save a CPU profile of vipmux per load and path (serve --pprof)
 ONLY=${ONLY:-}
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
-BIN=bin/vipmux NAMESRV=bin/namesrv LOADGEN=bin/loadgen
+BIN=${BIN:-bin/vipmux} NAMESRV=bin/namesrv LOADGEN=bin/loadgen
+VIPMUX_ENV=${VIPMUX_ENV:-}  # e.g. VIPMUX_ENV="GOGC=200": environment of the vipmux process only
 [ "$(id -u)" = 0 ] || { echo "bench: run as root"; exit 1; }
 ulimit -n 20000 2>/dev/null || true
 
@@ -124,9 +125,11 @@ ${DISPATCH_EXTRA:-}
 [arp]
 dad_probes = 0
 TOML
-bg nsx $G "$BIN" serve --config "$tmp/vipmux.toml" ${PPROF_DIR:+--pprof 127.0.0.1:6060}
+bg nsx $G env $VIPMUX_ENV "$BIN" serve --config "$tmp/vipmux.toml" ${PPROF_DIR:+--pprof 127.0.0.1:6060}
 for _ in $(seq 100); do nsx $G "$BIN" status >/dev/null 2>&1 && break; sleep 0.1; done
 VPID=$(pgrep -f "serve --config $tmp/vipmux.toml" | head -1)
+# GW_AFTER="ethtool -K f0 gro off": a command run in the gateway namespace once vipmux is up (experiments)
+[ -z "${GW_AFTER:-}" ] || nsx $G $GW_AFTER
 vmx() { nsx $G "$BIN" "$@" >/dev/null; }
 vmx register --name web-a --ip 198.18.0.10 --backend 198.19.0.2
 vmx register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active

@@ -41,7 +41,7 @@ func openAFPacket(opts Options) (*Link, error) {
 	}
 
 	if opts.Offload {
-		l, err := openOffload(opts.Interface, attrs.Index, mac, mtu, opts.Logger)
+		l, err := openOffload(link, mac, mtu, opts.Logger)
 		if err == nil {
 			return l, nil
 		}
@@ -62,7 +62,11 @@ func openAFPacket(opts Options) (*Link, error) {
 // openOffload opens the front link with segmentation offloads (see
 // vnetEndpoint): a receiving and a sending packet socket, both with a
 // virtio-net header, and GRO on the interface.
-func openOffload(name string, ifindex int, mac net.HardwareAddr, mtu uint32, log *slog.Logger) (*Link, error) {
+func openOffload(link netlink.Link, mac net.HardwareAddr, mtu uint32, log *slog.Logger) (*Link, error) {
+	name, ifindex := link.Attrs().Name, link.Attrs().Index
+	if err := limitGRO(link); err != nil {
+		return nil, err
+	}
 	rx, err := packetSocket(ifindex, unix.ETH_P_ALL, true)
 	if err != nil {
 		return nil, err
@@ -96,6 +100,25 @@ func openOffload(name string, ifindex int, mac net.HardwareAddr, mtu uint32, log
 			return errors.Join(unix.Close(rx), unix.Close(tx))
 		},
 	}, nil
+}
+
+// limitGRO keeps coalesced segments within what the receive path and gVisor
+// take: at most 64 KiB. An interface configured for BIG TCP (gro_max_size
+// or gro_ipv4_max_size above 64 KiB) would hand over larger ones, which
+// the receive buffer truncates (IPv4 ones also carry no valid length).
+func limitGRO(link netlink.Link) error {
+	a := link.Attrs()
+	if a.GROMaxSize > maxGROSize {
+		if err := netlink.LinkSetGROMaxSize(link, maxGROSize); err != nil {
+			return fmt.Errorf("lower gro_max_size %d to %d: %w", a.GROMaxSize, maxGROSize, err)
+		}
+	}
+	if a.GROIPv4MaxSize > maxGROSize {
+		if err := netlink.LinkSetGROIPv4MaxSize(link, maxGROSize); err != nil {
+			return fmt.Errorf("lower gro_ipv4_max_size %d to %d: %w", a.GROIPv4MaxSize, maxGROSize, err)
+		}
+	}
+	return nil
 }
 
 // packetSocket opens an AF_PACKET socket bound to interface ifindex for

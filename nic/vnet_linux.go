@@ -34,11 +34,14 @@ const (
 // rxBatch is how many frames one recvmmsg reads.
 const rxBatch = 8
 
-// rxFrameMax is the largest frame the receive path takes: a 64 KiB IP
-// packet that GRO coalesced (the kernel's default gro_max_size), its
-// Ethernet header and a VLAN tag. A longer one arrives truncated and is
-// dropped.
-const rxFrameMax = 1<<16 + header.EthernetMinimumSize + 4
+// maxGROSize is the largest IP packet that GRO may coalesce for us: the
+// kernel's default gro_max_size, 64 KiB (Open lowers a larger one).
+const maxGROSize = 1 << 16
+
+// rxFrameMax is the largest frame the receive path takes: a maxGROSize IP
+// packet, its Ethernet header and a VLAN tag. A longer one arrives
+// truncated and is dropped.
+const rxFrameMax = maxGROSize + header.EthernetMinimumSize + 4
 
 // vnetEndpoint is the front link with segmentation offloads: gVisor's
 // fdbased endpoint writes through txfd, a packet socket that receives
