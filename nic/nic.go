@@ -31,9 +31,8 @@
 // crossed a wire (VIRTIO_NET_HDR_F_NEEDS_CSUM: a segment that GRO coalesced
 // from verified frames, or a frame from a local process or veth peer).
 // Trust is per frame, never for the whole link: a frame that the kernel did
-// not vouch for (a NIC that reports CHECKSUM_COMPLETE, GRO off, a corrupt
-// frame that GRO refused to merge) is verified in software as without
-// offloads. Ethernet's FCS alone would not do: it covers one hop, not a
+// not vouch for (GRO off and a driver that checks nothing, a corrupt frame
+// that GRO refused to merge) is verified in software as without offloads. Ethernet's FCS alone would not do: it covers one hop, not a
 // frame corrupted in a switch's memory. See vnetEndpoint.
 //
 // Without offloads, a veth peer on the same host may send frames with a
