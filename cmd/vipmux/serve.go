@@ -57,6 +57,7 @@ Example:
 				return err
 			}
 			log := newLogger(cfg.Log, c.App.ErrWriter)
+			setGCPercent()
 			if addr := c.String("pprof"); addr != "" {
 				stopPprof, err := startPprof(addr, log)
 				if err != nil {
