@@ -17,7 +17,17 @@ QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; T=${T:-3}; IDLE_N=${IDLE_N:-2000}; SCALE_N=${SCALE_N:-1000}
 else RUNS=${RUNS:-3}; T=${T:-10}; IDLE_N=${IDLE_N:-10000}; SCALE_N=${SCALE_N:-10000}; fi
 RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (below saturation)
-BIN=bin/vipmux NAMESRV=bin/namesrv LOADGEN=bin/loadgen
+# Development knobs (defaults: everything, as documented):
+#   ONLY=throughput,conns,latency,idle,switch,failover,scale  measure only these groups
+#   PATHS="haproxy vipmux-m1"   paths of the per-path figures (direct haproxy vipmux-m1 vipmux-m2)
+#   NIC_EXTRA='offload = false' DISPATCH_EXTRA='time_wait = "10ms"'  extra vipmux config lines
+#   CLIENT_PORTS="40000 40511"  narrow the client's ephemeral ports (ports come back fast: TIME_WAIT experiments)
+#   OUT=file.md                 where the table goes (default bench/results/DATE-HOST[-quick].md)
+#   PPROF_DIR=dir               save a CPU profile of vipmux per load and path (serve --pprof)
+ONLY=${ONLY:-}
+want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+BIN=${BIN:-bin/vipmux} NAMESRV=bin/namesrv LOADGEN=bin/loadgen
+VIPMUX_ENV=${VIPMUX_ENV:-}  # e.g. VIPMUX_ENV="GOGC=200": environment of the vipmux process only
 [ "$(id -u)" = 0 ] || { echo "bench: run as root"; exit 1; }
 ulimit -n 20000 2>/dev/null || true
 
@@ -36,7 +46,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-bg()  { "$@" & pids+=($!); }
+# bg runs a server in the background and records its pid; "bg nsx NS cmd"
+# starts cmd through ip netns exec (which execs it) so that the pid is the
+# server's own, not a subshell's that cleanup could kill while cmd lives on.
+bg()  {
+	if [ "$1" = nsx ]; then ip netns exec "$2" "${@:3}" & else "$@" & fi
+	pids+=($!)
+}
 log() { printf '%s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- topology
@@ -50,6 +66,7 @@ nsx $C ip link set c0 up; nsx $C ip link set c1 up
 nsx $C ip route add 198.19.0.0/24 via 198.19.128.2
 # Frames as from a wire (full checksums), on both client links alike.
 for d in c0 c1; do nsx $C ethtool -K $d tx off tso off gso off >/dev/null; done
+[ -z "${CLIENT_PORTS:-}" ] || nsx $C sysctl -qw net.ipv4.ip_local_port_range="$CLIENT_PORTS"
 nsx $G sysctl -qw net.ipv4.ip_forward=1
 nsx $G ip addr add 198.19.128.2/24 dev h0; nsx $G ip link set h0 up
 nsx $G ip link add br0 type bridge; nsx $G ip addr add 198.19.0.1/24 dev br0; nsx $G ip link set br0 up
@@ -92,6 +109,7 @@ cat >"$tmp/vipmux.toml" <<TOML
 driver = "afpacket"
 interface = "f0"
 networks = ["198.18.0.0/16"]
+${NIC_EXTRA:-}
 [shared]
 address = "198.18.0.100"
 [control]
@@ -100,14 +118,18 @@ listen = "127.0.0.1:7070"
 path = "$tmp/state.json"
 [log]
 level = "warn"
+[dispatch]
+${DISPATCH_EXTRA:-}
 # The scale figure measures the table and the stack; duplicate-address
 # detection would add its probe wait (2 x 100 ms by default) to every new IP.
 [arp]
 dad_probes = 0
 TOML
-bg nsx $G "$BIN" serve --config "$tmp/vipmux.toml"
+bg nsx $G env $VIPMUX_ENV "$BIN" serve --config "$tmp/vipmux.toml" ${PPROF_DIR:+--pprof 127.0.0.1:6060}
 for _ in $(seq 100); do nsx $G "$BIN" status >/dev/null 2>&1 && break; sleep 0.1; done
 VPID=$(pgrep -f "serve --config $tmp/vipmux.toml" | head -1)
+# GW_AFTER="ethtool -K f0 gro off": a command run in the gateway namespace once vipmux is up (experiments)
+[ -z "${GW_AFTER:-}" ] || nsx $G $GW_AFTER
 vmx() { nsx $G "$BIN" "$@" >/dev/null; }
 vmx register --name web-a --ip 198.18.0.10 --backend 198.19.0.2
 vmx register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
@@ -117,7 +139,7 @@ HPID=$(pgrep -f "haproxy -f $tmp/haproxy.cfg" | head -1)
 for _ in $(seq 50); do nsx $C curl -s -m 1 -o /dev/null http://198.18.0.10:8080/ && break; sleep 0.1; done
 
 declare -A TARGET=([direct]=198.19.0.2 [haproxy]=198.19.128.2 [vipmux-m1]=198.18.0.10 [vipmux-m2]=198.18.0.100)
-PATHS=(direct haproxy vipmux-m1 vipmux-m2)
+read -r -a PATHS <<<"${PATHS:-direct haproxy vipmux-m1 vipmux-m2}"
 
 # ---------------------------------------------------------------- measures
 # Each prints one number.
@@ -128,22 +150,40 @@ iperf() { # iperf() IP [iperf3 flags]: Gbit/s received
 jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 
+# prof PATH LOAD cmd...: runs cmd; with PPROF_DIR set and PATH a vipmux
+# path, also saves a CPU profile of vipmux taken during cmd.
+prof() {
+	local p=$1 load=$2; shift 2
+	if [ -z "${PPROF_DIR:-}" ] || [[ $p != vipmux-* ]]; then "$@"; return; fi
+	mkdir -p "$PPROF_DIR"
+	(sleep 0.5; nsx $G curl -s -m $((T + 10)) -o "$PPROF_DIR/$p-$load.cpu.pprof" "http://127.0.0.1:6060/debug/pprof/profile?seconds=$((T > 3 ? T - 1 : 2))") &
+	local pp=$!
+	"$@"
+	wait "$pp" || true
+}
+
 declare -A R    # R[figure|path] = "v1 v2 v3"
 add() { R["$1|$2"]="${R["$1|$2"]:-} $3"; }
 for run in $(seq "$RUNS"); do
 	log "run $run/$RUNS"
 	for p in "${PATHS[@]}"; do
 		ip=${TARGET[$p]}
-		add "1 stream, Gbit/s" "$p" "$(iperf "$ip")"
-		add "1 stream reverse, Gbit/s" "$p" "$(iperf "$ip" -R)"
-		add "8 streams, Gbit/s" "$p" "$(iperf "$ip" -P 8)"
-		add "new conn/s" "$p" "$(nsx $C "$LOADGEN" conns -addr "$ip:8080" -c 32 -d "${T}s" | jget per_sec | xargs printf '%.0f')"
-		lat=$(nsx $C "$LOADGEN" rate -addr "$ip:8080" -c 16 -rate "$RATE" -d "${T}s")
-		add "p50 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p50_us)"
-		add "p99 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p99_us)"
-		add "p99.9 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p999_us)"
+		if want throughput; then
+			add "1 stream, Gbit/s" "$p" "$(prof "$p" 1stream iperf "$ip")"
+			add "1 stream reverse, Gbit/s" "$p" "$(prof "$p" reverse iperf "$ip" -R)"
+			add "8 streams, Gbit/s" "$p" "$(prof "$p" 8streams iperf "$ip" -P 8)"
+		fi
+		if want conns; then
+			add "new conn/s" "$p" "$(prof "$p" conns nsx $C "$LOADGEN" conns -addr "$ip:8080" -c 32 -d "${T}s" | jget per_sec | xargs printf '%.0f')"
+		fi
+		if want latency; then
+			lat=$(prof "$p" latency nsx $C "$LOADGEN" rate -addr "$ip:8080" -c 16 -rate "$RATE" -d "${T}s")
+			add "p50 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p50_us)"
+			add "p99 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p99_us)"
+			add "p99.9 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p999_us)"
+		fi
 	done
-	for p in haproxy vipmux-m1; do
+	want idle && for p in haproxy vipmux-m1; do
 		pid=$HPID; [ "$p" = haproxy ] || pid=$VPID
 		before=$(rss_kib "$pid")
 		nsx $C "$LOADGEN" idle -addr "${TARGET[$p]}:8080" -n "$IDLE_N" -hold 30s >"$tmp/idle.json" 2>"$tmp/idle.err" &
@@ -154,6 +194,7 @@ for run in $(seq "$RUNS"); do
 		kill "$lg" 2>/dev/null; wait "$lg" 2>/dev/null || true
 		add "KiB per idle conn" "$p" "$(awk -v a="$after" -v b="$before" -v n="$IDLE_N" 'BEGIN {printf "%.1f", (a-b)/n}')"
 	done
+	want switch || continue
 	# Manual switch → first new connection served by the new active.
 	# web-a is active: the API switch goes to web-b, the CLI's back.
 	to=web-b
@@ -172,6 +213,7 @@ done
 
 # Automatic failover: kill -9 the active server; first new connection served
 # by the standby. keepalived's VRRP default needs 3 × advert_int = 3 s.
+if want failover; then
 active=$(nsx $G "$BIN" status --json | python3 -c 'import json,sys
 for b in json.load(sys.stdin)["bindings"]:
     if b["port"]==8080:
@@ -185,8 +227,10 @@ if wait "$lg"; then
 else
 	add "kill -9 → first new conn, ms" vipmux-m2 "none"; log "failover: $(cat "$tmp/follow.err")"
 fi
+fi
 
 # Scale: SCALE_N mode-1 IPs on the one NIC.
+if want scale; then
 before=$(rss_kib "$VPID")
 reg=$(nsx $G "$LOADGEN" register -api http://127.0.0.1:7070 -n "$SCALE_N" -c 8 -base 198.18.100.0 -backend 198.19.0.2)
 after=$(rss_kib "$VPID")
@@ -202,10 +246,11 @@ for k in $(seq 10); do
 	arp+=("${ms:-none}")
 done
 R["ARP answer ms (10 random of $SCALE_N)|vipmux-m1"]=" ${arp[*]}"
+fi
 
 # ---------------------------------------------------------------- report
 host=$(hostname -s 2>/dev/null || echo host)
-out=bench/results/$(date +%Y-%m-%d)-$host$([ "$QUICK" = 1 ] && echo -quick).md
+out=${OUT:-bench/results/$(date +%Y-%m-%d)-$host$([ "$QUICK" = 1 ] && echo -quick).md}
 mkdir -p bench/results
 python3 - "$out" "$RUNS" "$T" "$(nproc)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<PY
 import sys, statistics

@@ -67,6 +67,11 @@ type NIC struct {
 	// its family (IPv4 or IPv6); it must lie in one of Networks. The zero
 	// value means none.
 	Router netip.Addr
+	// Offload is [nic] offload: hand the host kernel 64 KiB TCP segments
+	// to split (GSO) and take coalesced ones from it (GRO), through a
+	// virtio-net header on the packet socket. Default true; the nic
+	// driver falls back to per-frame I/O where the kernel lacks support.
+	Offload bool
 }
 
 // Control is the [control] section: the HTTP/JSON control API.
@@ -106,7 +111,9 @@ type Dispatch struct {
 	// dialled at once; default 8192, 1..65536.
 	MaxInFlight int
 	// TimeWait is [dispatch] time_wait: TCP TIME_WAIT on the gateway's
-	// client-side connections; default 1s, 0..60s.
+	// client-side connections; default 10ms, 0..60s. A client's SYN that
+	// meets one of them waits out the TIME_WAIT and a 1 s retransmit (see
+	// config.example.toml).
 	TimeWait Duration
 }
 
@@ -239,6 +246,9 @@ var (
 // so it does not pass Validate on its own.
 func Default() *Config {
 	return &Config{
+		NIC: NIC{
+			Offload: true,
+		},
 		Control: Control{
 			Listen: "127.0.0.1:7070",
 		},
@@ -248,7 +258,7 @@ func Default() *Config {
 		Dispatch: Dispatch{
 			DialTimeout: Duration{3 * time.Second},
 			MaxInFlight: 8192,
-			TimeWait:    Duration{1 * time.Second},
+			TimeWait:    Duration{10 * time.Millisecond},
 		},
 		Health: Health{
 			Enabled:  true,
@@ -294,6 +304,7 @@ type raw struct {
 		MTU       int      `toml:"mtu"`
 		Networks  []string `toml:"networks"`
 		Router    string   `toml:"router"`
+		Offload   bool     `toml:"offload"`
 	} `toml:"nic"`
 	Control struct {
 		Listen    string `toml:"listen"`
@@ -349,6 +360,7 @@ func Parse(data []byte) (*Config, error) {
 	def := Default()
 	var r raw
 	// Start from the defaults; the decoder overwrites only the keys present.
+	r.NIC.Offload = def.NIC.Offload
 	r.Control.Listen = def.Control.Listen
 	r.State.Path = def.State.Path
 	r.Dispatch.DialTimeout = def.Dispatch.DialTimeout.String()
@@ -390,6 +402,7 @@ func Parse(data []byte) (*Config, error) {
 	c.NIC.Driver = r.NIC.Driver
 	c.NIC.Interface = r.NIC.Interface
 	c.NIC.MTU = r.NIC.MTU
+	c.NIC.Offload = r.NIC.Offload
 	if r.NIC.MAC != "" {
 		mac, err := net.ParseMAC(r.NIC.MAC)
 		if err != nil {

@@ -38,9 +38,10 @@ func withDefaults(fn func(*Config)) *Config {
 
 func TestDefault(t *testing.T) {
 	want := &Config{
+		NIC:      NIC{Offload: true},
 		Control:  Control{Listen: "127.0.0.1:7070"},
 		State:    State{Path: "/var/lib/vipmux/state.json"},
-		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{time.Second}},
+		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}},
 		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:      Log{Level: "info", Format: "text"},
@@ -77,6 +78,7 @@ mac = "02:00:5e:00:53:01"
 mtu = 9000
 networks = ["198.18.0.0/24", "198.19.0.0/16"]
 router = "198.18.0.1"
+offload = false
 [control]
 listen = ":7171"
 token_file = "/etc/vipmux/token"

@@ -76,10 +76,12 @@ func TestChanges(t *testing.T) {
 				c.Control.TokenFile = "/etc/vipmux/token"
 				c.State.Path = "/tmp/state.json"
 				c.Dispatch.MaxInFlight = 10
+				c.NIC.Offload = !c.NIC.Offload
+				c.Metrics.Listen = "127.0.0.1:9100"
 			},
 			wantKeys: []string{
-				"control.listen", "control.token_file", "dispatch.max_in_flight",
-				"nic.driver", "nic.interface", "nic.mac", "nic.mtu", "nic.networks", "nic.router", "state.path",
+				"control.listen", "control.token_file", "dispatch.max_in_flight", "metrics.listen",
+				"nic.driver", "nic.interface", "nic.mac", "nic.mtu", "nic.networks", "nic.offload", "nic.router", "state.path",
 			},
 		},
 	}

@@ -17,13 +17,35 @@
 //   - "tap" creates a TAP device; the stack sits behind it with a MAC of its
 //     own. The operator bridges the TAP device to the front network.
 //
-// Checksums: the stack verifies the checksum of every received frame. A frame
-// from a wire carries a full checksum. A veth peer on the same host may send
-// frames with a partial checksum (the kernel leaves the rest to an offload that
-// a veth never performs); the stack drops those as corrupt. On a veth front
-// link, turn transmit checksum offload off on the peer that sends to us
-// (`ethtool -K PEER tx off`), exactly as the tests do. A TAP device does not
-// have this problem for frames that cross a bridge from a wire.
+// Offloads (Options.Offload, afpacket only): both packet sockets carry a
+// virtio-net header (PACKET_VNET_HDR). The stack hands the kernel TCP
+// segments of up to 64 KiB, which the kernel splits into frames and
+// checksums (host GSO, as runsc does); and Open turns GRO on for the
+// interface (on a veth this also moves its receive path to NAPI, where GRO
+// runs), so the kernel coalesces the frames of a flow into large segments
+// before the packet socket sees them. gVisor then handles one segment where
+// it handled up to 45 frames. Open probes every step and falls back (logged
+// at info) to one frame per read and write.
+//
+// Checksums: the stack verifies the checksum of every received frame,
+// except, with offloads on, a frame whose virtio-net header says that the
+// kernel has verified it (VIRTIO_NET_HDR_F_DATA_VALID: the NIC or GRO
+// checked it) or that the checksum is partial because the frame never
+// crossed a wire (VIRTIO_NET_HDR_F_NEEDS_CSUM: a segment that GRO coalesced
+// from verified frames, or a frame from a local process or veth peer).
+// Trust is per frame, never for the whole link: a frame that the kernel did
+// not vouch for (GRO off and a driver that checks nothing, a corrupt frame
+// that GRO refused to merge) is verified in software as without offloads. Ethernet's FCS alone would not do: it covers one hop, not a
+// frame corrupted in a switch's memory. See vnetEndpoint.
+//
+// Without offloads, a veth peer on the same host may send frames with a
+// partial checksum (the kernel leaves the rest to an offload that a veth
+// never performs); the stack drops those as corrupt. On such a front link,
+// turn transmit checksum offload off on the peer that sends to us
+// (`ethtool -K PEER tx off`), exactly as the tests do. With offloads on,
+// the virtio-net header marks such frames and the stack accepts them. A TAP
+// device does not have this problem for frames that cross a bridge from a
+// wire.
 //
 // Usage:
 //
@@ -65,6 +87,12 @@ type Options struct {
 	// MTU is the link MTU. Zero means the interface's MTU (afpacket) or 1500
 	// (tap).
 	MTU uint32
+	// Offload turns on segmentation offloads through a virtio-net header
+	// (afpacket only): the stack hands the kernel TCP segments of up to 64
+	// KiB to split (host GSO), and the kernel hands the stack coalesced
+	// ones (GRO on the interface). Open falls back to one frame per
+	// read and write, and logs so, where the kernel does not support it.
+	Offload bool
 	// Logger receives warnings about the interface's kernel settings.
 	Logger *slog.Logger
 }
@@ -79,6 +107,9 @@ type Link struct {
 	MAC net.HardwareAddr
 	// MTU is the link MTU.
 	MTU uint32
+	// Offload reports whether segmentation offloads are on (see
+	// Options.Offload).
+	Offload bool
 
 	close func() error
 }
@@ -105,6 +136,9 @@ func Open(opts Options) (*Link, error) {
 	case DriverAFPacket:
 		l, err = openAFPacket(opts)
 	case DriverTAP:
+		if opts.Offload {
+			opts.Logger.Info("segmentation offloads are afpacket only; the tap device reads and writes one frame at a time", "interface", opts.Interface)
+		}
 		l, err = openTAP(opts)
 	default:
 		return nil, fmt.Errorf("open nic %s: %w %q (want %q or %q)", opts.Interface, ErrUnknownDriver, opts.Driver, DriverAFPacket, DriverTAP)

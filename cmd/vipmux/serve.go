@@ -47,6 +47,7 @@ Examples:
 			&cli.StringFlag{Name: "log-level", Usage: "override [log] level: debug, info, warn, error"},
 			&cli.StringFlag{Name: "log-format", Usage: "override [log] format: text or json"},
 			&cli.PathFlag{Name: "pcap", Usage: "write the front NIC's frames (both ways) to `FILE` in pcap format, for tcpdump or Wireshark; created 0600, replaced if it exists"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go's profiler (/debug/pprof/) on `ADDR`, e.g. 127.0.0.1:6060; no authentication, keep it on loopback"},
 			&cli.BoolFlag{Name: "reset-state", Usage: "start with an empty table: move the state file (corrupt or not) aside to FILE.corrupt-UNIXTIME, never deleting it"},
 		},
 		Action: func(c *cli.Context) error {
@@ -69,6 +70,14 @@ Examples:
 			}
 			logs := newLogSwitch(cfg.Log, c.App.ErrWriter)
 			log := logs.Logger
+			setGCPercent()
+			if addr := c.String("pprof"); addr != "" {
+				stopPprof, err := startPprof(addr, log)
+				if err != nil {
+					return err
+				}
+				defer stopPprof()
+			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// SIGHUP reloads; it is caught from here on so that an early
@@ -161,6 +170,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 		Interface: cfg.NIC.Interface,
 		MAC:       cfg.NIC.MAC,
 		MTU:       uint32(cfg.NIC.MTU),
+		Offload:   cfg.NIC.Offload,
 		Logger:    log,
 	})
 	if err != nil {
