@@ -69,6 +69,10 @@ for d in c0 c1; do nsx $C ethtool -K $d tx off tso off gso off >/dev/null; done
 [ -z "${CLIENT_PORTS:-}" ] || nsx $C sysctl -qw net.ipv4.ip_local_port_range="$CLIENT_PORTS"
 nsx $G sysctl -qw net.ipv4.ip_forward=1
 nsx $G ip addr add 198.19.128.2/24 dev h0; nsx $G ip link set h0 up
+# vipmux turns GRO on on its own front link (f0), as a physical NIC has it
+# on by default; the kernel's front link gets the same, so that HAProxy and
+# the direct path receive coalesced segments too.
+nsx $G ethtool -K h0 gro on >/dev/null
 nsx $G ip link add br0 type bridge; nsx $G ip addr add 198.19.0.1/24 dev br0; nsx $G ip link set br0 up
 i=2
 for s in $A $B; do
