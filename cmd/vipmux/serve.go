@@ -70,7 +70,6 @@ Examples:
 			}
 			logs := newLogSwitch(cfg.Log, c.App.ErrWriter)
 			log := logs.Logger
-			setGCPercent()
 			if addr := c.String("pprof"); addr != "" {
 				stopPprof, err := startPprof(addr, log)
 				if err != nil {
