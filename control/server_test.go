@@ -641,3 +641,45 @@ func TestServe(t *testing.T) {
 		t.Errorf("listener %s still accepts after Serve returned", ln.Addr())
 	}
 }
+
+// A connection that never sent a request (a client's spare one) does not
+// hold up the shutdown: Serve closes it and returns nil, where
+// http.Server.Shutdown alone would count it as busy for 5 s, past
+// shutdownTimeout, and fail.
+func TestServeClosesUnusedConnections(t *testing.T) {
+	h, _ := testHandler(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, h) }()
+	c := &Client{BaseURL: "http://" + ln.Addr().String()}
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatalf("Status while serving: %v", err)
+	}
+	spare, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spare.Close()
+	// Status again: the server has accepted the spare connection by the
+	// time this one is answered (one accept loop, in order).
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatalf("Status while serving: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after cancel with an unused connection open = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return 10 s after cancel")
+	}
+	spare.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := spare.Read(make([]byte, 1)); err == nil {
+		t.Errorf("read on the unused connection after shutdown = %d bytes, want it closed", n)
+	}
+}

@@ -318,6 +318,13 @@ func (f *Forwarder) Stats() []MemberStats {
 	return out
 }
 
+// Active returns the number of proxied connections open now.
+func (f *Forwarder) Active() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.conns)
+}
+
 // Outcomes returns how many SYNs ended in each outcome.
 func (f *Forwarder) Outcomes() map[Outcome]uint64 {
 	out := make(map[Outcome]uint64, numOutcomes)

@@ -476,7 +476,9 @@ func (p *proc) exitCode() int {
 }
 
 // stop sends sig and waits up to timeout for the process to exit. It
-// returns the exit code, or ok=false when the process did not exit in time.
+// returns the exit code, or ok=false when the process did not exit in time;
+// then it sends SIGQUIT, so that the Go runtime writes every goroutine's
+// stack to the log.
 func (p *proc) stop(sig syscall.Signal, timeout time.Duration) (code int, elapsed time.Duration, ok bool) {
 	start := time.Now()
 	if !p.exited() {
@@ -486,6 +488,13 @@ func (p *proc) stop(sig syscall.Signal, timeout time.Duration) (code int, elapse
 	case <-p.done:
 		return p.exitCode(), time.Since(start), true
 	case <-time.After(timeout):
+		// Ask the Go runtime for every goroutine's stack (SIGQUIT), so
+		// that the log shows where the process hangs.
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(2 * time.Second):
+		}
 		return 0, time.Since(start), false
 	}
 }

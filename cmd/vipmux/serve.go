@@ -255,6 +255,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
+	// What follows (deferred) ends the proxied connections, releases the
+	// addresses and the NIC.
+	log.Info("gateway stopping", "proxied_connections", fwd.Active())
 	return err
 }
 
