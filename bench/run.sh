@@ -10,7 +10,9 @@
 #                                       web-a 198.19.0.2 (iperf3, namesrv)  web-b 198.19.0.3
 #
 # Every figure is the median of RUNS runs, with min and max, and its ratio
-# to HAProxy and to the direct kernel path measured in the same run.
+# to HAProxy and to the direct kernel path measured in the same run. The
+# table is rewritten after every round; a run that fails part-way says so
+# at its top, keeps the figures measured until then and the gateway's log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${QUICK:-0}
@@ -31,6 +33,9 @@ VIPMUX_ENV=${VIPMUX_ENV:-}  # e.g. VIPMUX_ENV="GOGC=200": environment of the vip
 [ "$(id -u)" = 0 ] || { echo "bench: run as root"; exit 1; }
 ulimit -n 20000 2>/dev/null || true
 
+host=$(hostname -s 2>/dev/null || echo host)
+out=${OUT:-bench/results/$(date +%Y-%m-%d)-$host$([ "$QUICK" = 1 ] && echo -quick).md}
+mkdir -p "$(dirname "$out")"
 id=$(printf '%04x' $((RANDOM)))
 C=vmxb$id-cli G=vmxb$id-gw A=vmxb$id-a B=vmxb$id-b
 tmp=$(mktemp -d /tmp/vipmux-bench.XXXXXX)
@@ -129,7 +134,8 @@ ${DISPATCH_EXTRA:-}
 [arp]
 dad_probes = 0
 TOML
-bg nsx $G env $VIPMUX_ENV "$BIN" serve --config "$tmp/vipmux.toml" ${PPROF_DIR:+--pprof 127.0.0.1:6060}
+ip netns exec $G env $VIPMUX_ENV "$BIN" serve --config "$tmp/vipmux.toml" ${PPROF_DIR:+--pprof 127.0.0.1:6060} 2>"$tmp/vipmux.log" &
+pids+=($!)
 for _ in $(seq 100); do nsx $G "$BIN" status >/dev/null 2>&1 && break; sleep 0.1; done
 VPID=$(pgrep -f "serve --config $tmp/vipmux.toml" | head -1)
 # GW_AFTER="ethtool -K f0 gro off": a command run in the gateway namespace once vipmux is up (experiments)
@@ -152,7 +158,11 @@ iperf() { # iperf() IP [iperf3 flags]: Gbit/s received
 	nsx $C iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
-rss_kib() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+# rss_kib PID: resident memory in KiB; fails, naming the process, if it is gone.
+rss_kib() {
+	[ -r "/proc/$1/status" ] || { log "bench: process $1 ($(ps -o comm= -p "$1" 2>/dev/null || echo gone)) is not running"; return 1; }
+	awk '/VmRSS/ {print $2}' "/proc/$1/status"
+}
 
 # prof PATH LOAD cmd...: runs cmd; with PPROF_DIR set and PATH a vipmux
 # path, also saves a CPU profile of vipmux taken during cmd.
@@ -166,10 +176,70 @@ prof() {
 	wait "$pp" || true
 }
 
+# ---------------------------------------------------------------- report
+# report writes the table of the figures so far to $out (and prints it with
+# "print"): after every round and at the end, and from the ERR trap, so that
+# a failure late in a long run does not lose the figures before it.
+report() {
+python3 - "$out" "$RUNS" "$T" "$(nproc)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "${1:-}" "$STATUS" <<PY
+import sys, statistics
+out, runs, t, cpus, commit, final, status = sys.argv[1:]
+raw = """$(for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done)"""
+figs = {}
+order = []
+for line in raw.strip().splitlines():
+    key, vals = line.split("\t")
+    fig, path = key.split("|")
+    if fig not in order: order.append(fig)
+    figs.setdefault(fig, {})[path] = vals.split()
+prefer = ["1 stream,", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch API", "switch command", "kill", "register", "KiB per registered", "gateway RSS", "ARP"]
+order.sort(key=lambda f: next((i for i, p in enumerate(prefer) if f.startswith(p)), 99))
+paths = ["direct", "haproxy", "vipmux-m1", "vipmux-m2"]
+def med(v):
+    nums = [float(x) for x in v if x != "none"]
+    if not nums: return None, "none"
+    m = statistics.median(nums)
+    s = "%g" % m if len(nums) == 1 else "%g (%g–%g)" % (m, min(nums), max(nums))
+    return m, s
+lines = ["# vipmux benchmark", "",
+         "commit %s, %s CPUs, %s run(s) of %s s each, median (min–max). Same run, same links, same servers." % (commit, cpus, runs, t), "",
+         *([] if status == "complete" else ["**Run %s.** The table holds the figures measured until then." % status, ""]),
+         "| figure | direct | haproxy | vipmux mode 1 | vipmux mode 2 | m1/haproxy | m1/direct |", "|---|---|---|---|---|---|---|"]
+for fig in order:
+    row = figs[fig]
+    meds = {p: med(row[p]) if p in row else (None, "") for p in paths}
+    def ratio(a, b):
+        x, y = meds[a][0], meds[b][0]
+        return "%.2f" % (x / y) if x is not None and y else ""
+    lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (fig, *(meds[p][1] for p in paths), ratio("vipmux-m1", "haproxy"), ratio("vipmux-m1", "direct")))
+lines += ["", "Reference for failover: keepalived's VRRP default needs 3 × advert_int = 3 s."]
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+if final == "print":
+    print(text)
+    print("written to", out)
+PY
+}
+STATUS=running
 declare -A R    # R[figure|path] = "v1 v2 v3"
+# A command that fails ends the run (set -e) but writes what was measured,
+# says where, and keeps the gateway's log next to the table.
+on_err() {
+	local rc=$? line=$1
+	log "bench: failed (exit $rc) at bench/run.sh:$line: $BASH_COMMAND"
+	STATUS="INCOMPLETE: failed (exit $rc) at bench/run.sh:$line: ${BASH_COMMAND//\"/}"
+	[ -z "${VPID:-}" ] || kill -0 "$VPID" 2>/dev/null || STATUS="$STATUS (vipmux serve was no longer running)"
+	report print || true
+	if [ -s "$tmp/vipmux.log" ]; then
+		cp "$tmp/vipmux.log" "${out%.md}.vipmux.log"
+		log "bench: gateway log kept in ${out%.md}.vipmux.log"
+	fi
+}
+trap 'on_err $LINENO' ERR
 add() { R["$1|$2"]="${R["$1|$2"]:-} $3"; }
 for run in $(seq "$RUNS"); do
 	log "run $run/$RUNS"
+	[ "$run" = 1 ] || report
 	for p in "${PATHS[@]}"; do
 		ip=${TARGET[$p]}
 		if want throughput; then
@@ -231,6 +301,7 @@ if wait "$lg"; then
 else
 	add "kill -9 → first new conn, ms" vipmux-m2 "none"; log "failover: $(cat "$tmp/follow.err")"
 fi
+report
 fi
 
 # Scale: SCALE_N mode-1 IPs on the one NIC.
@@ -254,44 +325,5 @@ for k in $(seq 10); do
 done
 R["ARP answer ms (10 random of $SCALE_N)|vipmux-m1"]=" ${arp[*]}"
 fi
-
-# ---------------------------------------------------------------- report
-host=$(hostname -s 2>/dev/null || echo host)
-out=${OUT:-bench/results/$(date +%Y-%m-%d)-$host$([ "$QUICK" = 1 ] && echo -quick).md}
-mkdir -p bench/results
-python3 - "$out" "$RUNS" "$T" "$(nproc)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<PY
-import sys, statistics
-out, runs, t, cpus, commit = sys.argv[1:]
-raw = """$(for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done)"""
-figs = {}
-order = []
-for line in raw.strip().splitlines():
-    key, vals = line.split("\t")
-    fig, path = key.split("|")
-    if fig not in order: order.append(fig)
-    figs.setdefault(fig, {})[path] = vals.split()
-prefer = ["1 stream,", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch API", "switch command", "kill", "register", "KiB per registered", "gateway RSS", "ARP"]
-order.sort(key=lambda f: next((i for i, p in enumerate(prefer) if f.startswith(p)), 99))
-paths = ["direct", "haproxy", "vipmux-m1", "vipmux-m2"]
-def med(v):
-    nums = [float(x) for x in v if x != "none"]
-    if not nums: return None, "none"
-    m = statistics.median(nums)
-    s = "%g" % m if len(nums) == 1 else "%g (%g–%g)" % (m, min(nums), max(nums))
-    return m, s
-lines = ["# vipmux benchmark", "",
-         "commit %s, %s CPUs, %s run(s) of %s s each, median (min–max). Same run, same links, same servers." % (commit, cpus, runs, t), "",
-         "| figure | direct | haproxy | vipmux mode 1 | vipmux mode 2 | m1/haproxy | m1/direct |", "|---|---|---|---|---|---|---|"]
-for fig in order:
-    row = figs[fig]
-    meds = {p: med(row[p]) if p in row else (None, "") for p in paths}
-    def ratio(a, b):
-        x, y = meds[a][0], meds[b][0]
-        return "%.2f" % (x / y) if x is not None and y else ""
-    lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (fig, *(meds[p][1] for p in paths), ratio("vipmux-m1", "haproxy"), ratio("vipmux-m1", "direct")))
-lines += ["", "Reference for failover: keepalived's VRRP default needs 3 × advert_int = 3 s."]
-text = "\n".join(lines) + "\n"
-open(out, "w").write(text)
-print(text)
-print("written to", out)
-PY
+STATUS=complete
+report print
