@@ -34,7 +34,8 @@ VIPMUX_ENV=${VIPMUX_ENV:-}  # e.g. VIPMUX_ENV="GOGC=200": environment of the vip
 ulimit -n 20000 2>/dev/null || true
 
 host=$(hostname -s 2>/dev/null || echo host)
-out=${OUT:-bench/results/$(date +%Y-%m-%d)-$host$([ "$QUICK" = 1 ] && echo -quick).md}
+suffix=""; [ "$QUICK" != 1 ] || suffix=-quick
+out=${OUT:-bench/results/$(date +%Y-%m-%d)-$host$suffix.md}
 mkdir -p "$(dirname "$out")"
 id=$(printf '%04x' $((RANDOM)))
 C=vmxb$id-cli G=vmxb$id-gw A=vmxb$id-a B=vmxb$id-b
