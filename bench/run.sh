@@ -204,7 +204,7 @@ def med(v):
     return m, s
 lines = ["# vipmux benchmark", "",
          "commit %s, %s CPUs, %s run(s) of %s s each, median (min–max). Same run, same links, same servers." % (commit, cpus, runs, t), "",
-         *([] if status == "complete" else ["**Run %s.** The table holds the figures measured until then." % status, ""]),
+         *([] if status == "complete" else ["**Run %s.** The table holds the figures measured until then." % ("in progress" if status == "running" else status), ""]),
          "| figure | direct | haproxy | vipmux mode 1 | vipmux mode 2 | m1/haproxy | m1/direct |", "|---|---|---|---|---|---|---|"]
 for fig in order:
     row = figs[fig]

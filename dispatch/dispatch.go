@@ -46,9 +46,17 @@ const (
 	keepaliveCount    = 4
 )
 
-// copyBufferSize is the size of the pooled buffers that carry data between
-// the two sides.
-const copyBufferSize = 64 << 10
+// Each direction of a connection copies through a small buffer, and through
+// a large one while reads fill the small one (a bulk transfer). The large
+// one goes back to its pool as soon as a read returns less than a small
+// buffer's worth: an idle connection holds 2 x smallBufferSize, not two
+// large buffers (10,000 idle connections held 1.3 GB of Go heap that way,
+// and the heap target that GOGC derives from it let the gateway's RSS grow
+// to 2 GB afterwards).
+const (
+	smallBufferSize = 4 << 10
+	largeBufferSize = 64 << 10
+)
 
 // DefaultDialTimeout is how long Handle waits for a backend when
 // Options.DialTimeout is zero.
@@ -468,7 +476,10 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+var (
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBufferSize); return &b }}
+	largeBufs = sync.Pool{New: func() any { b := make([]byte, largeBufferSize); return &b }}
+)
 
 // splice copies both ways until both directions are done and returns the
 // bytes copied each way. An EOF in one direction half-closes the other
@@ -509,11 +520,19 @@ func (p *proxied) close() {
 
 // pipe copies src to dst until EOF, then half-closes dst. It adds the
 // bytes written to total as it goes and returns their sum. A nil error
-// means a clean EOF.
+// means a clean EOF. It reads into a small buffer, switching to a large
+// one while reads fill the buffer and back when they do not (see
+// smallBufferSize).
 func pipe(dst, src net.Conn, total *atomic.Uint64) (uint64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	small := smallBufs.Get().(*[]byte)
+	defer smallBufs.Put(small)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			largeBufs.Put(large)
+		}
+	}()
+	buf := *small
 	var sum uint64
 	for {
 		n, rerr := src.Read(buf)
@@ -524,6 +543,15 @@ func pipe(dst, src net.Conn, total *atomic.Uint64) (uint64, error) {
 			if werr != nil {
 				return sum, werr
 			}
+		}
+		switch {
+		case large == nil && n == len(buf):
+			large = largeBufs.Get().(*[]byte)
+			buf = *large
+		case large != nil && n < smallBufferSize:
+			largeBufs.Put(large)
+			large = nil
+			buf = *small
 		}
 		if rerr == io.EOF {
 			if hc, ok := dst.(halfCloser); ok {
