@@ -156,7 +156,21 @@ read -r -a PATHS <<<"${PATHS:-direct haproxy vipmux-m1 vipmux-m2}"
 # Each prints one number.
 iperf() { # iperf() IP [iperf3 flags]: Gbit/s received
 	local ip=$1; shift
-	nsx $C iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
+	# A failed transfer is "none" (iperf3's error on stderr), not a hole.
+	nsx $C iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null | python3 -c 'import json,sys
+d = json.load(sys.stdin)
+if "error" in d or "sum_received" not in d.get("end", {}):
+    print("bench: iperf3 failed:", d.get("error", "no result"), file=sys.stderr); print("none")
+else:
+    print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+# active_member PORT: the name of the active member of the shared
+# address's PORT.
+active_member() {
+	nsx $G "$BIN" status --json | python3 -c 'import json,sys
+for b in json.load(sys.stdin)["bindings"]:
+    if b["port"]=='"$1"':
+        print([m["name"] for m in b["members"] if m["state"]=="active"][0])'
 }
 jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 # rss_kib PID: resident memory in KiB; fails, naming the process, if it is gone.
@@ -270,9 +284,10 @@ for run in $(seq "$RUNS"); do
 		add "KiB per idle conn" "$p" "$(awk -v a="$after" -v b="$before" -v n="$IDLE_N" 'BEGIN {printf "%.1f", (a-b)/n}')"
 	done
 	want switch || continue
-	# Manual switch → first new connection served by the new active.
-	# web-a is active: the API switch goes to web-b, the CLI's back.
-	to=web-b
+	# Manual switch → first new connection served by the new active: the
+	# API switch goes to the standby, the CLI's back. (A health check that
+	# timed out under the idle round may have failed web-a over already.)
+	from=$(active_member 8080); to=web-b; [ "$from" = web-a ] || to=web-a
 	nsx $C "$LOADGEN" follow -addr 198.18.0.100:8080 -want $to -d 5s >"$tmp/follow.json" &
 	lg=$!; sleep 0.3
 	nsx $G "$LOADGEN" switch -api http://127.0.0.1:7070 -port 8080 -want $to >"$tmp/switch.json"
@@ -281,7 +296,7 @@ for run in $(seq "$RUNS"); do
 	add "switch API answer (durable), ms" vipmux-m2 "$(jget ms <"$tmp/switch.json")"
 	# The same through the CLI, whose process start is part of what an
 	# operator waits for.
-	t0=$(date +%s%N); vmx switch --port 8080 --to web-a; t1=$(date +%s%N)
+	t0=$(date +%s%N); vmx switch --port 8080 --to "$from"; t1=$(date +%s%N)
 	add "switch command (CLI start to exit), ms" vipmux-m2 "$(( (t1 - t0) / 1000000 ))"
 	sleep 1
 done
@@ -289,10 +304,7 @@ done
 # Automatic failover: kill -9 the active server; first new connection served
 # by the standby. keepalived's VRRP default needs 3 × advert_int = 3 s.
 if want failover; then
-active=$(nsx $G "$BIN" status --json | python3 -c 'import json,sys
-for b in json.load(sys.stdin)["bindings"]:
-    if b["port"]==8080:
-        print([m["name"] for m in b["members"] if m["state"]=="active"][0])')
+active=$(active_member 8080)
 standby=web-b; victim=$A; [ "$active" = web-a ] || { standby=web-a; victim=$B; }
 nsx $C "$LOADGEN" follow -addr 198.18.0.100:8080 -want $standby -d 10s >"$tmp/follow.json" 2>"$tmp/follow.err" &
 lg=$!; sleep 0.3
@@ -328,3 +340,9 @@ R["ARP answer ms (10 random of $SCALE_N)|vipmux-m1"]=" ${arp[*]}"
 fi
 STATUS=complete
 report print
+# The gateway's warnings (health checks that failed a member over under
+# load, say) belong with the figures.
+if [ -s "$tmp/vipmux.log" ]; then
+	cp "$tmp/vipmux.log" "${out%.md}.vipmux.log"
+	log "bench: gateway log (warnings) in ${out%.md}.vipmux.log"
+fi
