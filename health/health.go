@@ -423,7 +423,11 @@ func (c *Checker) report(t target, up bool, probeErr error) {
 		c.log.Error("health: report", "binding", t.key.String(), "member", t.name, "up", up, "err", err)
 		return
 	}
-	c.log.Info("health check", "binding", t.key.String(), "member", t.name, "backend", t.addr.String(), "up", up, "why", why)
+	level := slog.LevelInfo // a member that comes up
+	if !up {
+		level = slog.LevelWarn
+	}
+	c.log.Log(context.Background(), level, "health check", "binding", t.key.String(), "member", t.name, "backend", t.addr.String(), "up", up, "why", why)
 }
 
 // ReasonDisabled is the Reason of a member that Release brought up.

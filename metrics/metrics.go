@@ -17,6 +17,7 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,7 +125,13 @@ func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 // held and takes only its own lock.
 func (m *Metrics) Watch(prev, next *registry.Table) {
 	for _, c := range m.table.observe(prev, next) {
-		m.log.Info("active member changed", "binding", c.Key.String(), "from", c.From, "to", c.To, "cause", c.Cause, "why", c.Why)
+		// An operator's switch is information; a failover means a
+		// member failed and is a warning.
+		level := slog.LevelInfo
+		if c.Cause == CauseFailover {
+			level = slog.LevelWarn
+		}
+		m.log.Log(context.Background(), level, "active member changed", "binding", c.Key.String(), "from", c.From, "to", c.To, "cause", c.Cause, "why", c.Why)
 	}
 }
 

@@ -239,8 +239,21 @@ vipmux_switches_total{ip="198.18.0.100",port="8080"} 3
 	if n := strings.Count(logged.String(), "active member changed"); n != 4 {
 		t.Errorf("logged %d \"active member changed\" lines, want 4:\n%s", n, logged.String())
 	}
-	if !strings.Contains(logged.String(), "cause=failover") {
-		t.Errorf("log has no line with cause=failover:\n%s", logged.String())
+	// A switch is information, a failover a warning.
+	for _, want := range []string{`level=INFO msg="active member changed"`, `level=WARN msg="active member changed"`} {
+		cause := "cause=switch"
+		if strings.Contains(want, "WARN") {
+			cause = "cause=failover"
+		}
+		n := 0
+		for _, line := range strings.Split(logged.String(), "\n") {
+			if strings.Contains(line, want) && strings.Contains(line, cause) {
+				n++
+			}
+		}
+		if wantN := map[string]int{"cause=switch": 3, "cause=failover": 1}[cause]; n != wantN {
+			t.Errorf("log has %d lines with %s and %s, want %d:\n%s", n, want, cause, wantN, logged.String())
+		}
 	}
 
 	// A binding that goes takes its counts with it; it starts from zero
