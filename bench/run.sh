@@ -25,7 +25,7 @@ RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (belo
 #   NIC_EXTRA='offload = false' DISPATCH_EXTRA='time_wait = "10ms"'  extra vipmux config lines
 #   CLIENT_PORTS="40000 40511"  narrow the client's ephemeral ports (ports come back fast: TIME_WAIT experiments)
 #   OUT=file.md                 where the table goes (default bench/results/DATE-HOST[-quick].md)
-#   PPROF_DIR=dir               save a CPU profile of vipmux per load and path (serve --pprof)
+#   PPROF_DIR=dir               save CPU and allocation profiles of vipmux per load and path (serve --pprof)
 ONLY=${ONLY:-}
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 BIN=${BIN:-bin/vipmux} NAMESRV=bin/namesrv LOADGEN=bin/loadgen
@@ -185,10 +185,15 @@ prof() {
 	local p=$1 load=$2; shift 2
 	if [ -z "${PPROF_DIR:-}" ] || [[ $p != vipmux-* ]]; then "$@"; return; fi
 	mkdir -p "$PPROF_DIR"
-	(sleep 0.5; nsx $G curl -s -m $((T + 10)) -o "$PPROF_DIR/$p-$load.cpu.pprof" "http://127.0.0.1:6060/debug/pprof/profile?seconds=$((T > 3 ? T - 1 : 2))") &
+	local secs=$((T > 3 ? T - 1 : 2))
+	(sleep 0.5; nsx $G curl -s -m $((T + 10)) -o "$PPROF_DIR/$p-$load.cpu.pprof" "http://127.0.0.1:6060/debug/pprof/profile?seconds=$secs") &
 	local pp=$!
+	# The allocations made during the same window (a delta profile).
+	(sleep 0.5; nsx $G curl -s -m $((T + 10)) -o "$PPROF_DIR/$p-$load.allocs.pprof" "http://127.0.0.1:6060/debug/pprof/allocs?seconds=$secs") &
+	local pa=$!
 	"$@"
 	wait "$pp" || true
+	wait "$pa" || true
 }
 
 # ---------------------------------------------------------------- report
