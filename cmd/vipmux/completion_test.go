@@ -41,6 +41,30 @@ func TestCompletionScripts(t *testing.T) {
 	}
 }
 
+// completionScript writes `vipmux completion SHELL` to a file named name in
+// a temporary directory that also holds this test binary as vipmux (see
+// TestMain); it returns the directory, for PATH, and the script's path.
+func completionScript(t *testing.T, shell, name string) (dir, scriptPath string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	if err := os.Symlink(exe, filepath.Join(dir, "vipmux")); err != nil {
+		t.Fatal(err)
+	}
+	script, err := runApp("completion", shell)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scriptPath = filepath.Join(dir, name)
+	if err := os.WriteFile(scriptPath, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, scriptPath
+}
+
 // TestBashCompletion sources `vipmux completion bash` in a real bash and
 // completes command lines with this test binary as vipmux (TestMain).
 func TestBashCompletion(t *testing.T) {
@@ -48,22 +72,7 @@ func TestBashCompletion(t *testing.T) {
 	if err != nil {
 		t.Skip("no bash")
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.Symlink(exe, filepath.Join(dir, "vipmux")); err != nil {
-		t.Fatal(err)
-	}
-	script, err := runApp("completion", "bash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scriptPath := filepath.Join(dir, "vipmux.bash")
-	if err := os.WriteFile(scriptPath, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, scriptPath := completionScript(t, "bash", "vipmux.bash")
 	for _, tc := range []struct {
 		line     string // what the user typed before TAB
 		want     []string
@@ -116,22 +125,7 @@ func TestZshCompletion(t *testing.T) {
 	if err != nil {
 		t.Skip("no zsh")
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.Symlink(exe, filepath.Join(dir, "vipmux")); err != nil {
-		t.Fatal(err)
-	}
-	script, err := runApp("completion", "zsh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scriptPath := filepath.Join(dir, "_vipmux")
-	if err := os.WriteFile(scriptPath, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, scriptPath := completionScript(t, "zsh", "_vipmux")
 	if out, err := exec.Command(zsh, "-n", scriptPath).CombinedOutput(); err != nil {
 		t.Fatalf("zsh -n _vipmux: %v\n%s", err, out)
 	}
