@@ -2,7 +2,6 @@ package stack_test
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"strings"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -349,32 +347,13 @@ func TestDuplicateAddress(t *testing.T) {
 			})
 			wire.Drain()
 			h := startHost(t, wire, tc.owned...)
-			prev, next := table(t), table(t, tc.add...)
-			start := time.Now()
-			err := st.Prepare(prev, next)
-			took := time.Since(start)
-			if err == nil {
-				st.Commit(prev, next)
+			var minTook time.Duration
+			if len(tc.wantProbes) > 0 {
+				minTook = probes * interval
 			}
-			h.stop()
-			if tc.wantConflict == "" {
-				if err != nil {
-					t.Fatalf("Prepare(+%v) = %v, want success", tc.add, err)
-				}
-				if len(tc.wantProbes) > 0 && took < probes*interval {
-					t.Errorf("Prepare(+%v) took %v, want >= %v (DADProbes x DADInterval)", tc.add, took, probes*interval)
-				}
-			} else {
-				var fe *registry.FieldError
-				if !errors.Is(err, registry.ErrConflict) || !errors.As(err, &fe) {
-					t.Fatalf("Prepare(+%v) = %v, want a *registry.FieldError of kind ErrConflict", tc.add, err)
-				}
-				if fe.Field != "ip" || fe.Msg != tc.wantConflict {
-					t.Errorf("Prepare(+%v) = FieldError{Field: %q, Msg: %q}, want {Field: \"ip\", Msg: %q}", tc.add, fe.Field, fe.Msg, tc.wantConflict)
-				}
-				if !strings.Contains(err.Error(), hostMAC.String()) {
-					t.Errorf("Prepare(+%v) error %q does not name the holder %s", tc.add, err, hostMAC)
-				}
+			err := prepareAndCheck(t, st, tc.add, h.stop, tc.wantConflict, minTook)
+			if tc.wantConflict != "" && !strings.Contains(err.Error(), hostMAC.String()) {
+				t.Errorf("Prepare(+%v) error %q does not name the holder %s", tc.add, err, hostMAC)
 			}
 			got, _ := h.seen()
 			var probes []arpFrame

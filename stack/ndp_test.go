@@ -2,7 +2,6 @@ package stack_test
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -564,30 +562,11 @@ func TestNDPDuplicateAddress(t *testing.T) {
 			})
 			wire.Drain()
 			h := startNDPHost(t, wire, nil, tc.owned...)
-			prev, next := table(t), table(t, tc.add...)
-			start := time.Now()
-			err := st.Prepare(prev, next)
-			took := time.Since(start)
-			if err == nil {
-				st.Commit(prev, next)
+			var minTook time.Duration
+			if len(tc.wantProbes) > 0 {
+				minTook = probes * interval
 			}
-			h.stop()
-			if tc.wantConflict == "" {
-				if err != nil {
-					t.Fatalf("Prepare(+%v) = %v, want success", tc.add, err)
-				}
-				if len(tc.wantProbes) > 0 && took < probes*interval {
-					t.Errorf("Prepare(+%v) took %v, want >= %v (DADProbes x DADInterval)", tc.add, took, probes*interval)
-				}
-			} else {
-				var fe *registry.FieldError
-				if !errors.Is(err, registry.ErrConflict) || !errors.As(err, &fe) {
-					t.Fatalf("Prepare(+%v) = %v, want a *registry.FieldError of kind ErrConflict", tc.add, err)
-				}
-				if fe.Field != "ip" || fe.Msg != tc.wantConflict {
-					t.Errorf("Prepare(+%v) = FieldError{Field: %q, Msg: %q}, want {Field: \"ip\", Msg: %q}", tc.add, fe.Field, fe.Msg, tc.wantConflict)
-				}
-			}
+			prepareAndCheck(t, st, tc.add, h.stop, tc.wantConflict, minTook)
 			got, _ := h.seen()
 			var dad []ndpFrame
 			for _, f := range got {

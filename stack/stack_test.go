@@ -383,3 +383,37 @@ func TestCloseIdempotent(t *testing.T) {
 		t.Fatal("second Close did not return within 5s")
 	}
 }
+
+// prepareAndCheck runs Prepare(+add) from an empty table, Commit when that
+// succeeds, then stop (the fake host on the wire), and checks the outcome:
+// success, taking at least minTook, when wantConflict is empty; otherwise a
+// *registry.FieldError of kind ErrConflict on "ip" whose message is
+// wantConflict. It returns Prepare's error.
+func prepareAndCheck(t *testing.T, st *stack.Stack, add []netip.Addr, stop func(), wantConflict string, minTook time.Duration) error {
+	t.Helper()
+	prev, next := table(t), table(t, add...)
+	start := time.Now()
+	err := st.Prepare(prev, next)
+	took := time.Since(start)
+	if err == nil {
+		st.Commit(prev, next)
+	}
+	stop()
+	if wantConflict == "" {
+		if err != nil {
+			t.Fatalf("Prepare(+%v) = %v, want success", add, err)
+		}
+		if took < minTook {
+			t.Errorf("Prepare(+%v) took %v, want >= %v (DADProbes x DADInterval)", add, took, minTook)
+		}
+		return nil
+	}
+	var fe *registry.FieldError
+	if !errors.Is(err, registry.ErrConflict) || !errors.As(err, &fe) {
+		t.Fatalf("Prepare(+%v) = %v, want a *registry.FieldError of kind ErrConflict", add, err)
+	}
+	if fe.Field != "ip" || fe.Msg != wantConflict {
+		t.Errorf("Prepare(+%v) = FieldError{Field: %q, Msg: %q}, want {Field: \"ip\", Msg: %q}", add, fe.Field, fe.Msg, wantConflict)
+	}
+	return err
+}
