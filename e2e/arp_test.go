@@ -31,19 +31,11 @@ func TestGARPMovesStaleNeighbour(t *testing.T) {
 			t.Fatalf("client neighbour entry for %s before register = %+v (found %v), want lladdr %s", ip, n, ok, foreign)
 		}
 		tp.Register("web-a", ip, tp.Server("web-a").IP)
-		registered := time.Now()
-		var last Neighbour
-		for time.Since(registered) < time.Second {
-			last, _ = tp.Neigh(ip)
-			if last.LLAddr == tp.FrontMAC {
-				t.Logf("client entry for %s moved to %s %v within %v of register returning", ip, last.LLAddr, last.State, time.Since(registered).Round(time.Millisecond))
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		last, took := tp.WaitNeighMAC(ip, tp.FrontMAC, time.Second)
 		if last.LLAddr != tp.FrontMAC {
 			t.Fatalf("client neighbour entry for %s 1s after register = %q %v, want lladdr %s (the gateway's, from gratuitous ARP)\ngateway log:\n%s", ip, last.LLAddr, last.State, tp.FrontMAC, tp.gwLog())
 		}
+		t.Logf("client entry for %s moved to %s %v within %v of register returning", ip, last.LLAddr, last.State, took.Round(time.Millisecond))
 		// The entry is right: the client reaches the server through it.
 		if got := tp.Get("http://" + ip + ":8080/"); got != "web-a" {
 			t.Errorf("curl %s:8080 after gratuitous ARP = %q, want web-a", ip, got)
@@ -116,15 +108,7 @@ func TestGARPOnRestore(t *testing.T) {
 	}
 	must(t, "ip", "-n", tp.ClientNS, "neigh", "replace", ip, "lladdr", foreign, "dev", "c0", "nud", "stale")
 	tp.Start()
-	started := time.Now()
-	var last Neighbour
-	for time.Since(started) < time.Second {
-		if last, _ = tp.Neigh(ip); last.LLAddr == tp.FrontMAC {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if last.LLAddr != tp.FrontMAC {
+	if last, _ := tp.WaitNeighMAC(ip, tp.FrontMAC, time.Second); last.LLAddr != tp.FrontMAC {
 		t.Fatalf("client neighbour entry for %s 1s after the restarted gateway was ready = %q %v, want lladdr %s\ngateway log:\n%s", ip, last.LLAddr, last.State, tp.FrontMAC, tp.gwLog())
 	}
 	if got := tp.Get("http://" + ip + ":8080/"); got != "web-a" {

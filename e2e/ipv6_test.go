@@ -216,19 +216,11 @@ func TestIPv6UnsolicitedNAMovesStaleNeighbour(t *testing.T) {
 			t.Fatalf("client neighbour entry for %s before register = %+v (found %v), want lladdr %s", ip6A, n, ok, foreign)
 		}
 		tp.Register("web-a", ip6A, tp.Server("web-a").IP)
-		registered := time.Now()
-		var last Neighbour
-		for time.Since(registered) < time.Second {
-			last, _ = tp.Neigh(ip6A)
-			if last.LLAddr == tp.FrontMAC {
-				t.Logf("client entry for %s moved to %s %v within %v of register returning", ip6A, last.LLAddr, last.State, time.Since(registered).Round(time.Millisecond))
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		last, took := tp.WaitNeighMAC(ip6A, tp.FrontMAC, time.Second)
 		if last.LLAddr != tp.FrontMAC {
 			t.Fatalf("client neighbour entry for %s 1s after register = %q %v, want lladdr %s (the gateway's, from an unsolicited neighbour advertisement)\ngateway log:\n%s", ip6A, last.LLAddr, last.State, tp.FrontMAC, tp.gwLog())
 		}
+		t.Logf("client entry for %s moved to %s %v within %v of register returning", ip6A, last.LLAddr, last.State, took.Round(time.Millisecond))
 		if got := tp.Get(url6(ip6A, 8080)); got != "web-a" {
 			t.Errorf("curl %s after the advertisement = %q, want web-a", url6(ip6A, 8080), got)
 		}
@@ -250,15 +242,7 @@ func TestIPv6NAOnRestore(t *testing.T) {
 	}
 	must(t, "ip", "-n", tp.ClientNS, "-6", "neigh", "replace", ip6A, "lladdr", foreign, "dev", "c0", "nud", "stale")
 	tp.Start()
-	started := time.Now()
-	var last Neighbour
-	for time.Since(started) < time.Second {
-		if last, _ = tp.Neigh(ip6A); last.LLAddr == tp.FrontMAC {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if last.LLAddr != tp.FrontMAC {
+	if last, _ := tp.WaitNeighMAC(ip6A, tp.FrontMAC, time.Second); last.LLAddr != tp.FrontMAC {
 		t.Fatalf("client neighbour entry for %s 1s after the restarted gateway was ready = %q %v, want lladdr %s\ngateway log:\n%s", ip6A, last.LLAddr, last.State, tp.FrontMAC, tp.gwLog())
 	}
 	if got := tp.Get(url6(ip6A, 8080)); got != "web-a" {

@@ -883,6 +883,21 @@ type Neighbour struct {
 	State  []string `json:"state"`
 }
 
+// WaitNeighMAC polls the client's neighbour entry for ip (every 20 ms)
+// until its link-layer address is mac or within has passed, and returns the
+// last entry seen and the time it took.
+func (tp *Topology) WaitNeighMAC(ip, mac string, within time.Duration) (Neighbour, time.Duration) {
+	tp.t.Helper()
+	start := time.Now()
+	for {
+		last, _ := tp.Neigh(ip)
+		if took := time.Since(start); last.LLAddr == mac || took >= within {
+			return last, took
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Neigh returns the client's neighbour entry for ip (ok=false: none).
 func (tp *Topology) Neigh(ip string) (Neighbour, bool) {
 	tp.t.Helper()
