@@ -79,6 +79,7 @@ bench-deps: deps build
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/loadgen ./bench/loadgen
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/impair ./bench/impair
 
 bench: bench-deps
 	./bench/run.sh

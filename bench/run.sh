@@ -10,9 +10,19 @@
 #                                       web-a 198.19.0.2 (iperf3, namesrv)  web-b 198.19.0.3
 #
 # Every figure is the median of RUNS runs, with min and max, and its ratio
-# to HAProxy and to the direct kernel path measured in the same run. The
-# table is rewritten after every round; a run that fails part-way says so
-# at its top, keeps the figures measured until then and the gateway's log.
+# to HAProxy and to the direct kernel path measured in the same run; the
+# ratio is taken per round (vipmux and HAProxy measured back to back) and
+# reported as the median of the rounds with its spread. The table is
+# rewritten after every round; a run that fails part-way says so at its
+# top, keeps the figures measured until then and the gateway's log.
+#
+# Pinning (PIN): the connection shapes are measured twice, unpinned (as a
+# real gateway runs) and "pinned": the proxy under test (HAProxy or vipmux)
+# on CPU 1, every client and server on CPU 0, the same for every path. On
+# two shared cores unpinned runs place the load generator, the servers and
+# the proxy differently each time; pinned is the setting that decides an
+# A/B. PIN=1 measures only pinned, PIN=0 only unpinned, PIN=both (default)
+# both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${QUICK:-0}
@@ -20,15 +30,19 @@ if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; T=${T:-3}; IDLE_N=${IDLE_N:-2000}; SC
 else RUNS=${RUNS:-3}; T=${T:-10}; IDLE_N=${IDLE_N:-10000}; SCALE_N=${SCALE_N:-10000}; fi
 RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (below saturation)
 # Development knobs (defaults: everything, as documented):
-#   ONLY=throughput,conns,latency,idle,switch,failover,scale  measure only these groups
+#   ONLY=throughput,conns,latency,idle,switch,failover,scale,wan  measure only these groups
+#   WAN_DELAY=20ms WAN_LOSS=0.005  the WAN group's delay (each way) and loss (each frame, each way)
 #   PATHS="haproxy vipmux-m1"   paths of the per-path figures (direct haproxy vipmux-m1 vipmux-m2)
 #   NIC_EXTRA='offload = false' DISPATCH_EXTRA='time_wait = "10ms"'  extra vipmux config lines
 #   CLIENT_PORTS="40000 40511"  narrow the client's ephemeral ports (ports come back fast: TIME_WAIT experiments)
 #   OUT=file.md                 where the table goes (default bench/results/DATE-HOST[-quick].md)
 #   PPROF_DIR=dir               save CPU and allocation profiles of vipmux per load and path (serve --pprof)
 ONLY=${ONLY:-}
+PIN=${PIN:-both}
+case $PIN in 0|1|both) ;; *) echo "bench: PIN must be 0, 1 or both, not '$PIN'"; exit 2;; esac
+[ "$(nproc)" -ge 2 ] || { [ "$PIN" = 0 ] || { echo "bench: pinning needs 2 CPUs (PIN=0 measures unpinned only)"; exit 2; }; }
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
-BIN=${BIN:-bin/vipmux} NAMESRV=bin/namesrv LOADGEN=bin/loadgen
+BIN=${BIN:-bin/vipmux} NAMESRV=bin/namesrv LOADGEN=bin/loadgen IMPAIR=bin/impair
 VIPMUX_ENV=${VIPMUX_ENV:-}  # e.g. VIPMUX_ENV="GOGC=200": environment of the vipmux process only
 [ "$(id -u)" = 0 ] || { echo "bench: run as root"; exit 1; }
 ulimit -n 20000 2>/dev/null || true
@@ -38,7 +52,7 @@ suffix=""; [ "$QUICK" != 1 ] || suffix=-quick
 out=${OUT:-bench/results/$(date +%Y-%m-%d)-$host$suffix.md}
 mkdir -p "$(dirname "$out")"
 id=$(printf '%04x' $((RANDOM)))
-C=vmxb$id-cli G=vmxb$id-gw A=vmxb$id-a B=vmxb$id-b
+C=vmxb$id-cli G=vmxb$id-gw A=vmxb$id-a B=vmxb$id-b W=vmxb$id-wan I=vmxb$id-imp
 tmp=$(mktemp -d /tmp/vipmux-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -46,7 +60,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	sleep 0.2
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	for ns in $C $G $A $B; do ip netns del "$ns" 2>/dev/null; done
+	for ns in $C $G $A $B $W $I; do ip netns del "$ns" 2>/dev/null; done
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -72,9 +86,20 @@ nsx $C ip link set c0 up; nsx $C ip link set c1 up
 nsx $C ip route add 198.19.0.0/24 via 198.19.128.2
 # Frames as from a wire (full checksums), on both client links alike.
 for d in c0 c1; do nsx $C ethtool -K $d tx off tso off gso off >/dev/null; done
+# A new-connection-per-request load closes ~10,000 connections a figure:
+# without TIME_WAIT reuse and a wide port range, later rounds measure
+# ephemeral-port exhaustion (HAProxy fell from 14.8k to 955 conn/s once).
+# The same settings for the client and the gateway namespace, so for every
+# path: the client's ports, HAProxy's and vipmux's backend connections.
+for ns in $C $G; do
+	nsx $ns sysctl -qw net.ipv4.tcp_tw_reuse=1
+	nsx $ns sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+done
 [ -z "${CLIENT_PORTS:-}" ] || nsx $C sysctl -qw net.ipv4.ip_local_port_range="$CLIENT_PORTS"
 nsx $G sysctl -qw net.ipv4.ip_forward=1
 nsx $G ip addr add 198.19.128.2/24 dev h0; nsx $G ip link set h0 up
+# The pinned HAProxy (one thread on one CPU) listens on a second address.
+nsx $G ip addr add 198.19.128.3/24 dev h0
 # vipmux turns GRO on on its own front link (f0), as a physical NIC has it
 # on by default; the kernel's front link gets the same, so that HAProxy and
 # the direct path receive coalesced segments too.
@@ -114,6 +139,12 @@ backend iperf
 	server a 198.19.0.2:5201
 CFG
 bg nsx $G haproxy -f "$tmp/haproxy.cfg" -db
+# The pinned figures' HAProxy: the same proxy with one thread, on CPU 1
+# from the start (two threads on one CPU would fight each other), where
+# vipmux, pinned, runs with GOMAXPROCS 1 (the Go runtime follows the CPU
+# affinity).
+sed -e 's/nbthread 2/nbthread 1/' -e 's/198\.19\.128\.2:/198.19.128.3:/' "$tmp/haproxy.cfg" >"$tmp/haproxy-pinned.cfg"
+bg nsx $G taskset -c 1 haproxy -f "$tmp/haproxy-pinned.cfg" -db
 cat >"$tmp/vipmux.toml" <<TOML
 [nic]
 driver = "afpacket"
@@ -147,6 +178,25 @@ vmx register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
 vmx register --name web-b --port 8080 --backend 198.19.0.3:8080 --state standby
 vmx register --name web-a --port 5201 --backend 198.19.0.2:5201
 HPID=$(pgrep -f "haproxy -f $tmp/haproxy.cfg" | head -1)
+SERVER_PIDS=$(for ns in $A $B; do ip netns pids "$ns"; done | xargs)
+# pin 1|0: the proxies on CPU 1 and clients and servers on CPU 0, or all
+# of them free on every CPU again. Every thread of a running process moves
+# (taskset -a); threads started later inherit it. Clients started by a
+# measure get the prefix $CPU0.
+pin() {
+	if [ "$1" = 1 ]; then
+		taskset -a -p -c 1 "$VPID" >/dev/null
+		for p in $SERVER_PIDS; do taskset -a -p -c 0 "$p" >/dev/null; done
+		CPU0="taskset -c 0"
+		TARGET[haproxy]=198.19.128.3
+	else
+		for p in $VPID $SERVER_PIDS; do taskset -a -p -c "0-$(($(nproc) - 1))" "$p" >/dev/null; done
+		CPU0=""
+		TARGET[haproxy]=198.19.128.2
+	fi
+	sleep 2 # the Go runtime adjusts GOMAXPROCS to the new affinity within ~1 s
+}
+CPU0=""
 for _ in $(seq 50); do nsx $C curl -s -m 1 -o /dev/null http://198.18.0.10:8080/ && break; sleep 0.1; done
 
 declare -A TARGET=([direct]=198.19.0.2 [haproxy]=198.19.128.2 [vipmux-m1]=198.18.0.10 [vipmux-m2]=198.18.0.100)
@@ -154,15 +204,16 @@ read -r -a PATHS <<<"${PATHS:-direct haproxy vipmux-m1 vipmux-m2}"
 
 # ---------------------------------------------------------------- measures
 # Each prints one number.
-iperf() { # iperf() IP [iperf3 flags]: Gbit/s received
-	local ip=$1; shift
+iperf() { # iperf() IP [iperf3 flags]: Gbit/s received (Mbit/s with UNIT=M), from namespace $IPERF_NS (default the client's)
+	local ip=$1 div=1e9; shift
+	[ "${UNIT:-G}" != M ] || div=1e6
 	# A failed transfer is "none" (iperf3's error on stderr), not a hole.
-	nsx $C iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null | python3 -c 'import json,sys
+	nsx "${IPERF_NS:-$C}" iperf3 -c "$ip" -t "$T" -J "$@" 2>/dev/null | python3 -c 'import json,sys
 d = json.load(sys.stdin)
 if "error" in d or "sum_received" not in d.get("end", {}):
     print("bench: iperf3 failed:", d.get("error", "no result"), file=sys.stderr); print("none")
 else:
-    print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
+    print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/'"$div"'))'
 }
 # active_member PORT: the name of the active member of the shared
 # address's PORT.
@@ -212,7 +263,7 @@ for line in raw.strip().splitlines():
     fig, path = key.split("|")
     if fig not in order: order.append(fig)
     figs.setdefault(fig, {})[path] = vals.split()
-prefer = ["1 stream,", "1 stream reverse", "8 streams", "new conn", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch API", "switch command", "kill", "register", "KiB per registered", "gateway RSS", "ARP"]
+prefer = ["1 stream,", "1 stream reverse", "8 streams", "WAN 1 stream,", "WAN 1 stream reverse", "new conn/s, server closes", "new conn/s, client closes", "keep-alive req/s", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch API", "switch command", "kill", "register", "KiB per registered", "gateway RSS", "ARP"]
 order.sort(key=lambda f: next((i for i, p in enumerate(prefer) if f.startswith(p)), 99))
 paths = ["direct", "haproxy", "vipmux-m1", "vipmux-m2"]
 def med(v):
@@ -222,15 +273,20 @@ def med(v):
     s = "%g" % m if len(nums) == 1 else "%g (%g–%g)" % (m, min(nums), max(nums))
     return m, s
 lines = ["# vipmux benchmark", "",
-         "commit %s, %s CPUs, %s run(s) of %s s each, median (min–max). Same run, same links, same servers." % (commit, cpus, runs, t), "",
+         "commit %s, %s CPUs, %s run(s) of %s s each, median (min–max). Same run, same links, same servers. Ratios: median (min–max) of the per-round ratios. [pinned]: the proxy on CPU 1, clients and servers on CPU 0." % (commit, cpus, runs, t), "",
          *([] if status == "complete" else ["**Run %s.** The table holds the figures measured until then." % ("in progress" if status == "running" else status), ""]),
          "| figure | direct | haproxy | vipmux mode 1 | vipmux mode 2 | m1/haproxy | m1/direct |", "|---|---|---|---|---|---|---|"]
 for fig in order:
     row = figs[fig]
     meds = {p: med(row[p]) if p in row else (None, "") for p in paths}
     def ratio(a, b):
-        x, y = meds[a][0], meds[b][0]
-        return "%.2f" % (x / y) if x is not None and y else ""
+        # Per round: vipmux and the reference were measured back to back,
+        # so the ratio of each round is steadier than the ratio of medians.
+        xs, ys = row.get(a, []), row.get(b, [])
+        rs = [float(x) / float(y) for x, y in zip(xs, ys) if x != "none" and y != "none" and float(y)]
+        if not rs: return ""
+        m = statistics.median(rs)
+        return "%.2f" % m if len(rs) == 1 else "%.2f (%.2f–%.2f)" % (m, min(rs), max(rs))
     lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (fig, *(meds[p][1] for p in paths), ratio("vipmux-m1", "haproxy"), ratio("vipmux-m1", "direct")))
 lines += ["", "Reference for failover: keepalived's VRRP default needs 3 × advert_int = 3 s."]
 text = "\n".join(lines) + "\n"
@@ -257,6 +313,26 @@ on_err() {
 }
 trap 'on_err $LINENO' ERR
 add() { R["$1|$2"]="${R["$1|$2"]:-} $3"; }
+# connection_shapes PATH SUFFIX: the per-connection and per-request
+# figures of PATH, labelled with SUFFIX (" [pinned]" or nothing).
+connection_shapes() {
+	local p=$1 sfx=$2 ip=${TARGET[$1]} tag=${2:+-pinned}
+	if want conns; then
+		# HTTP with Connection: close: the server closes first.
+		add "new conn/s, server closes$sfx" "$p" "$(prof "$p" "conns$tag" nsx $C $CPU0 "$LOADGEN" conns -addr "$ip:8080" -c 32 -d "${T}s" | jget per_sec | xargs printf '%.0f')"
+		# A key-value client: connect, one command, close (50 at once).
+		add "new conn/s, client closes$sfx" "$p" "$(prof "$p" "cconns$tag" nsx $C $CPU0 "$LOADGEN" conns -closer client -addr "$ip:8080" -c 50 -d "${T}s" | jget per_sec | xargs printf '%.0f')"
+		# Small requests over 50 keep-alive connections, as fast as they go.
+		add "keep-alive req/s, 50 conns$sfx" "$p" "$(prof "$p" "reqs$tag" nsx $C $CPU0 "$LOADGEN" reqs -addr "$ip:8080" -c 50 -d "${T}s" | jget per_sec | xargs printf '%.0f')"
+	fi
+	if want latency; then
+		local lat
+		lat=$(prof "$p" "latency$tag" nsx $C $CPU0 "$LOADGEN" rate -addr "$ip:8080" -c 16 -rate "$RATE" -d "${T}s")
+		add "p50 µs @${RATE}/s$sfx" "$p" "$(echo "$lat" | jget p50_us)"
+		add "p99 µs @${RATE}/s$sfx" "$p" "$(echo "$lat" | jget p99_us)"
+		add "p99.9 µs @${RATE}/s$sfx" "$p" "$(echo "$lat" | jget p999_us)"
+	fi
+}
 for run in $(seq "$RUNS"); do
 	log "run $run/$RUNS"
 	[ "$run" = 1 ] || report
@@ -267,16 +343,17 @@ for run in $(seq "$RUNS"); do
 			add "1 stream reverse, Gbit/s" "$p" "$(prof "$p" reverse iperf "$ip" -R)"
 			add "8 streams, Gbit/s" "$p" "$(prof "$p" 8streams iperf "$ip" -P 8)"
 		fi
-		if want conns; then
-			add "new conn/s" "$p" "$(prof "$p" conns nsx $C "$LOADGEN" conns -addr "$ip:8080" -c 32 -d "${T}s" | jget per_sec | xargs printf '%.0f')"
-		fi
-		if want latency; then
-			lat=$(prof "$p" latency nsx $C "$LOADGEN" rate -addr "$ip:8080" -c 16 -rate "$RATE" -d "${T}s")
-			add "p50 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p50_us)"
-			add "p99 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p99_us)"
-			add "p99.9 µs @${RATE}/s" "$p" "$(echo "$lat" | jget p999_us)"
-		fi
+		[ "$PIN" = 1 ] || connection_shapes "$p" ""
 	done
+	# Pinned: the A/B setting, for HAProxy and vipmux (the direct path has
+	# no proxy to pin; mode 2 shares mode 1's data path).
+	if [ "$PIN" != 0 ]; then
+		pin 1
+		for p in "${PATHS[@]}"; do
+			case $p in haproxy|vipmux-m1) connection_shapes "$p" " [pinned]";; esac
+		done
+		pin 0
+	fi
 	want idle && for p in haproxy vipmux-m1; do
 		pid=$HPID; [ "$p" = haproxy ] || pid=$VPID
 		before=$(rss_kib "$pid")
@@ -305,6 +382,56 @@ for run in $(seq "$RUNS"); do
 	add "switch command (CLI start to exit), ms" vipmux-m2 "$(( (t1 - t0) / 1000000 ))"
 	sleep 1
 done
+
+# WAN: clients across a delayed, lossy link (this kernel has no netem).
+# A client namespace of its own reaches a second HAProxy and a second
+# vipmux, each on a front link of its own, through bench/impair, which holds
+# every frame WAN_DELAY and drops WAN_LOSS of them in each direction. The
+# links between impair and the proxies carry no offloads (segments leave
+# cut to the MTU, as on a WAN), for both proxies alike.
+if want wan; then
+	WAN_DELAY=${WAN_DELAY:-20ms} WAN_LOSS=${WAN_LOSS:-0.005}
+	ip netns add $W; ip netns add $I
+	for ns in $W $I; do nsx $ns ip link set lo up; done
+	ip link add w0 netns $W type veth peer name iw0 netns $I
+	ip link add w1 netns $W type veth peer name iw1 netns $I
+	ip link add if1 netns $I type veth peer name f1 netns $G
+	ip link add ih1 netns $I type veth peer name h1 netns $G
+	for d in iw0 iw1 if1 ih1; do nsx $I sysctl -qw net.ipv6.conf.$d.disable_ipv6=1; nsx $I ip link set $d up; done
+	nsx $W ip addr add 198.18.0.2/16 dev w0; nsx $W ip addr add 198.19.129.1/24 dev w1
+	for d in w0 w1; do nsx $W ip link set $d up; nsx $W ethtool -K $d tx off tso off gso off >/dev/null; done
+	nsx $G ip addr add 198.19.129.2/24 dev h1; nsx $G ip link set h1 up; nsx $G ip link set f1 up
+	for d in f1 h1; do nsx $G ethtool -K $d tx off tso off gso off >/dev/null; done
+	nsx $G ethtool -K h1 gro on >/dev/null
+	sed -e 's/198\.19\.128\.2:/198.19.129.2:/' "$tmp/haproxy.cfg" >"$tmp/haproxy-wan.cfg"
+	bg nsx $G haproxy -f "$tmp/haproxy-wan.cfg" -db
+	sed -e 's/^interface = .*/interface = "f1"/' -e 's/7070/7071/' -e "s|$tmp/state.json|$tmp/wan-state.json|" "$tmp/vipmux.toml" >"$tmp/vipmux-wan.toml"
+	ip netns exec $G env $VIPMUX_ENV "$BIN" serve --config "$tmp/vipmux-wan.toml" 2>"$tmp/vipmux-wan.log" &
+	pids+=($!)
+	for _ in $(seq 100); do nsx $G "$BIN" status --gateway http://127.0.0.1:7071 >/dev/null 2>&1 && break; sleep 0.1; done
+	nsx $G "$BIN" register --gateway http://127.0.0.1:7071 --name web-a --ip 198.18.0.20 --backend 198.19.0.2 >/dev/null
+	bg nsx $I "$IMPAIR" -a iw0 -b if1 -delay "$WAN_DELAY" -loss "$WAN_LOSS"
+	bg nsx $I "$IMPAIR" -a iw1 -b ih1 -delay "$WAN_DELAY" -loss "$WAN_LOSS"
+	for _ in $(seq 50); do nsx $W curl -s -m 1 -o /dev/null http://198.18.0.20:8080/ && break; sleep 0.1; done
+	wan="$WAN_DELAY each way, $WAN_LOSS loss"
+	# The gateway kernel's congestion control is HAProxy's; gVisor has reno
+	# and cubic only. The reverse direction (the proxy sends across the
+	# WAN) is measured again with the kernel on reno, the algorithm vipmux
+	# runs, so that the table tells the algorithm from the implementation.
+	host_cc=$(nsx $G sysctl -n net.ipv4.tcp_congestion_control)
+	for run in $(seq "$RUNS"); do
+		log "wan $run/$RUNS"
+		for p in haproxy vipmux-m1; do
+			ip=198.19.129.2; [ "$p" = haproxy ] || ip=198.18.0.20
+			add "WAN 1 stream, Mbit/s ($wan)" "$p" "$(IPERF_NS=$W UNIT=M iperf "$ip")"
+			add "WAN 1 stream reverse, Mbit/s ($wan; kernel: $host_cc)" "$p" "$(IPERF_NS=$W UNIT=M iperf "$ip" -R)"
+			[ "$p" = haproxy ] && nsx $G sysctl -qw net.ipv4.tcp_congestion_control=reno
+			add "WAN 1 stream reverse, Mbit/s ($wan; kernel: reno)" "$p" "$(IPERF_NS=$W UNIT=M iperf "$ip" -R)"
+			nsx $G sysctl -qw net.ipv4.tcp_congestion_control="$host_cc"
+		done
+		report
+	done
+fi
 
 # Automatic failover: kill -9 the active server; first new connection served
 # by the standby. keepalived's VRRP default needs 3 × advert_int = 3 s.

@@ -2,7 +2,9 @@
 // that runs in the benchmark's client namespace and prints one JSON object
 // per run. It is not a test; `make bench` drives it.
 //
-//	loadgen conns  -addr 198.18.0.10:8080 -c 32 -d 10s     # new connections/s: connect, GET, close
+//	loadgen conns  -addr 198.18.0.10:8080 -c 32 -d 10s     # new connections/s: connect, GET, the server closes
+//	loadgen conns  -closer client -addr ...                 # the same, the client closes first (a key-value client)
+//	loadgen reqs   -addr 198.18.0.10:8080 -c 50 -d 10s     # small requests/s over keep-alive connections, as fast as they go
 //	loadgen rate   -addr 198.18.0.10:8080 -rate 2000 -d 10s # keep-alive latency at a fixed rate
 //	loadgen idle   -addr 198.18.0.10:8080 -n 10000 -hold 10s # hold idle proxied connections
 //	loadgen follow -addr 198.18.0.100:8080 -want web-b -d 5s # ms until a new connection reaches -want
@@ -48,6 +50,7 @@ func main() {
 	base := fs.String("base", "198.18.100.0", "first IP to register (register)")
 	backend := fs.String("backend", "", "backend of every registration (register)")
 	port := fs.Int("port", 0, "mode-2 port to switch (switch)")
+	closer := fs.String("closer", "server", "who closes each connection first: server (Connection: close) or client (conns)")
 	_ = fs.Parse(os.Args[2:])
 	if *addr == "" && os.Args[1] != "register" && os.Args[1] != "switch" {
 		fmt.Fprintln(os.Stderr, "loadgen: -addr is required")
@@ -61,7 +64,13 @@ func main() {
 	)
 	switch os.Args[1] {
 	case "conns":
-		out, err = conns(ctx, *addr, *conc, *dur)
+		if *closer != "server" && *closer != "client" {
+			err = fmt.Errorf("-closer: want server or client, not %q", *closer)
+			break
+		}
+		out, err = conns(ctx, *addr, *conc, *dur, *closer == "client")
+	case "reqs":
+		out, err = reqs(ctx, *addr, *conc, *dur)
 	case "rate":
 		out, err = fixedRate(ctx, *addr, *conc, *rate, *dur)
 	case "idle":
@@ -124,7 +133,12 @@ type ConnsResult struct {
 	FirstErr string  `json:"first_error,omitempty"`
 }
 
-func conns(ctx context.Context, addr string, conc int, d time.Duration) (ConnsResult, error) {
+// conns opens a connection, sends one request, reads the answer and closes,
+// conc at a time. With clientCloses the request asks for keep-alive and
+// the client closes first, as a key-value or database client does after one
+// command; otherwise it asks for Connection: close and the server closes
+// first, as HTTP/1.0-style clients see it.
+func conns(ctx context.Context, addr string, conc int, d time.Duration, clientCloses bool) (ConnsResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var done, errs atomic.Int64
@@ -138,7 +152,7 @@ func conns(ctx context.Context, addr string, conc int, d time.Duration) (ConnsRe
 				c, err := dialer.DialContext(ctx, "tcp", addr)
 				if err == nil {
 					c.SetDeadline(time.Now().Add(3 * time.Second))
-					_, err = request(c, bufio.NewReader(c), addr, true)
+					_, err = request(c, bufio.NewReader(c), addr, !clientCloses)
 					c.Close()
 				}
 				if err != nil {
@@ -154,11 +168,87 @@ func conns(ctx context.Context, addr string, conc int, d time.Duration) (ConnsRe
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
-	r := ConnsResult{Mode: "conns", Done: done.Load(), Errors: errs.Load(), Seconds: secs, PerSec: float64(done.Load()) / secs}
+	mode := "conns"
+	if clientCloses {
+		mode = "conns-client-closes"
+	}
+	r := ConnsResult{Mode: mode, Done: done.Load(), Errors: errs.Load(), Seconds: secs, PerSec: float64(done.Load()) / secs}
 	if e, ok := firstErr.Load().(string); ok {
 		r.FirstErr = e
 	}
 	return r, nil
+}
+
+// ReqsResult is the outcome of the reqs mode; latencies in microseconds.
+type ReqsResult struct {
+	Mode    string  `json:"mode"`
+	Conns   int     `json:"conns"`
+	Done    int64   `json:"done"`
+	Errors  int64   `json:"errors"`
+	PerSec  float64 `json:"per_sec"`
+	P50us   float64 `json:"p50_us"`
+	P99us   float64 `json:"p99_us"`
+	Seconds float64 `json:"seconds"`
+}
+
+// reqs sends small requests back to back on conc keep-alive connections for
+// d: the request rate a pipelined-free client (a key-value or database
+// client waiting for each answer) gets. Latency is per request, from send
+// to the end of its answer.
+func reqs(ctx context.Context, addr string, conc int, d time.Duration) (ReqsResult, error) {
+	var (
+		mu   sync.Mutex
+		lat  []time.Duration
+		errs atomic.Int64
+		wg   sync.WaitGroup
+	)
+	// Connect first, then time: the figure is requests, not handshakes.
+	cs := make([]net.Conn, 0, conc)
+	for range conc {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			for _, c := range cs {
+				c.Close()
+			}
+			return ReqsResult{}, fmt.Errorf("connect: %w", err)
+		}
+		cs = append(cs, c)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	for _, c := range cs {
+		wg.Go(func() {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			local := make([]time.Duration, 0, 4096)
+			for ctx.Err() == nil {
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				t0 := time.Now()
+				if _, err := request(c, br, addr, false); err != nil {
+					if ctx.Err() == nil {
+						errs.Add(1)
+					}
+					break
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	if len(lat) == 0 {
+		return ReqsResult{}, fmt.Errorf("no request completed (%d errors)", errs.Load())
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3 }
+	return ReqsResult{
+		Mode: "reqs", Conns: conc, Done: int64(len(lat)), Errors: errs.Load(), PerSec: float64(len(lat)) / secs,
+		P50us: q(0.5), P99us: q(0.99), Seconds: secs,
+	}, nil
 }
 
 // RateResult is the outcome of the rate mode; latencies in microseconds.
