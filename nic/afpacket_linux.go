@@ -104,7 +104,7 @@ func openOffload(link netlink.Link, mac net.HardwareAddr, mtu uint32, opts Optio
 		MTU:      mtu,
 		Offload:  true,
 		close: func() error {
-			ep.closeStop()
+			ep.closeRx()
 			return errors.Join(unix.Close(rx), unix.Close(tx))
 		},
 	}, nil

@@ -1,12 +1,15 @@
 package nic
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -14,7 +17,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -50,6 +52,12 @@ const rxFrameMax = maxGROSize + header.EthernetMinimumSize + 4
 // virtio-net header of received frames away, and that header says whether
 // the kernel has verified the frame's checksum.
 //
+// The receive goroutine waits for frames on Go's netpoller (a dup of rxfd
+// as an *os.File, recvmmsg with MSG_DONTWAIT inside RawConn.Read), not in
+// gVisor's ppoll loop: a goroutine blocked in ppoll keeps its P until the
+// runtime's sysmon takes it away (20 µs or more), which left the gateway
+// idle while requests waited (bench/results/TUNING.md, lever 7).
+//
 // Checksum trust is per frame: gVisor skips checksum verification of a
 // frame only if the header carries VIRTIO_NET_HDR_F_DATA_VALID or
 // VIRTIO_NET_HDR_F_NEEDS_CSUM; every other frame is verified in software.
@@ -63,10 +71,15 @@ const rxFrameMax = maxGROSize + header.EthernetMinimumSize + 4
 type vnetEndpoint struct {
 	stack.LinkEndpoint // fdbased on txfd: transmit, GSO, MTU, address
 
-	rxfd int
-	stop stopfd.StopFD
-	mac  tcpip.LinkAddress
-	log  *slog.Logger
+	rx  *os.File        // a dup of the receiving socket, on Go's netpoller
+	rc  syscall.RawConn // rx's
+	mac tcpip.LinkAddress
+	log *slog.Logger
+
+	// stopping is set while Attach(nil) interrupts the receive goroutine
+	// (a read deadline in the past), so that it returns instead of
+	// reporting the interruption as a failure.
+	stopping atomic.Bool
 
 	// trusted is true while the receive goroutine delivers a frame whose
 	// checksum the kernel vouched for.
@@ -80,7 +93,8 @@ type vnetEndpoint struct {
 var _ stack.GSOEndpoint = (*vnetEndpoint)(nil)
 
 // newVnetEndpoint builds the endpoint. Both fds must carry a virtio-net
-// header on every message; the endpoint does not own them.
+// header on every message; the endpoint does not own them (it reads
+// through a dup of rxfd that closeRx releases).
 func newVnetEndpoint(rxfd, txfd int, mac net.HardwareAddr, mtu uint32, ifindex int, log *slog.Logger) (*vnetEndpoint, error) {
 	tx, err := fdbased.New(&fdbased.Options{
 		FDs:                []int{txfd},
@@ -99,14 +113,22 @@ func newVnetEndpoint(rxfd, txfd int, mac net.HardwareAddr, mtu uint32, ifindex i
 	if err != nil {
 		return nil, fmt.Errorf("fdbased endpoint: %w", err)
 	}
-	if err := unix.SetNonblock(rxfd, true); err != nil {
+	dup, err := unix.FcntlInt(uintptr(rxfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup rx socket: %w", err)
+	}
+	// Nonblocking before NewFile, which then registers it with the netpoller.
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
 		return nil, fmt.Errorf("nonblocking rx socket: %w", err)
 	}
-	stop, err := stopfd.New()
+	rx := os.NewFile(uintptr(dup), "front-rx")
+	rc, err := rx.SyscallConn()
 	if err != nil {
-		return nil, err
+		rx.Close()
+		return nil, fmt.Errorf("rx socket: %w", err)
 	}
-	return &vnetEndpoint{LinkEndpoint: tx, rxfd: rxfd, stop: stop, mac: tcpip.LinkAddress(mac), log: log}, nil
+	return &vnetEndpoint{LinkEndpoint: tx, rx: rx, rc: rc, mac: tcpip.LinkAddress(mac), log: log}, nil
 }
 
 // GSOMaxSize implements stack.GSOEndpoint.
@@ -137,8 +159,13 @@ func (e *vnetEndpoint) Attach(d stack.NetworkDispatcher) {
 	defer e.mu.Unlock()
 	if d == nil {
 		if e.dispatcher != nil {
-			e.stop.Stop()
+			// A deadline in the past wakes the goroutine out of the
+			// netpoller; it sees stopping and returns.
+			e.stopping.Store(true)
+			_ = e.rx.SetReadDeadline(time.Unix(1, 0))
 			e.wg.Wait()
+			_ = e.rx.SetReadDeadline(time.Time{})
+			e.stopping.Store(false)
 			e.dispatcher = nil
 		}
 		return
@@ -172,8 +199,9 @@ func (e *vnetEndpoint) Close() {
 	e.LinkEndpoint.Close()
 }
 
-// closeStop releases the stop eventfd; call it after Wait.
-func (e *vnetEndpoint) closeStop() { unix.Close(e.stop.EFD) }
+// closeRx releases the endpoint's dup of the receiving socket; call it
+// after Wait.
+func (e *vnetEndpoint) closeRx() { e.rx.Close() }
 
 // receive reads frames until Attach(nil) and delivers them to d.
 func (e *vnetEndpoint) receive(d stack.NetworkDispatcher) {
@@ -193,12 +221,24 @@ func (e *vnetEndpoint) receive(d stack.NetworkDispatcher) {
 			msgs[i].Len = 0
 			msgs[i].Msg.Flags = 0
 		}
-		n, errno := rawfile.BlockingRecvMMsgUntilStopped(e.stop.EFD, e.rxfd, msgs[:])
-		if n == -1 {
-			return // stopped
+		var (
+			n     int
+			errno unix.Errno
+		)
+		err := e.rc.Read(func(fd uintptr) bool {
+			r, _, en := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), rxBatch, unix.MSG_DONTWAIT, 0, 0)
+			n, errno = int(r), en
+			return en != unix.EAGAIN // EAGAIN: wait in the netpoller
+		})
+		if err != nil {
+			if e.stopping.Load() {
+				return // Attach(nil)
+			}
+			e.log.Error("front link receive failed; the stack receives nothing more", "err", err)
+			return
 		}
 		if errno != 0 {
-			if errors.Is(errno, unix.ENETDOWN) || errors.Is(errno, unix.ENOBUFS) {
+			if errno == unix.EINTR || errno == unix.ENETDOWN || errno == unix.ENOBUFS {
 				continue // the link went down or a burst overflowed; keep reading
 			}
 			e.log.Error("front link receive failed; the stack receives nothing more", "err", errno)

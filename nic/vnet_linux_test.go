@@ -55,7 +55,7 @@ func newVnetHarness(t *testing.T) *vnetHarness {
 	t.Cleanup(func() {
 		s.Close()
 		s.Wait()
-		ep.closeStop()
+		ep.closeRx()
 		for _, fd := range []int{rxp[0], rxp[1], txp[0], txp[1]} {
 			unix.Close(fd)
 		}
