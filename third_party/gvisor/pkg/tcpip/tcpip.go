@@ -1379,6 +1379,16 @@ func (*TCPMaxRTOOption) isGettableTransportProtocolOption() {}
 
 func (*TCPMaxRTOOption) isSettableTransportProtocolOption() {}
 
+// TCPDelayedAckOption is how long TCP may hold back the ACK of in-order data
+// in the hope of sending it on a data segment (delayed ACK, RFC 1122 section
+// 4.2.3.2, RFC 5681 section 4.2). Zero, the default, acknowledges at once.
+// It applies to connections established after it is set.
+type TCPDelayedAckOption time.Duration
+
+func (*TCPDelayedAckOption) isGettableTransportProtocolOption() {}
+
+func (*TCPDelayedAckOption) isSettableTransportProtocolOption() {}
+
 // TCPMaxRetriesOption is used by SetSockOpt/GetSockOpt to set/get the
 // maximum number of retransmits after which we time out the connection.
 type TCPMaxRetriesOption uint64

@@ -1271,6 +1271,9 @@ func (e *Endpoint) handleReset(s *segment) (ok bool, err tcpip.Error) {
 // +checklocksexclude:e.snd.rtt.rttMutex
 func (e *Endpoint) handleSegmentsLocked() tcpip.Error {
 	sndUna := e.snd.SndUna
+	// Out-of-order data held before the batch: in-order data now fills a
+	// hole, which is acknowledged at once (RFC 5681 section 4.2).
+	holdsOutOfOrder := e.rcv.pendingRcvdSegments.Len() > 0
 	for i := 0; i < maxSegmentsPerWake; i++ {
 		if state := e.EndpointState(); state.closed() || state == StateTimeWait || state == StateError {
 			return nil
@@ -1302,7 +1305,7 @@ func (e *Endpoint) handleSegmentsLocked() tcpip.Error {
 
 	// Send an ACK for all processed packets if needed.
 	if e.rcv.RcvNxt != e.snd.MaxSentAck {
-		e.snd.sendAck()
+		e.snd.sendDelayedAck(holdsOutOfOrder || e.rcv.pendingRcvdSegments.Len() > 0)
 	}
 
 	e.resetKeepaliveTimer(true /* receivedData */)

@@ -122,6 +122,8 @@ type protocol struct {
 	// +checklocks:mu
 	maxRetries uint32
 	// +checklocks:mu
+	delayedAck time.Duration
+	// +checklocks:mu
 	synRetries uint8
 
 	dispatcher dispatcher
@@ -395,6 +397,15 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 		p.mu.Unlock()
 		return nil
 
+	case *tcpip.TCPDelayedAckOption:
+		if *v < 0 {
+			return &tcpip.ErrInvalidOptionValue{}
+		}
+		p.mu.Lock()
+		p.delayedAck = time.Duration(*v)
+		p.mu.Unlock()
+		return nil
+
 	case *tcpip.TCPAlwaysUseSynCookies:
 		p.mu.Lock()
 		p.alwaysUseSynCookies = bool(*v)
@@ -495,6 +506,12 @@ func (p *protocol) Option(option tcpip.GettableTransportProtocolOption) tcpip.Er
 	case *tcpip.TCPMaxRTOOption:
 		p.mu.RLock()
 		*v = tcpip.TCPMaxRTOOption(p.maxRTO)
+		p.mu.RUnlock()
+		return nil
+
+	case *tcpip.TCPDelayedAckOption:
+		p.mu.RLock()
+		*v = tcpip.TCPDelayedAckOption(p.delayedAck)
 		p.mu.RUnlock()
 		return nil
 

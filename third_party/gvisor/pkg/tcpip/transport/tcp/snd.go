@@ -190,6 +190,14 @@ type sender struct {
 	// corkTimer is used to drain the segments which are held when TCP_CORK
 	// option is enabled.
 	corkTimer timer `state:"nosave"`
+
+	// delayedAck is the longest time an ACK of in-order data waits
+	// (tcpip.TCPDelayedAckOption); zero acknowledges at once.
+	delayedAck time.Duration
+
+	// delAckTimer sends the ACK that sendDelayedAck held back. Every
+	// segment sent carries the ACK and disables it.
+	delAckTimer timer `state:"nosave"`
 }
 
 // protectedWriteList wraps the write list, checking for invalid state when
@@ -304,6 +312,7 @@ func initSender(ep *Endpoint, iss, irs seqnum.Value, sndWnd seqnum.Size, mss uin
 	ep.snd.reorderTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.rc.reorderTimerExpired))
 	ep.snd.probeTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.probeTimerExpired))
 	ep.snd.corkTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.corkTimerExpired))
+	ep.snd.delAckTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.delAckTimerExpired))
 
 	ep.snd.updateMaxPayloadSize(int(ep.snd.ep.route.MTU()), 0)
 	// Initialize SACK Scoreboard after updating max payload size as we use
@@ -323,6 +332,12 @@ func initSender(ep *Endpoint, iss, irs seqnum.Value, sndWnd seqnum.Size, mss uin
 		panic(fmt.Sprintf("unable to get maxRTO from stack: %s", err))
 	}
 	ep.snd.maxRTO = time.Duration(maxRTO)
+
+	var delayedAck tcpip.TCPDelayedAckOption
+	if err := ep.snd.ep.stack.TransportProtocolOption(ProtocolNumber, &delayedAck); err != nil {
+		panic(fmt.Sprintf("unable to get delayedAck from stack: %s", err))
+	}
+	ep.snd.delayedAck = time.Duration(delayedAck)
 
 	var maxRetries tcpip.TCPMaxRetriesOption
 	if err := ep.snd.ep.stack.TransportProtocolOption(ProtocolNumber, &maxRetries); err != nil {
@@ -435,6 +450,38 @@ func (s *sender) updateMaxPayloadSize(mtu, count int) {
 // +checklocks:s.ep.mu
 func (s *sender) sendAck() {
 	s.sendEmptySegment(header.TCPFlagAck, s.SndNxt)
+}
+
+// sendDelayedAck acknowledges the data that a batch of segments delivered in
+// order. In ESTABLISHED, with a delay configured, the ACK waits up to
+// s.delayedAck for a segment to carry it (data sent in response, a FIN),
+// unless ackNow is set (out-of-order data was held, or a hole was filled) or
+// more than one full-sized segment is unacknowledged: then it goes at once,
+// as it does in every other state.
+// +checklocks:s.ep.mu
+func (s *sender) sendDelayedAck(ackNow bool) {
+	if ackNow || s.delayedAck == 0 || s.delAckTimer.isUninitialized() ||
+		s.ep.EndpointState() != StateEstablished ||
+		s.MaxSentAck.Size(s.ep.rcv.RcvNxt) > seqnum.Size(s.MaxPayloadSize) {
+		s.sendAck()
+		return
+	}
+	if !s.delAckTimer.enabled() {
+		s.delAckTimer.enable(s.delayedAck)
+	}
+}
+
+// delAckTimerExpired sends the ACK that sendDelayedAck held back, if no
+// segment has carried it since.
+// +checklocks:s.ep.mu
+func (s *sender) delAckTimerExpired() tcpip.Error {
+	if s.delAckTimer.isUninitialized() || !s.delAckTimer.checkExpiration() {
+		return nil
+	}
+	if s.ep.EndpointState().connected() && s.ep.rcv.RcvNxt != s.MaxSentAck {
+		s.sendAck()
+	}
+	return nil
 }
 
 // updateRTO updates the retransmit timeout when a new roud-trip time is
@@ -1854,6 +1901,7 @@ func (s *sender) sendSegmentFromPacketBuffer(pkt *stack.PacketBuffer, flags head
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
+	s.delAckTimer.disable()
 
 	// We need to clone the packet because sendRaw takes ownership of pkt,
 	// and pkt could be reprocessed later on (i.e retrasmission).
@@ -1875,6 +1923,7 @@ func (s *sender) sendEmptySegment(flags header.TCPFlags, seq seqnum.Value) tcpip
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
+	s.delAckTimer.disable()
 
 	return s.ep.sendEmptyRaw(flags, seq, rcvNxt, rcvWnd)
 }
