@@ -1271,9 +1271,7 @@ func (e *Endpoint) handleReset(s *segment) (ok bool, err tcpip.Error) {
 // +checklocksexclude:e.snd.rtt.rttMutex
 func (e *Endpoint) handleSegmentsLocked() tcpip.Error {
 	sndUna := e.snd.SndUna
-	// Out-of-order data held before the batch: in-order data now fills a
-	// hole, which is acknowledged at once (RFC 5681 section 4.2).
-	holdsOutOfOrder := e.rcv.pendingRcvdSegments.Len() > 0
+	holdsOutOfOrder := false
 	for i := 0; i < maxSegmentsPerWake; i++ {
 		if state := e.EndpointState(); state.closed() || state == StateTimeWait || state == StateError {
 			return nil
@@ -1282,6 +1280,9 @@ func (e *Endpoint) handleSegmentsLocked() tcpip.Error {
 		if s == nil {
 			break
 		}
+		// With out-of-order data held, a segment may fill a hole: its ACK
+		// goes at once (RFC 5681 section 4.2).
+		holdsOutOfOrder = holdsOutOfOrder || e.rcv.pendingRcvdSegments.Len() > 0
 		cont, err := e.handleSegmentLocked(s)
 		s.DecRef()
 		if err != nil {
