@@ -271,7 +271,8 @@ func TestDelayedAckCoalesces(t *testing.T) {
 }
 
 // TestDelayedAckOnResponse: a response written within the delay carries
-// the ACK, and no pure ACK follows.
+// the ACK, and no pure ACK follows; the next request without a response is
+// acknowledged at the delay (the timer stopped by the response arms again).
 func TestDelayedAckOnResponse(t *testing.T) {
 	h := newTCPHarness(t, testDelay, false)
 	h.sendData([]byte("GET /"))
@@ -287,6 +288,12 @@ func TestDelayedAckOnResponse(t *testing.T) {
 	h.send(header.TCPFlagAck, nil, nil) // the client acknowledges the response
 	h.clock.Advance(10 * testDelay)
 	h.wantNothing("after the response")
+
+	h.sendData([]byte("GET /2"))
+	h.read(6)
+	h.wantNothing("second request read")
+	h.clock.Advance(testDelay)
+	h.wantPureACK("second request, delay over")
 }
 
 // TestDelayedAckImmediate: the cases that ACK at once, with the clock

@@ -196,7 +196,7 @@ type sender struct {
 	delayedAck time.Duration
 
 	// delAckTimer sends the ACK that sendDelayedAck held back. Every
-	// segment sent carries the ACK and disables it.
+	// segment sent carries the ACK and stops it.
 	delAckTimer timer `state:"nosave"`
 }
 
@@ -1901,7 +1901,7 @@ func (s *sender) sendSegmentFromPacketBuffer(pkt *stack.PacketBuffer, flags head
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
-	s.delAckTimer.disable()
+	s.delAckTimer.stop()
 
 	// We need to clone the packet because sendRaw takes ownership of pkt,
 	// and pkt could be reprocessed later on (i.e retrasmission).
@@ -1923,7 +1923,7 @@ func (s *sender) sendEmptySegment(flags header.TCPFlags, seq seqnum.Value) tcpip
 
 	// Remember the max sent ack.
 	s.MaxSentAck = rcvNxt
-	s.delAckTimer.disable()
+	s.delAckTimer.stop()
 
 	return s.ep.sendEmptyRaw(flags, seq, rcvNxt, rcvWnd)
 }

@@ -131,6 +131,22 @@ func (t *timer) disable() {
 	}
 }
 
+// stop disables the timer and stops the clock timer, where disable leaves
+// it to fire: for a timer that is nearly always cancelled before it
+// expires (the delayed ACK), an orphan would wake the endpoint nearly every
+// time. A clock timer that fired already, its callback not yet run, stays
+// orphaned for the callback to consume.
+func (t *timer) stop() {
+	if t.state != timerStateEnabled && t.state != timerStateOrphaned {
+		return
+	}
+	if t.timer.Stop() {
+		t.state = timerStateDisabled
+	} else {
+		t.state = timerStateOrphaned
+	}
+}
+
 // enabled returns true if the timer is currently enabled, false otherwise.
 func (t *timer) enabled() bool {
 	return t.state == timerStateEnabled
