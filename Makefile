@@ -1,7 +1,8 @@
 # vipmux — build, demo, test.
 #
 #   make demo   build and show vipmux on a throw-away topology (root)
-#   make test   go vet, unit tests with -race, the e2e suite (root for e2e)
+#   make test   go vet, the gVisor copy check, unit tests with -race, the
+#               e2e suite (root for e2e)
 #   make build  bin/vipmux, static, version stamped
 #   make install / make uninstall   as a systemd service (root; DESTDIR=, PREFIX=)
 
@@ -15,11 +16,12 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Debian packages the demo and the tests drive: ip/bridge, curl, ethtool,
 # haproxy (e2e TestProxyProtocolHAProxy parses vipmux's PROXY headers),
 # setpriv (e2e: serve as an unprivileged user with two capabilities),
-# tcpdump (reads serve --pcap files back).
-DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump
+# tcpdump (reads serve --pcap files back), patch (gvisor-check applies
+# third_party/gvisor-patches).
+DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build deps demo test vet unit e2e fuzz bench bench-quick bench-deps clean install uninstall
+.PHONY: all build deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall
 
 all: build
 
@@ -44,6 +46,16 @@ demo: deps build
 vet:
 	$(GO) vet ./...
 
+# The build uses third_party/gvisor (go.mod replace): the pinned gVisor cut
+# down to the packages vipmux imports, plus third_party/gvisor-patches
+# (docs/gvisor-patches.md). gvisor-check fails if the copy is anything else;
+# gvisor-sync regenerates it.
+gvisor-check:
+	GO=$(GO) ./scripts/gvisor-sync.sh --check
+
+gvisor-sync:
+	GO=$(GO) ./scripts/gvisor-sync.sh
+
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
@@ -52,7 +64,7 @@ e2e: deps
 
 # test fuzzes every decoder briefly too (API requests, config, state file);
 # make fuzz FUZZTIME=10m runs them longer.
-test: deps vet unit
+test: deps vet gvisor-check unit
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 	$(MAKE) --no-print-directory e2e
 

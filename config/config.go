@@ -115,6 +115,11 @@ type Dispatch struct {
 	// meets one of them waits out the TIME_WAIT and a 1 s retransmit (see
 	// config.example.toml).
 	TimeWait Duration
+	// DelayedAck is [dispatch] delayed_ack: how long a client-side TCP
+	// connection may hold back the ACK of a request for the response to
+	// carry it; default 2ms, 0 (ACK at once)..500ms. It applies to the
+	// connections established after it is set.
+	DelayedAck Duration
 }
 
 // Health is the [health] section: the gateway's TCP-connect checks of
@@ -220,6 +225,7 @@ const (
 	maxMTU         = 65535
 	maxDialTimeout = 60 * time.Second
 	maxTimeWait    = 60 * time.Second
+	maxDelayedAck  = 500 * time.Millisecond
 	maxInFlight    = 65536
 	maxIfNameLen   = 15 // IFNAMSIZ - 1
 
@@ -259,6 +265,7 @@ func Default() *Config {
 			DialTimeout: Duration{3 * time.Second},
 			MaxInFlight: 8192,
 			TimeWait:    Duration{10 * time.Millisecond},
+			DelayedAck:  Duration{2 * time.Millisecond},
 		},
 		Health: Health{
 			Enabled:  true,
@@ -320,6 +327,7 @@ type raw struct {
 		DialTimeout string `toml:"dial_timeout"`
 		MaxInFlight int    `toml:"max_in_flight"`
 		TimeWait    string `toml:"time_wait"`
+		DelayedAck  string `toml:"delayed_ack"`
 	} `toml:"dispatch"`
 	Health struct {
 		Enabled  bool                     `toml:"enabled"`
@@ -366,6 +374,7 @@ func Parse(data []byte) (*Config, error) {
 	r.Dispatch.DialTimeout = def.Dispatch.DialTimeout.String()
 	r.Dispatch.MaxInFlight = def.Dispatch.MaxInFlight
 	r.Dispatch.TimeWait = def.Dispatch.TimeWait.String()
+	r.Dispatch.DelayedAck = def.Dispatch.DelayedAck.String()
 	r.ARP.GARPCount = def.ARP.GARPCount
 	r.ARP.GARPInterval = def.ARP.GARPInterval.String()
 	r.ARP.DADProbes = def.ARP.DADProbes
@@ -450,6 +459,11 @@ func Parse(data []byte) (*Config, error) {
 		fail("dispatch.time_wait", "%q is not a duration such as \"1s\"", r.Dispatch.TimeWait)
 	} else {
 		c.Dispatch.TimeWait = Duration{d}
+	}
+	if d, err := time.ParseDuration(r.Dispatch.DelayedAck); err != nil {
+		fail("dispatch.delayed_ack", "%q is not a duration such as \"2ms\"", r.Dispatch.DelayedAck)
+	} else {
+		c.Dispatch.DelayedAck = Duration{d}
 	}
 	parseHealth(c, &r, fail)
 	c.ARP.GARPCount = r.ARP.GARPCount
@@ -628,6 +642,9 @@ func (c *Config) validate(skip map[string]bool) []error {
 	}
 	if d := c.Dispatch.TimeWait.Duration; d < 0 || d > maxTimeWait {
 		check("dispatch.time_wait", fmt.Errorf("%s is out of range: use 0s..%s", d, maxTimeWait))
+	}
+	if d := c.Dispatch.DelayedAck.Duration; d < 0 || d > maxDelayedAck {
+		check("dispatch.delayed_ack", fmt.Errorf("%s is out of range: use 0s (ACK at once)..%s", d, maxDelayedAck))
 	}
 
 	if n := c.ARP.GARPCount; n < 0 || n > maxGARPCount {

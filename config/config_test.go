@@ -41,7 +41,7 @@ func TestDefault(t *testing.T) {
 		NIC:      NIC{Offload: true},
 		Control:  Control{Listen: "127.0.0.1:7070"},
 		State:    State{Path: "/var/lib/vipmux/state.json"},
-		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}},
+		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}, DelayedAck: Duration{2 * time.Millisecond}},
 		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:      Log{Level: "info", Format: "text"},
@@ -90,6 +90,7 @@ address = "198.18.0.100"
 dial_timeout = "500ms"
 max_in_flight = 1
 time_wait = "0s"
+delayed_ack = "0s"
 [health]
 enabled = false
 interval = "1s"
@@ -125,7 +126,7 @@ listen = "198.19.0.1:9100"
 				Control:  Control{Listen: ":7171", TokenFile: "/etc/vipmux/token"},
 				State:    State{Path: "/tmp/state.json"},
 				Shared:   Shared{Address: netip.MustParseAddr("198.18.0.100")},
-				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}},
+				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}, DelayedAck: Duration{0}},
 				Health: Health{Interval: Duration{time.Second}, Timeout: Duration{300 * time.Millisecond}, Rise: 3, Fall: 4, Failback: true,
 					Port: map[uint16]HealthPort{8080: {Interval: Duration{50 * time.Millisecond}, Timeout: Duration{20 * time.Millisecond}, Rise: 1, Fall: 1}}},
 				ARP:     ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
@@ -215,10 +216,11 @@ mtu = 576
 dial_timeout = "60s"
 max_in_flight = 65536
 time_wait = "1m"
+delayed_ack = "500ms"
 `,
 			want: withDefaults(func(c *Config) {
 				c.NIC.MTU = 576
-				c.Dispatch = Dispatch{DialTimeout: Duration{time.Minute}, MaxInFlight: 65536, TimeWait: Duration{time.Minute}}
+				c.Dispatch = Dispatch{DialTimeout: Duration{time.Minute}, MaxInFlight: 65536, TimeWait: Duration{time.Minute}, DelayedAck: Duration{500 * time.Millisecond}}
 			}),
 		},
 		{
@@ -652,6 +654,22 @@ retries = 3
 			wantErrs: []string{"dispatch.time_wait: 2m0s is out of range"},
 		},
 		{
+			name:      "delayed ack not a duration",
+			in:        minimal + "[dispatch]\ndelayed_ack = \"2\"\n",
+			wantErrs:  []string{`dispatch.delayed_ack: "2" is not a duration`},
+			wantLines: 1,
+		},
+		{
+			name:     "delayed ack negative",
+			in:       minimal + "[dispatch]\ndelayed_ack = \"-1ms\"\n",
+			wantErrs: []string{"dispatch.delayed_ack: -1ms is out of range"},
+		},
+		{
+			name:     "delayed ack too long",
+			in:       minimal + "[dispatch]\ndelayed_ack = \"501ms\"\n",
+			wantErrs: []string{"dispatch.delayed_ack: 501ms is out of range"},
+		},
+		{
 			name:     "garp count negative",
 			in:       minimal + "[arp]\ngarp_count = -1\n",
 			wantErrs: []string{"arp.garp_count: -1 is out of range"},
@@ -968,7 +986,7 @@ func TestExampleFile(t *testing.T) {
 	for _, want := range []string{
 		"nic.driver", "nic.interface", "nic.mac", "nic.mtu", "nic.networks", "nic.router",
 		"control.listen", "control.token_file", "state.path", "shared.address",
-		"dispatch.dial_timeout", "dispatch.max_in_flight", "dispatch.time_wait",
+		"dispatch.dial_timeout", "dispatch.max_in_flight", "dispatch.time_wait", "dispatch.delayed_ack",
 		"health.enabled", "health.interval", "health.timeout", "health.rise", "health.fall", "health.failback",
 		"health.port.8080.interval", "health.port.8080.fall",
 		"arp.garp_count", "arp.garp_interval", "arp.dad_probes", "arp.dad_interval",

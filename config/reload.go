@@ -39,6 +39,7 @@ var reloadable = []string{
 	"shared.address",
 	"dispatch.dial_timeout",
 	"dispatch.time_wait",
+	"dispatch.delayed_ack",
 	"health",
 	"arp",
 	"log",
@@ -113,6 +114,7 @@ func diff(a, b *Config) []Change {
 	add("dispatch.dial_timeout", a.Dispatch.DialTimeout, b.Dispatch.DialTimeout)
 	add("dispatch.max_in_flight", a.Dispatch.MaxInFlight, b.Dispatch.MaxInFlight)
 	add("dispatch.time_wait", a.Dispatch.TimeWait, b.Dispatch.TimeWait)
+	add("dispatch.delayed_ack", a.Dispatch.DelayedAck, b.Dispatch.DelayedAck)
 	add("health.enabled", a.Health.Enabled, b.Health.Enabled)
 	add("health.interval", a.Health.Interval, b.Health.Interval)
 	add("health.timeout", a.Health.Timeout, b.Health.Timeout)

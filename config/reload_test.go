@@ -26,6 +26,7 @@ func TestChanges(t *testing.T) {
 				c.Shared.Address = netip.MustParseAddr("198.18.0.101")
 				c.Dispatch.DialTimeout = Duration{time.Second}
 				c.Dispatch.TimeWait = Duration{0}
+				c.Dispatch.DelayedAck = Duration{0}
 				c.Health.Enabled = false
 				c.Health.Interval = Duration{time.Second}
 				c.Health.Failback = true
@@ -36,7 +37,7 @@ func TestChanges(t *testing.T) {
 				c.Log.Format = "json"
 			},
 			wantChanged: []string{
-				"arp.dad_interval", "arp.garp_count", "dispatch.dial_timeout", "dispatch.time_wait",
+				"arp.dad_interval", "arp.garp_count", "dispatch.delayed_ack", "dispatch.dial_timeout", "dispatch.time_wait",
 				"health.enabled", "health.failback", "health.interval", "health.port.8080.fall", "health.port.8080.rise",
 				"log.format", "log.level", "shared.address",
 			},

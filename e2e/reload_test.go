@@ -188,7 +188,8 @@ func TestReloadUnderLoad(t *testing.T) {
 
 // TestReloadSettings checks that reloaded settings take effect: the log
 // level and format, the health check interval, the shared address; and
-// that a change of a key fixed at start-up is refused as a whole.
+// that a change of a key fixed at start-up is refused as a whole; the
+// delayed ACK reloads and an out-of-range one is refused.
 func TestReloadSettings(t *testing.T) {
 	t.Parallel()
 	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}, Extra: sharedConfig})
@@ -324,6 +325,30 @@ func TestReloadSettings(t *testing.T) {
 		if out := tp.MustCLI("reload"); out != "reloaded: nothing changed\n" {
 			t.Errorf("vipmux reload of the file in force: %q, want %q", out, "reloaded: nothing changed\n")
 		}
+		tp.MustCLI("deregister", "--name", "web-a", "--port", "8080")
+	})
+
+	t.Run("delayed ack", func(t *testing.T) {
+		tp := tp.With(t)
+		tp.RegisterPort("web-a", 8080, "active")
+		for _, tc := range []struct{ extra, wantOut string }{
+			{extra: "\n[dispatch]\ndelayed_ack = \"0s\"\n", wantOut: "reloaded: dispatch.delayed_ack\n"},
+			{extra: "", wantOut: "reloaded: dispatch.delayed_ack\n"}, // back to the default, 2ms
+		} {
+			tp.rewriteConfig(g, sharedConfig+tc.extra)
+			if out := tp.MustCLI("reload"); out != tc.wantOut {
+				t.Errorf("vipmux reload: %q, want %q", out, tc.wantOut)
+			}
+			if got := tp.Get(url); got != "web-a" {
+				t.Errorf("GET %s after reloading%q = %q, want web-a", url, tc.extra, got)
+			}
+		}
+		tp.rewriteConfig(g, sharedConfig+"\n[dispatch]\ndelayed_ack = \"1s\"\n")
+		_, errOut, code := tp.CLI(nil, "reload")
+		if want := "dispatch.delayed_ack: 1s is out of range"; code == 0 || !strings.Contains(errOut, want) {
+			t.Errorf("vipmux reload of delayed_ack 1s: exit %d, stderr %q; want non-zero and %q", code, errOut, want)
+		}
+		tp.rewriteConfig(g, sharedConfig)
 		tp.MustCLI("deregister", "--name", "web-a", "--port", "8080")
 	})
 

@@ -29,8 +29,8 @@ func reloadCommand() *cli.Command {
 		Name:  "reload",
 		Usage: "make the running gateway re-read its config file (as SIGHUP does)",
 		Description: `The gateway re-reads the file it was started with and applies what changed:
-[shared] address, [dispatch] dial_timeout and time_wait, [health], [arp]
-and [log]. Established connections are untouched. A file that does not
+[shared] address, [dispatch] dial_timeout, time_wait and delayed_ack,
+[health], [arp] and [log]. Established connections are untouched. A file that does not
 parse or validate, or that changes a key fixed at start-up ([nic],
 [control], [state], dispatch.max_in_flight), is refused as a whole: the
 gateway keeps the configuration it has, and reload exits 1 with the reason.
@@ -187,6 +187,7 @@ func (r *reloader) reloadLocked() ([]config.Change, error) {
 			})
 		}},
 		{"dispatch.time_wait", func(c *config.Config) error { return r.st.SetTimeWait(c.Dispatch.TimeWait.Duration) }},
+		{"dispatch.delayed_ack", func(c *config.Config) error { return r.st.SetDelayedAck(c.Dispatch.DelayedAck.Duration) }},
 		{"dispatch.dial_timeout", func(c *config.Config) error { r.fwd.SetDialTimeout(c.Dispatch.DialTimeout.Duration); return nil }},
 		{"health", r.applyHealth},
 		{"log", func(c *config.Config) error { r.logs.Set(c.Log); return nil }},

@@ -190,6 +190,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 		Router:       cfg.NIC.Router,
 		Static:       static,
 		TimeWait:     cfg.Dispatch.TimeWait.Duration,
+		DelayedAck:   cfg.Dispatch.DelayedAck.Duration,
 		GARPCount:    cfg.ARP.GARPCount,
 		GARPInterval: cfg.ARP.GARPInterval.Duration,
 		DADProbes:    cfg.ARP.DADProbes,
