@@ -329,24 +329,6 @@ func TestDelayedAckImmediate(t *testing.T) {
 			},
 		},
 		{
-			// A FIN: its ACK at once, carrying the ACK of the data held back.
-			name: "FIN after data",
-			run: func(h *tcpHarness) {
-				h.sendData([]byte("bye"))
-				h.read(3)
-				h.wantNothing("data read")
-				h.send(header.TCPFlagAck|header.TCPFlagFin, nil, nil)
-				h.seq++
-				h.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if n, err := h.conn.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-					h.t.Fatalf("read after FIN: %d, %v; want EOF", n, err)
-				}
-				h.wantPureACK("FIN read")
-				h.clock.Advance(10 * testDelay)
-				h.wantNothing("in CLOSE-WAIT")
-			},
-		},
-		{
 			// Outside ESTABLISHED: the gateway has sent its FIN
 			// (FIN-WAIT-2), the client still sends data.
 			name: "data in FIN-WAIT-2",
@@ -364,11 +346,75 @@ func TestDelayedAckImmediate(t *testing.T) {
 				h.wantPureACK("data read in FIN-WAIT-2")
 			},
 		},
+		{
+			// The client's FIN after the gateway's (FIN-WAIT-2 to
+			// TIME-WAIT): the last ACK, at once.
+			name: "FIN in FIN-WAIT-2",
+			run: func(h *tcpHarness) {
+				if err := h.conn.CloseWrite(); err != nil {
+					h.t.Fatalf("close write: %v", err)
+				}
+				if got := h.next(); got.flags != header.TCPFlagAck|header.TCPFlagFin {
+					h.t.Fatalf("after CloseWrite the gateway sent %+v, want FIN", got)
+				}
+				h.ack++
+				h.send(header.TCPFlagAck|header.TCPFlagFin, nil, nil)
+				h.seq++
+				if got := h.next(); !got.isPureACK() || got.ack != h.seq {
+					h.t.Fatalf("answer to the client's FIN in FIN-WAIT-2: %+v, want a pure ACK of %d", got, h.seq)
+				}
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The handshake (newTCPHarness) is the first immediate case:
 			// the SYN-ACK comes without the clock moving.
 			tc.run(newTCPHarness(t, testDelay, false))
+		})
+	}
+}
+
+// TestDelayedAckFIN: the client's FIN that ends an established
+// connection's receive side (the client closes first) is acknowledged as
+// Linux does (tcp_fin, ping-pong mode): by the FIN of the application's own
+// close when it comes within the delay, one segment where gVisor sent two,
+// or by a pure ACK at the delay.
+func TestDelayedAckFIN(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close bool // the application closes at once on EOF
+	}{
+		{name: "application closes within the delay", close: true},
+		{name: "application keeps its side open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTCPHarness(t, testDelay, false)
+			h.sendData([]byte("bye"))
+			h.read(3)
+			h.send(header.TCPFlagAck|header.TCPFlagFin, nil, nil)
+			h.seq++
+			h.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := h.conn.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("read after FIN: %d, %v; want EOF", n, err)
+			}
+			h.wantNothing("FIN read")
+			if tc.close {
+				if err := h.conn.Close(); err != nil {
+					t.Fatalf("close: %v", err)
+				}
+				if got := h.next(); got.flags != header.TCPFlagAck|header.TCPFlagFin || got.ack != h.seq {
+					t.Fatalf("on close the gateway sent %+v, want FIN|ACK acknowledging %d (the client's FIN)", got, h.seq)
+				}
+				h.clock.Advance(10 * testDelay)
+				h.wantNothing("after the FIN")
+				return
+			}
+			h.clock.Advance(testDelay - time.Microsecond)
+			h.wantNothing("just before the delay")
+			h.clock.Advance(time.Microsecond)
+			h.wantPureACK("delay over in CLOSE-WAIT")
+			h.clock.Advance(10 * testDelay)
+			h.wantNothing("in CLOSE-WAIT after the ACK")
 		})
 	}
 }

@@ -249,8 +249,14 @@ func (r *receiver) consumeSegment(s *segment, segSeq seqnum.Value, segLen seqnum
 	if s.flags.Contains(header.TCPFlagFin) {
 		r.RcvNxt++
 
-		// Send ACK immediately.
-		r.ep.snd.sendAck()
+		// Send ACK immediately, unless delayed ACK is on and the FIN ends
+		// the receive side of an established connection: then, as Linux
+		// does (tcp_fin enters ping-pong mode), the ACK waits for the
+		// application's own FIN to carry it (handleSegmentsLocked calls
+		// sendDelayedAck, which holds it in CLOSE-WAIT).
+		if r.ep.EndpointState() != StateEstablished || r.ep.snd.delayedAck == 0 {
+			r.ep.snd.sendAck()
+		}
 
 		// Tell any readers that no more data will come.
 		r.closed = true

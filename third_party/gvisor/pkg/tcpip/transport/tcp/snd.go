@@ -457,11 +457,13 @@ func (s *sender) sendAck() {
 // s.delayedAck for a segment to carry it (data sent in response, a FIN),
 // unless ackNow is set (out-of-order data was held, or a hole was filled) or
 // more than one full-sized segment is unacknowledged: then it goes at once,
-// as it does in every other state.
+// as it does in every other state. In CLOSE-WAIT (the peer's FIN came in
+// this batch; see receiver.consumeSegment) it waits the same way, for the
+// FIN of the application's close to carry it.
 // +checklocks:s.ep.mu
 func (s *sender) sendDelayedAck(ackNow bool) {
-	if ackNow || s.delayedAck == 0 || s.delAckTimer.isUninitialized() ||
-		s.ep.EndpointState() != StateEstablished ||
+	if st := s.ep.EndpointState(); ackNow || s.delayedAck == 0 || s.delAckTimer.isUninitialized() ||
+		(st != StateEstablished && st != StateCloseWait) ||
 		s.MaxSentAck.Size(s.ep.rcv.RcvNxt) > seqnum.Size(s.MaxPayloadSize) {
 		s.sendAck()
 		return
