@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,7 +36,22 @@ import (
 // Table finds the member that a connection to (ip, port) goes to;
 // *registry.Registry implements it without taking a lock.
 type Table interface {
+	// Lookup returns the member that a new connection to (ip, port) goes
+	// to, and the binding it belongs to; dispatch calls it on every SYN.
 	Lookup(ip netip.Addr, port uint16) (registry.Member, registry.Key, bool)
+	// Table returns the newest snapshot of the table. Dispatch reads it
+	// only after a failed dial, to find the member to redispatch to.
+	Table() *registry.Table
+}
+
+// Observer learns of every failed backend dial: the passive half of health
+// checking (HAProxy's "observe layer4"). *health.Checker implements it.
+// DialFailed runs on the SYN's goroutine, between the failed dial and the
+// redispatch: it must return at once, and must not call back into the
+// forwarder. err is the dial's error (refused, reset, unreachable, or a
+// timeout).
+type Observer interface {
+	DialFailed(k registry.Key, member string, err error)
 }
 
 // Keepalive settings of the client side: peers that vanish must not hold a
@@ -103,6 +119,9 @@ type Options struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives per-connection lines at debug level. Required.
 	Logger *slog.Logger
+	// Observer, when not nil, is told about every failed backend dial
+	// (passive health checking); the gateway gives it the health checker.
+	Observer Observer
 }
 
 // memberKey identifies a member's counters.
@@ -117,12 +136,16 @@ type Forwarder struct {
 	dialTimeout atomic.Int64 // nanoseconds; see SetDialTimeout
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	log         *slog.Logger
+	observer    Observer
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	outcomes [numOutcomes]atomic.Uint64
+	// redispatched counts the failed attempts that were followed by a
+	// dial to another member of the binding.
+	redispatched atomic.Uint64
 
 	// mu guards the following fields.
 	mu     sync.Mutex
@@ -138,10 +161,13 @@ type Forwarder struct {
 // pointer to its member's counters and updates them atomically, without
 // the forwarder's lock.
 type counters struct {
-	outcomes  [numOutcomes]atomic.Uint64
-	active    atomic.Int64
-	toBackend atomic.Uint64
-	toClient  atomic.Uint64
+	outcomes [numOutcomes]atomic.Uint64
+	// redispatched counts the connections whose attempt on this member
+	// failed and that were dialled to another member instead.
+	redispatched atomic.Uint64
+	active       atomic.Int64
+	toBackend    atomic.Uint64
+	toClient     atomic.Uint64
 }
 
 // MemberStats are the connection counters of one member of a binding, as
@@ -155,6 +181,12 @@ type MemberStats struct {
 	// Outcomes counts the SYNs by what became of them; Proxied is the
 	// number of accepted connections.
 	Outcomes [numOutcomes]uint64
+	// Redispatched is the number of connections whose dial to the member
+	// (or its PROXY protocol header) failed and that were dialled to the
+	// binding's next healthy member instead, before their client's
+	// handshake completed. Their outcome is counted on the member that
+	// they ended with, not here.
+	Redispatched uint64
 	// Active is the number of live proxied connections.
 	Active int64
 	// BytesToBackend and BytesToClient are the bytes copied client to
@@ -165,11 +197,12 @@ type MemberStats struct {
 // New returns a Forwarder.
 func New(opts Options) *Forwarder {
 	f := &Forwarder{
-		table:   opts.Table,
-		dial:    opts.Dial,
-		log:     opts.Logger,
-		conns:   map[*proxied]struct{}{},
-		members: map[memberKey]*counters{},
+		table:    opts.Table,
+		dial:     opts.Dial,
+		log:      opts.Logger,
+		observer: opts.Observer,
+		conns:    map[*proxied]struct{}{},
+		members:  map[memberKey]*counters{},
 	}
 	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
@@ -204,41 +237,14 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		}
 		return
 	}
-	backend := m.Backend
-	if backend.Port() == 0 {
-		backend = netip.AddrPortFrom(backend.Addr(), id.LocalPort)
-	}
-
-	ctx, cancel := context.WithTimeout(f.ctx, time.Duration(f.dialTimeout.Load()))
-	bc, err := f.dial(ctx, "tcp", backend.String())
-	cancel()
-	if err != nil {
-		o := Refused
-		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-			o = DialTimeout
-		}
-		f.count(c, o)
+	front := netip.AddrPortFrom(dst, id.LocalPort)
+	bc, m, c := f.connect(m, key, c, src, front)
+	if bc == nil {
 		r.Complete(true)
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
-		}
 		return
 	}
-	if m.ProxyProtocol != registry.ProxyNone {
-		// The header goes first, before the client's handshake completes:
-		// a backend that cannot take it costs the client a RST, as a
-		// refused dial does.
-		front := netip.AddrPortFrom(dst, id.LocalPort)
-		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
-			f.count(c, Refused)
-			r.Complete(true)
-			bc.Close()
-			if f.log.Enabled(context.Background(), slog.LevelDebug) {
-				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
-			}
-			return
-		}
-	}
+	mk = memberKey{key: key, name: m.Name}
+	backend := backendAddr(m, front.Port())
 
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
@@ -275,6 +281,116 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		f.log.Debug("connection closed", "client", src, "binding", key, "member", m.Name, "backend", backend,
 			"bytes_to_backend", toBackend, "bytes_to_client", toClient, "duration", time.Since(start))
 	}
+}
+
+// connect dials m's backend for a client connection from src to front and
+// writes m's PROXY protocol header. When that fails, it redispatches: it
+// dials the binding's other members that are up, the serving one first,
+// then the others in the binding's order, each at most once, each attempt
+// bounded by the dial timeout. The client's handshake is still pending
+// meanwhile, so a redispatched client sees nothing of the failure.
+//
+// It returns the backend connection, the member that it reaches and that
+// member's counters; or a nil connection when every attempt failed, with
+// the SYN's outcome counted on the last member tried. Every attempt but
+// the last one counts as a redispatch of its member. Each failed dial is
+// reported to the Observer (passive health checking).
+//
+// The success path of the first attempt costs nothing more than before:
+// the table is only read again after a failure.
+func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (net.Conn, registry.Member, *counters) {
+	var tried []string // names of the members tried, once one failed
+	for {
+		bc, o, err := f.dialMember(m, key, src, front)
+		if err == nil {
+			return bc, m, c
+		}
+		if f.ctx.Err() != nil {
+			// Closing: no redispatch, and a dial cut short says nothing
+			// of the member's health.
+			f.count(c, o)
+			return nil, m, c
+		}
+		tried = append(tried, m.Name)
+		next, ok := nextMember(f.table.Table(), key, tried)
+		if !ok {
+			f.count(c, o)
+			return nil, m, c
+		}
+		c.redispatched.Add(1)
+		f.redispatched.Add(1)
+		if f.log.Enabled(context.Background(), slog.LevelDebug) {
+			f.log.Debug("redispatching", "client", src, "binding", key, "failed_member", m.Name, "failed_outcome", o, "err", err, "member", next.Name)
+		}
+		m, c = next, f.counters(memberKey{key: key, name: next.Name})
+	}
+}
+
+// dialMember dials m's backend and writes m's PROXY protocol header. On a
+// failure it returns the outcome that the SYN would end in (Refused or
+// DialTimeout), and reports a failed dial to the Observer.
+func (f *Forwarder) dialMember(m registry.Member, key registry.Key, src, front netip.AddrPort) (net.Conn, Outcome, error) {
+	backend := backendAddr(m, front.Port())
+	ctx, cancel := context.WithTimeout(f.ctx, time.Duration(f.dialTimeout.Load()))
+	bc, err := f.dial(ctx, "tcp", backend.String())
+	cancel()
+	if err != nil {
+		o := Refused
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			o = DialTimeout
+		}
+		if f.observer != nil && f.ctx.Err() == nil {
+			f.observer.DialFailed(key, m.Name, err)
+		}
+		if f.log.Enabled(context.Background(), slog.LevelDebug) {
+			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
+		}
+		return nil, o, err
+	}
+	if m.ProxyProtocol != registry.ProxyNone {
+		// The header goes first, before the client's handshake completes:
+		// a backend that cannot take it is treated as a refused dial (the
+		// client gets the next member, or a RST), but it is no health
+		// failure: the backend did accept the connection.
+		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
+			bc.Close()
+			if f.log.Enabled(context.Background(), slog.LevelDebug) {
+				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
+			}
+			return nil, Refused, err
+		}
+	}
+	return bc, Proxied, nil
+}
+
+// nextMember returns the member that a connection to binding k goes to
+// after its dials to the members named in tried failed: the serving
+// member if it was not tried (after a failover, that is the new active),
+// else the first member in the binding's order that is up and was not
+// tried. A member that is down (health check, lease) is never chosen.
+func nextMember(t *registry.Table, k registry.Key, tried []string) (registry.Member, bool) {
+	b, ok := t.Binding(k)
+	if !ok {
+		return registry.Member{}, false
+	}
+	if m, ok := b.Serving(); ok && !slices.Contains(tried, m.Name) {
+		return m, true
+	}
+	for _, m := range b.Members {
+		if !m.Down && !slices.Contains(tried, m.Name) {
+			return m, true
+		}
+	}
+	return registry.Member{}, false
+}
+
+// backendAddr is m's backend for a connection to port: a backend port of
+// 0 means the port that the client dialled.
+func backendAddr(m registry.Member, port uint16) netip.AddrPort {
+	if m.Backend.Port() == 0 {
+		return netip.AddrPortFrom(m.Backend.Addr(), port)
+	}
+	return m.Backend
 }
 
 // SetDialTimeout changes Options.DialTimeout for the SYNs that follow;
@@ -319,6 +435,7 @@ func (f *Forwarder) Stats() []MemberStats {
 		for o := range numOutcomes {
 			s.Outcomes[o] = c.outcomes[o].Load()
 		}
+		s.Redispatched = c.redispatched.Load()
 		s.Active = c.active.Load()
 		s.BytesToBackend = c.toBackend.Load()
 		s.BytesToClient = c.toClient.Load()
@@ -341,6 +458,11 @@ func (f *Forwarder) Outcomes() map[Outcome]uint64 {
 	}
 	return out
 }
+
+// Redispatched returns how many connection attempts failed and were
+// followed by a dial to another member of the binding (see
+// MemberStats.Redispatched).
+func (f *Forwarder) Redispatched() uint64 { return f.redispatched.Load() }
 
 // Close refuses new connections, closes every proxied one and waits for
 // their goroutines. It is idempotent.
