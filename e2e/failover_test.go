@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -67,8 +68,8 @@ func (st healthStatus) member(ip string, port int, name string) (state string, d
 }
 
 // killServer sends SIGKILL to every process in server s's namespace (its
-// namesrv) and waits until none is left.
-func (tp *Topology) killServer(s *Server) {
+// namesrv) and returns their pids; see waitGone.
+func (tp *Topology) killServer(s *Server) []int {
 	tp.t.Helper()
 	out := must(tp.t, "ip", "netns", "pids", s.NS)
 	var pids []int
@@ -86,6 +87,32 @@ func (tp *Topology) killServer(s *Server) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			tp.t.Fatalf("kill -KILL %d (%s): %v", pid, s.Name, err)
 		}
+	}
+	return pids
+}
+
+// waitGone waits until every one of pids has been reaped and returns when
+// it saw that. A zombie is not enough: the thread group leader of a Go
+// program turns zombie while its other threads, which share its open
+// files, still exit, so its listening sockets may still accept for a
+// moment; a reaped process has closed them all.
+func waitGone(t testing.TB, pids []int, limit time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		alive := 0
+		for _, pid := range pids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the processes %v not reaped %v after SIGKILL", alive, pids, limit)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -245,4 +272,122 @@ func TestFailover(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // several check rounds: nothing may flap back
 	tp.requireStates(sharedIP, 8080, map[string]string{"web-a": "standby", "web-b": "active"}, "after web-a recovered")
 	tp.requireAll(url, 20, "web-b", "after web-a recovered")
+}
+
+// attempt is one new connection of connectLoop.
+type attempt struct {
+	start, end time.Time
+	name       string // the server that answered
+	err        error
+}
+
+// connectLoop opens a new connection to addr every interval (one HTTP/1.0
+// request each, as pollUntil sends) from the client namespace until stop
+// is closed, and returns every attempt on done.
+func (tp *Topology) connectLoop(addr string, interval time.Duration, stop <-chan struct{}) <-chan []attempt {
+	tp.t.Helper()
+	ns, err := netns.GetFromName(tp.ClientNS)
+	if err != nil {
+		tp.t.Fatalf("open client namespace %s: %v", tp.ClientNS, err)
+	}
+	done := make(chan []attempt, 1)
+	go func() {
+		defer ns.Close()
+		// Never unlocked: the goroutine's exit ends the thread, which
+		// must not go back to the pool inside the client namespace.
+		runtime.LockOSThread()
+		var out []attempt
+		if err := netns.Set(ns); err != nil {
+			done <- []attempt{{err: fmt.Errorf("setns %s: %w", tp.ClientNS, err)}}
+			return
+		}
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			a := attempt{start: time.Now()}
+			a.name, a.err = getName(addr, 2*time.Second)
+			a.end = time.Now()
+			out = append(out, a)
+			select {
+			case <-stop:
+				done <- out
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return done
+}
+
+// TestFailoverUnseen (issue 14, lever 6): the active server dies (SIGKILL)
+// while a client opens a new connection every 20 ms. No connection opened
+// after its death fails: the first one's backend dial is refused, the
+// gateway dials the standby instead before it completes the client's
+// handshake (redispatch) and marks the dead member down at once (passive
+// check), which fails the port over; every later one goes to the new
+// active. Before the redispatch, the connections between the death and
+// the probes' verdict (fall 2 x 100 ms) were refused.
+func TestFailoverUnseen(t *testing.T) {
+	t.Parallel()
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}, Extra: sharedConfig})
+	tp.Start()
+	tp.RegisterPort("web-a", 8080, "active")
+	tp.RegisterPort("web-b", 8080, "standby")
+	addr := sharedIP + ":8080"
+	tp.requireAll("http://"+addr+"/", 5, "web-a", "web-a active, web-b standby")
+
+	stop := make(chan struct{})
+	done := tp.connectLoop(addr, 20*time.Millisecond, stop)
+	time.Sleep(300 * time.Millisecond) // web-a serves the loop for a while
+	pids := tp.killServer(tp.Server("web-a"))
+	dead := waitGone(t, pids, 5*time.Second)
+	// Well past the probes' own verdict, and a few more rounds of them.
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	attempts := <-done
+
+	var before, after []attempt
+	for _, a := range attempts {
+		if a.start.Before(dead) {
+			before = append(before, a)
+		} else {
+			after = append(after, a)
+		}
+	}
+	if len(before) == 0 || before[0].name != "web-a" {
+		t.Fatalf("before the kill: first attempt %+v, want one served by web-a (%d attempts in all)", before, len(attempts))
+	}
+	if len(after) < 20 {
+		t.Fatalf("only %d attempts after web-a died, want at least 20 (the loop runs every 20 ms for 1.5 s)", len(after))
+	}
+	answers := map[string]int{}
+	for i, a := range after {
+		if a.err != nil {
+			answers["ERR"]++
+			t.Errorf("attempt %d after web-a died (started %d ms after its death): %v, want it served by web-b",
+				i, a.start.Sub(dead).Milliseconds(), a.err)
+			continue
+		}
+		answers[a.name]++
+		if a.name != "web-b" {
+			t.Errorf("attempt %d after web-a died (started %d ms after its death) answered by %q, want web-b", i, a.start.Sub(dead).Milliseconds(), a.name)
+		}
+	}
+	first := after[0]
+	t.Logf("after web-a died: %d attempts, answers %v; the first started %d ms after its death and took %d ms",
+		len(after), answers, first.start.Sub(dead).Milliseconds(), first.end.Sub(first.start).Milliseconds())
+	if t.Failed() {
+		t.Logf("gateway log:\n%s", tp.gwLog())
+	}
+
+	// The failover went through the table: status and events show it.
+	st := tp.healthStatus()
+	if state, down, reason := st.member(sharedIP, 8080, "web-a"); state != "standby" || !down || !strings.Contains(reason, "health check failed") {
+		t.Errorf("status web-a after its death: state %q down %v reason %q, want standby, down, reason \"health check failed: ...\"", state, down, reason)
+	} else {
+		t.Logf("web-a: %s", reason)
+	}
+	if state, down, reason := st.member(sharedIP, 8080, "web-b"); state != "active" || down || !strings.Contains(reason, "automatic failover") {
+		t.Errorf("status web-b after web-a's death: state %q down %v reason %q, want active, up, reason mentioning automatic failover", state, down, reason)
+	}
 }
