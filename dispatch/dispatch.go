@@ -45,13 +45,18 @@ type Table interface {
 }
 
 // Observer learns of every failed backend dial: the passive half of health
-// checking (HAProxy's "observe layer4"). *health.Checker implements it.
-// DialFailed runs on the SYN's goroutine, between the failed dial and the
-// redispatch: it must return at once, and must not call back into the
-// forwarder. err is the dial's error (refused, reset, unreachable, or a
-// timeout).
+// checking (HAProxy's "observe layer4"), and the owner of automatic
+// failover. *health.Checker implements it.
+//
+// DialFailed is told that a client connection's dial to member of binding
+// k failed with err (refused, reset, unreachable, or a timeout). It
+// answers whether the member is under automatic failover: then the
+// connection is redispatched to the binding's next healthy member;
+// otherwise the client gets a RST, as without an Observer. It runs on the
+// SYN's goroutine, between the failed dial and the next: it must return at
+// once, and must not call back into the forwarder.
 type Observer interface {
-	DialFailed(k registry.Key, member string, err error)
+	DialFailed(k registry.Key, member string, err error) (failover bool)
 }
 
 // Keepalive settings of the client side: peers that vanish must not hold a
@@ -120,7 +125,9 @@ type Options struct {
 	// Logger receives per-connection lines at debug level. Required.
 	Logger *slog.Logger
 	// Observer, when not nil, is told about every failed backend dial
-	// (passive health checking); the gateway gives it the health checker.
+	// (passive health checking) and decides whether the connection is
+	// redispatched; the gateway gives it the health checker. Nil means no
+	// redispatch: a failed dial answers the client with RST.
 	Observer Observer
 }
 
@@ -182,8 +189,8 @@ type MemberStats struct {
 	// number of accepted connections.
 	Outcomes [numOutcomes]uint64
 	// Redispatched is the number of connections whose dial to the member
-	// (or its PROXY protocol header) failed and that were dialled to the
-	// binding's next healthy member instead, before their client's
+	// failed and that were dialled to the binding's next healthy member
+	// instead, before their client's
 	// handshake completed. Their outcome is counted on the member that
 	// they ended with, not here.
 	Redispatched uint64
@@ -284,30 +291,29 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 }
 
 // connect dials m's backend for a client connection from src to front and
-// writes m's PROXY protocol header. When that fails, it redispatches: it
-// dials the binding's other members that are up, the serving one first,
-// then the others in the binding's order, each at most once, each attempt
-// bounded by the dial timeout. The client's handshake is still pending
-// meanwhile, so a redispatched client sees nothing of the failure.
+// writes m's PROXY protocol header. When the dial fails and the Observer
+// answers that the member is under automatic failover, it redispatches
+// (HAProxy's "retries" with "option redispatch"): it dials the binding's
+// other members that are up, the serving one first, then the others in
+// the binding's order, each at most once, each attempt bounded by the dial
+// timeout. The client's handshake is still pending meanwhile, so a
+// redispatched client sees nothing of the failure.
 //
 // It returns the backend connection, the member that it reaches and that
 // member's counters; or a nil connection when every attempt failed, with
 // the SYN's outcome counted on the last member tried. Every attempt but
-// the last one counts as a redispatch of its member. Each failed dial is
-// reported to the Observer (passive health checking).
+// the last one counts as a redispatch of its member.
 //
 // The success path of the first attempt costs nothing more than before:
 // the table is only read again after a failure.
 func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (net.Conn, registry.Member, *counters) {
 	var tried []string // names of the members tried, once one failed
 	for {
-		bc, o, err := f.dialMember(m, key, src, front)
+		bc, o, failover, err := f.dialMember(m, key, src, front)
 		if err == nil {
 			return bc, m, c
 		}
-		if f.ctx.Err() != nil {
-			// Closing: no redispatch, and a dial cut short says nothing
-			// of the member's health.
+		if !failover {
 			f.count(c, o)
 			return nil, m, c
 		}
@@ -328,8 +334,10 @@ func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, sr
 
 // dialMember dials m's backend and writes m's PROXY protocol header. On a
 // failure it returns the outcome that the SYN would end in (Refused or
-// DialTimeout), and reports a failed dial to the Observer.
-func (f *Forwarder) dialMember(m registry.Member, key registry.Key, src, front netip.AddrPort) (net.Conn, Outcome, error) {
+// DialTimeout) and whether the connection may be redispatched: it reports
+// a failed dial to the Observer, which answers that, unless the forwarder
+// is closing (a dial cut short says nothing of the member's health).
+func (f *Forwarder) dialMember(m registry.Member, key registry.Key, src, front netip.AddrPort) (conn net.Conn, o Outcome, failover bool, err error) {
 	backend := backendAddr(m, front.Port())
 	ctx, cancel := context.WithTimeout(f.ctx, time.Duration(f.dialTimeout.Load()))
 	bc, err := f.dial(ctx, "tcp", backend.String())
@@ -340,27 +348,28 @@ func (f *Forwarder) dialMember(m registry.Member, key registry.Key, src, front n
 			o = DialTimeout
 		}
 		if f.observer != nil && f.ctx.Err() == nil {
-			f.observer.DialFailed(key, m.Name, err)
+			failover = f.observer.DialFailed(key, m.Name, err)
 		}
 		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
+			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "failover", failover, "err", err)
 		}
-		return nil, o, err
+		return nil, o, failover, err
 	}
 	if m.ProxyProtocol != registry.ProxyNone {
 		// The header goes first, before the client's handshake completes:
-		// a backend that cannot take it is treated as a refused dial (the
-		// client gets the next member, or a RST), but it is no health
-		// failure: the backend did accept the connection.
+		// a backend that cannot take it costs the client a RST, as a
+		// refused dial does. It is no health failure (the backend did
+		// accept the connection), and a member that takes no header is
+		// misconfigured, not dead: no redispatch.
 		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
 			bc.Close()
 			if f.log.Enabled(context.Background(), slog.LevelDebug) {
 				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
 			}
-			return nil, Refused, err
+			return nil, Refused, false, err
 		}
 	}
-	return bc, Proxied, nil
+	return bc, Proxied, false, nil
 }
 
 // nextMember returns the member that a connection to binding k goes to

@@ -18,16 +18,17 @@ import (
 )
 
 // observer is a dispatch.Observer that records the failed dials reported
-// to it, as "member kind" with kind "refused", "timeout" or "other", and
-// runs hook (if set) on each.
+// to it, as "member kind" with kind "refused", "timeout" or "other", runs
+// hook (if set) on each, and answers noFailover's opposite.
 type observer struct {
-	mu   sync.Mutex
-	seen []string
-	keys []registry.Key
-	hook func(k registry.Key, member string)
+	noFailover bool
+	mu         sync.Mutex
+	seen       []string
+	keys       []registry.Key
+	hook       func(k registry.Key, member string)
 }
 
-func (o *observer) DialFailed(k registry.Key, member string, err error) {
+func (o *observer) DialFailed(k registry.Key, member string, err error) bool {
 	kind := "other"
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
@@ -43,6 +44,7 @@ func (o *observer) DialFailed(k registry.Key, member string, err error) {
 	if hook != nil {
 		hook(k, member)
 	}
+	return !o.noFailover
 }
 
 func (o *observer) reports() ([]string, []registry.Key) {
@@ -53,8 +55,10 @@ func (o *observer) reports() ([]string, []registry.Key) {
 
 // TestRedispatch: a connection whose dial to the member that Lookup chose
 // fails is dialled to the binding's next healthy member before the
-// client's handshake completes, so the client is served; every failed dial
-// is reported to the Observer, and counted as a redispatch of its member.
+// client's handshake completes, so the client is served, when the
+// Observer answers that the member is under automatic failover; every
+// failed dial is reported to the Observer, and counted as a redispatch of
+// its member.
 func TestRedispatch(t *testing.T) {
 	port := registry.Key{IP: shared, Port: 8080}
 	mode1 := registry.Key{IP: vip}
@@ -70,6 +74,9 @@ func TestRedispatch(t *testing.T) {
 		name    string
 		key     registry.Key
 		members []member
+		// noFailover makes the Observer answer that the member is not
+		// under automatic failover (health checks off).
+		noFailover bool
 		// onFailure, when set, runs in the observer on the first failed
 		// dial: the table changes while the connection is being dialled.
 		onFailure func(t *testing.T, reg *registry.Registry)
@@ -162,6 +169,18 @@ func TestRedispatch(t *testing.T) {
 			wantStats:    map[string]map[string]uint64{"A": {"redispatched": 1}, "C": {"proxied": 1}},
 		},
 		{
+			name: "no automatic failover: RST, as without redispatch",
+			key:  port,
+			members: []member{
+				{name: "A", state: registry.Active, backend: "refused"},
+				{name: "B", state: registry.Standby, backend: "live"},
+			},
+			noFailover:   true,
+			wantReports:  []string{"A refused"},
+			wantOutcomes: map[dispatch.Outcome]uint64{dispatch.Refused: 1},
+			wantStats:    map[string]map[string]uint64{"A": {"refused": 1}},
+		},
+		{
 			name:         "mode 1: one member, nothing to redispatch to",
 			key:          mode1,
 			members:      []member{{name: "A", backend: "refused"}},
@@ -173,7 +192,7 @@ func TestRedispatch(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			blackhole := netip.MustParseAddrPort("127.0.0.1:9") // never dialled for real
-			var obs observer
+			obs := observer{noFailover: tc.noFailover}
 			var std net.Dialer
 			e := newEnv(t, dispatch.Options{
 				Observer:    &obs,

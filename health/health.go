@@ -309,21 +309,26 @@ type prober struct {
 
 // DialFailed implements dispatch.Observer: a client connection's dial to
 // member name of binding k failed with err. The member's prober takes it
-// as a check result (see the package comment); members that are not
-// probed (mode 1, or no Run running) are ignored. It never blocks: while
-// an earlier report waits for the prober, later ones are dropped, since
-// the prober counts consecutive failures, not connections.
-func (c *Checker) DialFailed(k registry.Key, name string, err error) {
+// as a check result (see the package comment). It reports whether the
+// member is under automatic failover, that is whether a prober watches
+// it: then the forwarder may redispatch the connection to another member,
+// as failover would. Members that are not probed (mode 1, or while Run
+// does not run: [health] enabled = false) are left alone and get false.
+// It never blocks: while an earlier report waits for the prober, later
+// ones are dropped, since the prober counts consecutive failures, not
+// connections.
+func (c *Checker) DialFailed(k registry.Key, name string, err error) (failover bool) {
 	c.mu.Lock()
 	ch := c.observed[memberID{key: k, name: name}]
 	c.mu.Unlock()
 	if ch == nil {
-		return
+		return false
 	}
 	select {
 	case ch <- err:
 	default:
 	}
+	return true
 }
 
 // conclusive reports whether a failed dial proves that nothing serves the

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/vipmux/vipmux/registry"
 )
 
@@ -65,7 +66,9 @@ func TestDialFailed(t *testing.T) {
 			waitProbed(t, c, 2)
 
 			for i, err := range tc.reports {
-				c.DialFailed(key, "web-a", err)
+				if !c.DialFailed(key, "web-a", err) {
+					t.Fatalf("DialFailed(web-a) = false, want true: web-a is probed, so under automatic failover")
+				}
 				if i+1 < tc.wantDownAfter {
 					// Not yet: the report is taken (the input is empty
 					// again) and web-a is still serving.
@@ -112,7 +115,9 @@ func TestDialFailedIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	c.DialFailed(key, "web-a", refused) // no Run: ignored
+	if c.DialFailed(key, "web-a", refused) { // no Run: ignored
+		t.Errorf("DialFailed(web-a) with no Run running = true, want false (no automatic failover)")
+	}
 	if m := member(t, r, 8080, "web-a"); m.Down {
 		t.Fatalf("web-a marked down by a report while no Run runs: %+v", m)
 	}
@@ -134,17 +139,19 @@ func TestDialFailedIgnored(t *testing.T) {
 			t.Fatal("probers did not dial within 5s")
 		}
 	}
-	returned := make(chan struct{})
+	returned := make(chan []bool, 1)
 	go func() {
-		defer close(returned)
+		var got []bool
 		for range 10 {
-			c.DialFailed(key, "web-a", refused)
-			c.DialFailed(mode1, "mode1", refused)
-			c.DialFailed(key, "nobody", refused)
+			got = append(got, c.DialFailed(key, "web-a", refused), c.DialFailed(mode1, "mode1", refused), c.DialFailed(key, "nobody", refused))
 		}
+		returned <- got[len(got)-3:]
 	}()
 	select {
-	case <-returned:
+	case got := <-returned:
+		if diff := cmp.Diff([]bool{true, false, false}, got); diff != "" {
+			t.Errorf("DialFailed of [web-a, a mode-1 member, an unknown member] (-want +got):\n%s", diff)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("DialFailed blocked while the prober was busy in a probe")
 	}
