@@ -5,6 +5,12 @@
 // reached), splices the two connections both ways with half-close, and
 // tracks the connection until both sides are done.
 //
+// On a mode-2 port, a connection whose backend dial fails is dialled to
+// the binding's next healthy member before the client's handshake
+// completes (redispatch), and the failed dial is reported to the health
+// checker (passive checking), so that a dead active member costs the
+// client nothing.
+//
 // It owns the goroutines of proxied connections: two per connection, both
 // stopped by Close.
 //
@@ -82,6 +88,21 @@ const (
 // DefaultDialTimeout is how long Handle waits for a backend when
 // Options.DialTimeout is zero.
 const DefaultDialTimeout = 3 * time.Second
+
+// errMemberDown is the cause of a dial cut short because the table marked
+// its member down meanwhile (see dialScope).
+var errMemberDown = errors.New("member marked down during the dial")
+
+// dialScope is the context that the dials to one mode-2 member derive
+// from. Prune cancels it, with cause errMemberDown, when the table marks
+// the member down (or removes it) while another member of the binding is
+// up: a dial that waits on a silent backend then ends with the health
+// check's verdict instead of the dial timeout, and its connection is
+// redispatched. A member that comes back up gets a new scope.
+type dialScope struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
 
 // Outcome is what became of a SYN: not errors, counted.
 type Outcome int
@@ -162,6 +183,9 @@ type Forwarder struct {
 	// was refused) to, and of bindings without an active member (name "");
 	// Prune forgets those whose member left the table.
 	members map[memberKey]*counters
+	// mode2 are the entries of members that belong to mode-2 members:
+	// those with a dial scope, which Prune keeps in step with the table.
+	mode2 map[memberKey]*counters
 }
 
 // counters are one member's connection counters. A connection holds a
@@ -175,6 +199,9 @@ type counters struct {
 	active       atomic.Int64
 	toBackend    atomic.Uint64
 	toClient     atomic.Uint64
+	// scope is the member's dial scope; nil for mode-1 members, whose
+	// dials derive from the forwarder's context.
+	scope atomic.Pointer[dialScope]
 }
 
 // MemberStats are the connection counters of one member of a binding, as
@@ -210,6 +237,7 @@ func New(opts Options) *Forwarder {
 		observer: opts.Observer,
 		conns:    map[*proxied]struct{}{},
 		members:  map[memberKey]*counters{},
+		mode2:    map[memberKey]*counters{},
 	}
 	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
@@ -292,7 +320,8 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 
 // connect dials m's backend for a client connection from src to front and
 // writes m's PROXY protocol header. When the dial fails and the Observer
-// answers that the member is under automatic failover, it redispatches
+// answers that the member is under automatic failover, or the table marked
+// the member down while the dial waited (see dialScope), it redispatches
 // (HAProxy's "retries" with "option redispatch"): it dials the binding's
 // other members that are up, the serving one first, then the others in
 // the binding's order, each at most once, each attempt bounded by the dial
@@ -309,7 +338,7 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (net.Conn, registry.Member, *counters) {
 	var tried []string // names of the members tried, once one failed
 	for {
-		bc, o, failover, err := f.dialMember(m, key, src, front)
+		bc, o, failover, err := f.dialMember(m, key, c, src, front)
 		if err == nil {
 			return bc, m, c
 		}
@@ -332,22 +361,31 @@ func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, sr
 	}
 }
 
-// dialMember dials m's backend and writes m's PROXY protocol header. On a
-// failure it returns the outcome that the SYN would end in (Refused or
-// DialTimeout) and whether the connection may be redispatched: it reports
-// a failed dial to the Observer, which answers that, unless the forwarder
-// is closing (a dial cut short says nothing of the member's health).
-func (f *Forwarder) dialMember(m registry.Member, key registry.Key, src, front netip.AddrPort) (conn net.Conn, o Outcome, failover bool, err error) {
+// dialMember dials m's backend (c are m's counters) and writes m's PROXY
+// protocol header. On a failure it returns the outcome that the SYN would
+// end in (Refused or DialTimeout) and whether the connection may be
+// redispatched: yes if the table marked m down during the dial; otherwise
+// it reports the failed dial to the Observer, which answers, unless the
+// forwarder is closing (a dial cut short says nothing of the member).
+func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (conn net.Conn, o Outcome, failover bool, err error) {
 	backend := backendAddr(m, front.Port())
-	ctx, cancel := context.WithTimeout(f.ctx, time.Duration(f.dialTimeout.Load()))
+	ctx, cancel := context.WithTimeout(f.dialParent(c), time.Duration(f.dialTimeout.Load()))
 	bc, err := f.dial(ctx, "tcp", backend.String())
+	cause := context.Cause(ctx)
 	cancel()
 	if err != nil {
 		o := Refused
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			o = DialTimeout
 		}
-		if f.observer != nil && f.ctx.Err() == nil {
+		switch {
+		case f.ctx.Err() != nil:
+			// Closing: a dial cut short says nothing of the member.
+		case errors.Is(cause, errMemberDown):
+			// The table marked the member down while the dial waited:
+			// the health check has spoken, and another member is up.
+			o, failover = DialTimeout, true
+		case f.observer != nil:
 			failover = f.observer.DialFailed(key, m.Name, err)
 		}
 		if f.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -502,8 +540,58 @@ func (f *Forwarder) counters(mk memberKey) *counters {
 	if c == nil {
 		c = &counters{}
 		f.members[mk] = c
+		if mk.key.Port != 0 && mk.name != "" {
+			c.scope.Store(f.newScope())
+			f.mode2[mk] = c
+		}
 	}
 	return c
+}
+
+// newScope returns a dial scope under the forwarder's context.
+func (f *Forwarder) newScope() *dialScope {
+	ctx, cancel := context.WithCancelCause(f.ctx)
+	return &dialScope{ctx: ctx, cancel: cancel}
+}
+
+// dialParent returns the context that a dial to c's member derives from.
+func (f *Forwarder) dialParent(c *counters) context.Context {
+	if s := c.scope.Load(); s != nil {
+		return s.ctx
+	}
+	return f.ctx
+}
+
+// scopesLocked keeps the dial scopes of mode-2 members in step with next:
+// it cancels the scope of a member that next does not have up, when
+// another member of its binding is up (with none, a pending dial may
+// still succeed, and is left alone), and gives a member that is up again
+// a new scope. f.mu is held.
+func (f *Forwarder) scopesLocked(next *registry.Table) {
+	for mk, c := range f.mode2 {
+		s := c.scope.Load()
+		b, ok := next.Binding(mk.key)
+		if !ok {
+			s.cancel(errMemberDown)
+			continue
+		}
+		up, otherUp := false, false
+		for _, m := range b.Members {
+			switch {
+			case m.Down:
+			case m.Name == mk.name:
+				up = true
+			default:
+				otherUp = true
+			}
+		}
+		switch {
+		case !up && otherUp && s.ctx.Err() == nil:
+			s.cancel(errMemberDown)
+		case up && s.ctx.Err() != nil && f.ctx.Err() == nil:
+			c.scope.Store(f.newScope())
+		}
+	}
 }
 
 // enter counts a Handle in the WaitGroup unless the forwarder is closed.
@@ -517,19 +605,21 @@ func (f *Forwarder) enter() bool {
 	return true
 }
 
-// Prune aborts (RST both ways) every connection whose member next no
-// longer has: a deregistered server's connections end at once instead of
+// Prune cuts short the pending backend dials of a mode-2 member that next
+// marks down (see dialScope), and aborts (RST both ways) every connection
+// whose member next no longer has: a deregistered server's connections end at once instead of
 // hanging on an address that is about to go away. A switch keeps every
 // member, so established connections survive it. A member that is
 // draining (registry.Drain) keeps its connections until the registry ends
 // the drain; the table holds its address until then. Prune also forgets
 // the counters (Stats) of members that left. Give Prune to registry.Watch.
 func (f *Forwarder) Prune(prev, next *registry.Table) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.scopesLocked(next)
 	if !registry.MembersLeft(prev, next) {
 		return // renewals, health reports, switches: no connection to end
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	for p := range f.conns {
 		if !inTable(next, p.member) {
 			p.abort()
@@ -544,6 +634,10 @@ func (f *Forwarder) Prune(prev, next *registry.Table) {
 			}
 		} else if inTable(next, mk) {
 			continue
+		}
+		if c := f.mode2[mk]; c != nil {
+			c.scope.Load().cancel(errMemberDown)
+			delete(f.mode2, mk)
 		}
 		delete(f.members, mk)
 	}

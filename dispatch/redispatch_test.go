@@ -329,3 +329,144 @@ func TestObserverNotToldOnClose(t *testing.T) {
 		t.Errorf("Redispatched() = %d after Close, want 0", r)
 	}
 }
+
+// readName reads the first line that the backend behind c says (namedEcho)
+// and closes c.
+func readName(t testing.TB, c net.Conn) string {
+	t.Helper()
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	name, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the backend's name: %v", err)
+	}
+	return strings.TrimSpace(name)
+}
+
+// TestDialCutShortWhenMarkedDown: a dial that waits on a silent backend
+// ends as soon as the table marks its member down, if another member of
+// the binding is up, and the connection is redispatched; alone, the
+// member keeps its pending dial, which may still succeed.
+func TestDialCutShortWhenMarkedDown(t *testing.T) {
+	port := registry.Key{IP: shared, Port: 8080}
+	dst := netip.AddrPortFrom(shared, 8080)
+	for _, tc := range []struct {
+		name        string
+		withStandby bool
+		wantServer  string
+		wantStats   map[string]map[string]uint64
+	}{
+		{name: "with a healthy standby: redispatched", withStandby: true, wantServer: "B",
+			wantStats: map[string]map[string]uint64{"A": {"redispatched": 1}, "B": {"proxied": 1}}},
+		{name: "alone: the dial goes on", wantServer: "A",
+			wantStats: map[string]map[string]uint64{"A": {"proxied": 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			silent := netip.MustParseAddrPort("127.0.0.1:9") // never dialled for real
+			a := newBackend(t, namedEcho("A"))
+			dialling, release := make(chan struct{}, 1), make(chan struct{})
+			var std net.Dialer
+			// The Observer says "no failover": only the table can
+			// redispatch here.
+			obs := observer{noFailover: true}
+			e := newEnv(t, dispatch.Options{
+				Observer:    &obs,
+				DialTimeout: time.Minute,
+				Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					if addr != silent.String() {
+						return std.DialContext(ctx, network, addr)
+					}
+					dialling <- struct{}{}
+					select {
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					case <-release: // the silent backend answers after all
+						return std.DialContext(ctx, network, a.addr.String())
+					}
+				},
+			})
+			e.register(t, registry.Registration{Name: "A", IP: shared, Port: 8080, Backend: silent, State: registry.Active})
+			if tc.withStandby {
+				e.register(t, registry.Registration{Name: "B", IP: shared, Port: 8080, Backend: newBackend(t, namedEcho("B")).addr, State: registry.Standby})
+			}
+			type result struct {
+				c   net.Conn
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				c, err := e.dial(dst)
+				done <- result{c, err}
+			}()
+			select {
+			case <-dialling:
+			case <-time.After(5 * time.Second):
+				t.Fatal("backend dial not started within 5s of the client's SYN")
+			}
+			if err := e.reg.SetHealth(port, "A", false, "health check failed: test"); err != nil {
+				t.Fatalf("SetHealth(A down): %v", err)
+			}
+			if !tc.withStandby {
+				close(release)
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("DialContextTCP(%s) = %v, want a connection served by %s", dst, r.err, tc.wantServer)
+			}
+			if got := readName(t, r.c); got != tc.wantServer {
+				t.Errorf("connection served by %q, want %q", got, tc.wantServer)
+			}
+			got := map[string]map[string]uint64{}
+			for _, s := range e.fwd.Stats() {
+				m := map[string]uint64{}
+				for name, v := range map[string]uint64{"redispatched": s.Redispatched, "proxied": s.Outcomes[dispatch.Proxied], "refused": s.Outcomes[dispatch.Refused], "dial_timeout": s.Outcomes[dispatch.DialTimeout]} {
+					if v != 0 {
+						m[name] = v
+					}
+				}
+				if len(m) > 0 {
+					got[s.Member] = m
+				}
+			}
+			if diff := cmp.Diff(tc.wantStats, got); diff != "" {
+				t.Errorf("Stats() (-want +got):\n%s", diff)
+			}
+			if reports, _ := obs.reports(); len(reports) != 0 {
+				t.Errorf("Observer told %v, want nothing: the member was down already", reports)
+			}
+		})
+	}
+}
+
+// TestDialScopeRenewed: a member that the table marked down (cutting its
+// dials short) and then up again is dialled normally afterwards.
+func TestDialScopeRenewed(t *testing.T) {
+	port := registry.Key{IP: shared, Port: 8080}
+	dst := netip.AddrPortFrom(shared, 8080)
+	obs := observer{noFailover: true}
+	e := newEnv(t, dispatch.Options{Observer: &obs})
+	e.register(t, registry.Registration{Name: "A", IP: shared, Port: 8080, Backend: newBackend(t, namedEcho("A")).addr, State: registry.Active})
+	e.register(t, registry.Registration{Name: "B", IP: shared, Port: 8080, Backend: newBackend(t, namedEcho("B")).addr, State: registry.Standby})
+
+	if got := readName(t, e.mustDial(t, dst)); got != "A" {
+		t.Fatalf("first connection served by %q, want A", got)
+	}
+	if err := e.reg.SetHealth(port, "A", false, "health check failed: test"); err != nil {
+		t.Fatalf("SetHealth(A down): %v", err)
+	}
+	if got := readName(t, e.mustDial(t, dst)); got != "B" {
+		t.Fatalf("connection after A's failover served by %q, want B", got)
+	}
+	if err := e.reg.SetHealth(port, "A", true, "health check passed"); err != nil {
+		t.Fatalf("SetHealth(A up): %v", err)
+	}
+	if _, err := e.reg.Switch(port, "A"); err != nil {
+		t.Fatalf("Switch(A): %v", err)
+	}
+	if got := readName(t, e.mustDial(t, dst)); got != "A" {
+		t.Fatalf("connection after A came back and was switched to served by %q, want A", got)
+	}
+	if s, _ := statsOf(e.fwd, port, "A"); s.Redispatched != 0 || s.Outcomes[dispatch.Proxied] != 2 {
+		t.Errorf("Stats() of A: redispatched %d, proxied %d; want 0 and 2", s.Redispatched, s.Outcomes[dispatch.Proxied])
+	}
+}
