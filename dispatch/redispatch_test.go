@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -468,5 +469,30 @@ func TestDialScopeRenewed(t *testing.T) {
 	}
 	if s, _ := statsOf(e.fwd, port, "A"); s.Redispatched != 0 || s.Outcomes[dispatch.Proxied] != 2 {
 		t.Errorf("Stats() of A: redispatched %d, proxied %d; want 0 and 2", s.Redispatched, s.Outcomes[dispatch.Proxied])
+	}
+}
+
+// BenchmarkConnectMode2 is BenchmarkConnect on a mode-2 port with an
+// active and a standby member: the path whose dials derive from the
+// member's dial scope.
+func BenchmarkConnectMode2(b *testing.B) {
+	e := newEnv(b, dispatch.Options{})
+	e.register(b, registry.Registration{Name: "A", IP: shared, Port: 8080, Backend: newBackend(b, echo).addr, State: registry.Active})
+	e.register(b, registry.Registration{Name: "B", IP: shared, Port: 8080, Backend: newBackend(b, echo).addr, State: registry.Standby})
+	dst := netip.AddrPortFrom(shared, 8080)
+	buf := make([]byte, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := e.dial(dst)
+		if err != nil {
+			b.Fatalf("DialContextTCP(%s): %v", dst, err)
+		}
+		if _, err := c.Write(buf); err != nil {
+			b.Fatalf("Write: %v", err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatalf("ReadFull: %v", err)
+		}
+		c.Close()
 	}
 }
