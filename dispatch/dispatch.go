@@ -116,7 +116,8 @@ const (
 	// Refused: the backend refused or could not be reached, or did not
 	// take the member's PROXY protocol header; RST.
 	Refused
-	// DialTimeout: the backend did not answer within the dial timeout; RST.
+	// DialTimeout: the backend did not answer within the dial timeout, or
+	// its member was marked down while the dial waited; RST.
 	DialTimeout
 	// HandshakeFailed: the backend was dialled but the client's handshake
 	// could not be completed (the client went away).
@@ -217,9 +218,8 @@ type MemberStats struct {
 	Outcomes [numOutcomes]uint64
 	// Redispatched is the number of connections whose dial to the member
 	// failed and that were dialled to the binding's next healthy member
-	// instead, before their client's
-	// handshake completed. Their outcome is counted on the member that
-	// they ended with, not here.
+	// instead, before their client's handshake completed. Their outcome
+	// is counted on the member that they ended with, not here.
 	Redispatched uint64
 	// Active is the number of live proxied connections.
 	Active int64
@@ -374,7 +374,7 @@ func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters,
 	cause := context.Cause(ctx)
 	cancel()
 	if err != nil {
-		o := Refused
+		o = Refused
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 			o = DialTimeout
 		}
