@@ -5,6 +5,12 @@
 // reached), splices the two connections both ways with half-close, and
 // tracks the connection until both sides are done.
 //
+// On a mode-2 port, a connection whose backend dial fails is dialled to
+// the binding's next healthy member before the client's handshake
+// completes (redispatch), and the failed dial is reported to the health
+// checker (passive checking), so that a dead active member costs the
+// client nothing.
+//
 // It owns the goroutines of proxied connections: two per connection, both
 // stopped by Close.
 //
@@ -20,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,7 +42,27 @@ import (
 // Table finds the member that a connection to (ip, port) goes to;
 // *registry.Registry implements it without taking a lock.
 type Table interface {
+	// Lookup returns the member that a new connection to (ip, port) goes
+	// to, and the binding it belongs to; dispatch calls it on every SYN.
 	Lookup(ip netip.Addr, port uint16) (registry.Member, registry.Key, bool)
+	// Table returns the newest snapshot of the table. Dispatch reads it
+	// only after a failed dial, to find the member to redispatch to.
+	Table() *registry.Table
+}
+
+// Observer learns of every failed backend dial: the passive half of health
+// checking (HAProxy's "observe layer4"), and the owner of automatic
+// failover. *health.Checker implements it.
+//
+// DialFailed is told that a client connection's dial to member of binding
+// k failed with err (refused, reset, unreachable, or a timeout). It
+// answers whether the member is under automatic failover: then the
+// connection is redispatched to the binding's next healthy member;
+// otherwise the client gets a RST, as without an Observer. It runs on the
+// SYN's goroutine, between the failed dial and the next: it must return at
+// once, and must not call back into the forwarder.
+type Observer interface {
+	DialFailed(k registry.Key, member string, err error) (failover bool)
 }
 
 // Keepalive settings of the client side: peers that vanish must not hold a
@@ -62,6 +89,21 @@ const (
 // Options.DialTimeout is zero.
 const DefaultDialTimeout = 3 * time.Second
 
+// errMemberDown is the cause of a dial cut short because the table marked
+// its member down meanwhile (see dialScope).
+var errMemberDown = errors.New("member marked down during the dial")
+
+// dialScope is the context that the dials to one mode-2 member derive
+// from. Prune cancels it, with cause errMemberDown, when the table marks
+// the member down (or removes it) while another member of the binding is
+// up: a dial that waits on a silent backend then ends with the health
+// check's verdict instead of the dial timeout, and its connection is
+// redispatched. A member that comes back up gets a new scope.
+type dialScope struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
 // Outcome is what became of a SYN: not errors, counted.
 type Outcome int
 
@@ -74,7 +116,8 @@ const (
 	// Refused: the backend refused or could not be reached, or did not
 	// take the member's PROXY protocol header; RST.
 	Refused
-	// DialTimeout: the backend did not answer within the dial timeout; RST.
+	// DialTimeout: the backend did not answer within the dial timeout, or
+	// its member was marked down while the dial waited; RST.
 	DialTimeout
 	// HandshakeFailed: the backend was dialled but the client's handshake
 	// could not be completed (the client went away).
@@ -103,6 +146,11 @@ type Options struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives per-connection lines at debug level. Required.
 	Logger *slog.Logger
+	// Observer, when not nil, is told about every failed backend dial
+	// (passive health checking) and decides whether the connection is
+	// redispatched; the gateway gives it the health checker. Nil means no
+	// redispatch: a failed dial answers the client with RST.
+	Observer Observer
 }
 
 // memberKey identifies a member's counters.
@@ -117,12 +165,16 @@ type Forwarder struct {
 	dialTimeout atomic.Int64 // nanoseconds; see SetDialTimeout
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	log         *slog.Logger
+	observer    Observer
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	outcomes [numOutcomes]atomic.Uint64
+	// redispatched counts the failed attempts that were followed by a
+	// dial to another member of the binding.
+	redispatched atomic.Uint64
 
 	// mu guards the following fields.
 	mu     sync.Mutex
@@ -132,16 +184,25 @@ type Forwarder struct {
 	// was refused) to, and of bindings without an active member (name "");
 	// Prune forgets those whose member left the table.
 	members map[memberKey]*counters
+	// mode2 are the entries of members that belong to mode-2 members:
+	// those with a dial scope, which Prune keeps in step with the table.
+	mode2 map[memberKey]*counters
 }
 
 // counters are one member's connection counters. A connection holds a
 // pointer to its member's counters and updates them atomically, without
 // the forwarder's lock.
 type counters struct {
-	outcomes  [numOutcomes]atomic.Uint64
-	active    atomic.Int64
-	toBackend atomic.Uint64
-	toClient  atomic.Uint64
+	outcomes [numOutcomes]atomic.Uint64
+	// redispatched counts the connections whose attempt on this member
+	// failed and that were dialled to another member instead.
+	redispatched atomic.Uint64
+	active       atomic.Int64
+	toBackend    atomic.Uint64
+	toClient     atomic.Uint64
+	// scope is the member's dial scope; nil for mode-1 members, whose
+	// dials derive from the forwarder's context.
+	scope atomic.Pointer[dialScope]
 }
 
 // MemberStats are the connection counters of one member of a binding, as
@@ -155,6 +216,11 @@ type MemberStats struct {
 	// Outcomes counts the SYNs by what became of them; Proxied is the
 	// number of accepted connections.
 	Outcomes [numOutcomes]uint64
+	// Redispatched is the number of connections whose dial to the member
+	// failed and that were dialled to the binding's next healthy member
+	// instead, before their client's handshake completed. Their outcome
+	// is counted on the member that they ended with, not here.
+	Redispatched uint64
 	// Active is the number of live proxied connections.
 	Active int64
 	// BytesToBackend and BytesToClient are the bytes copied client to
@@ -165,11 +231,13 @@ type MemberStats struct {
 // New returns a Forwarder.
 func New(opts Options) *Forwarder {
 	f := &Forwarder{
-		table:   opts.Table,
-		dial:    opts.Dial,
-		log:     opts.Logger,
-		conns:   map[*proxied]struct{}{},
-		members: map[memberKey]*counters{},
+		table:    opts.Table,
+		dial:     opts.Dial,
+		log:      opts.Logger,
+		observer: opts.Observer,
+		conns:    map[*proxied]struct{}{},
+		members:  map[memberKey]*counters{},
+		mode2:    map[memberKey]*counters{},
 	}
 	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
@@ -204,41 +272,14 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		}
 		return
 	}
-	backend := m.Backend
-	if backend.Port() == 0 {
-		backend = netip.AddrPortFrom(backend.Addr(), id.LocalPort)
-	}
-
-	ctx, cancel := context.WithTimeout(f.ctx, time.Duration(f.dialTimeout.Load()))
-	bc, err := f.dial(ctx, "tcp", backend.String())
-	cancel()
-	if err != nil {
-		o := Refused
-		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-			o = DialTimeout
-		}
-		f.count(c, o)
+	front := netip.AddrPortFrom(dst, id.LocalPort)
+	bc, m, c := f.connect(m, key, c, src, front)
+	if bc == nil {
 		r.Complete(true)
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "err", err)
-		}
 		return
 	}
-	if m.ProxyProtocol != registry.ProxyNone {
-		// The header goes first, before the client's handshake completes:
-		// a backend that cannot take it costs the client a RST, as a
-		// refused dial does.
-		front := netip.AddrPortFrom(dst, id.LocalPort)
-		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
-			f.count(c, Refused)
-			r.Complete(true)
-			bc.Close()
-			if f.log.Enabled(context.Background(), slog.LevelDebug) {
-				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
-			}
-			return
-		}
-	}
+	mk = memberKey{key: key, name: m.Name}
+	backend := backendAddr(m, front.Port())
 
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
@@ -275,6 +316,128 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 		f.log.Debug("connection closed", "client", src, "binding", key, "member", m.Name, "backend", backend,
 			"bytes_to_backend", toBackend, "bytes_to_client", toClient, "duration", time.Since(start))
 	}
+}
+
+// connect dials m's backend for a client connection from src to front and
+// writes m's PROXY protocol header. When the dial fails and the Observer
+// answers that the member is under automatic failover, or the table marked
+// the member down while the dial waited (see dialScope), it redispatches
+// (HAProxy's "retries" with "option redispatch"): it dials the binding's
+// other members that are up, the serving one first, then the others in
+// the binding's order, each at most once, each attempt bounded by the dial
+// timeout. The client's handshake is still pending meanwhile, so a
+// redispatched client sees nothing of the failure.
+//
+// It returns the backend connection, the member that it reaches and that
+// member's counters; or a nil connection when every attempt failed, with
+// the SYN's outcome counted on the last member tried. Every attempt but
+// the last one counts as a redispatch of its member.
+//
+// The success path of the first attempt costs nothing more than before:
+// the table is only read again after a failure.
+func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (net.Conn, registry.Member, *counters) {
+	var tried []string // names of the members tried, once one failed
+	for {
+		bc, o, failover, err := f.dialMember(m, key, c, src, front)
+		if err == nil {
+			return bc, m, c
+		}
+		if !failover {
+			f.count(c, o)
+			return nil, m, c
+		}
+		tried = append(tried, m.Name)
+		next, ok := nextMember(f.table.Table(), key, tried)
+		if !ok {
+			f.count(c, o)
+			return nil, m, c
+		}
+		c.redispatched.Add(1)
+		f.redispatched.Add(1)
+		if f.log.Enabled(context.Background(), slog.LevelDebug) {
+			f.log.Debug("redispatching", "client", src, "binding", key, "failed_member", m.Name, "failed_outcome", o, "err", err, "member", next.Name)
+		}
+		m, c = next, f.counters(memberKey{key: key, name: next.Name})
+	}
+}
+
+// dialMember dials m's backend (c are m's counters) and writes m's PROXY
+// protocol header. On a failure it returns the outcome that the SYN would
+// end in (Refused or DialTimeout) and whether the connection may be
+// redispatched: yes if the table marked m down during the dial; otherwise
+// it reports the failed dial to the Observer, which answers, unless the
+// forwarder is closing (a dial cut short says nothing of the member).
+func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (conn net.Conn, o Outcome, failover bool, err error) {
+	backend := backendAddr(m, front.Port())
+	ctx, cancel := context.WithTimeout(f.dialParent(c), time.Duration(f.dialTimeout.Load()))
+	bc, err := f.dial(ctx, "tcp", backend.String())
+	cause := context.Cause(ctx)
+	cancel()
+	if err != nil {
+		o = Refused
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			o = DialTimeout
+		}
+		switch {
+		case f.ctx.Err() != nil:
+			// Closing: a dial cut short says nothing of the member.
+		case errors.Is(cause, errMemberDown):
+			// The table marked the member down while the dial waited:
+			// the health check has spoken, and another member is up.
+			o, failover = DialTimeout, true
+		case f.observer != nil:
+			failover = f.observer.DialFailed(key, m.Name, err)
+		}
+		if f.log.Enabled(context.Background(), slog.LevelDebug) {
+			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "failover", failover, "err", err)
+		}
+		return nil, o, failover, err
+	}
+	if m.ProxyProtocol != registry.ProxyNone {
+		// The header goes first, before the client's handshake completes:
+		// a backend that cannot take it costs the client a RST, as a
+		// refused dial does. It is no health failure (the backend did
+		// accept the connection), and a member that takes no header is
+		// misconfigured, not dead: no redispatch.
+		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
+			bc.Close()
+			if f.log.Enabled(context.Background(), slog.LevelDebug) {
+				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
+			}
+			return nil, Refused, false, err
+		}
+	}
+	return bc, Proxied, false, nil
+}
+
+// nextMember returns the member that a connection to binding k goes to
+// after its dials to the members named in tried failed: the serving
+// member if it was not tried (after a failover, that is the new active),
+// else the first member in the binding's order that is up and was not
+// tried. A member that is down (health check, lease) is never chosen.
+func nextMember(t *registry.Table, k registry.Key, tried []string) (registry.Member, bool) {
+	b, ok := t.Binding(k)
+	if !ok {
+		return registry.Member{}, false
+	}
+	if m, ok := b.Serving(); ok && !slices.Contains(tried, m.Name) {
+		return m, true
+	}
+	for _, m := range b.Members {
+		if !m.Down && !slices.Contains(tried, m.Name) {
+			return m, true
+		}
+	}
+	return registry.Member{}, false
+}
+
+// backendAddr is m's backend for a connection to port: a backend port of
+// 0 means the port that the client dialled.
+func backendAddr(m registry.Member, port uint16) netip.AddrPort {
+	if m.Backend.Port() == 0 {
+		return netip.AddrPortFrom(m.Backend.Addr(), port)
+	}
+	return m.Backend
 }
 
 // SetDialTimeout changes Options.DialTimeout for the SYNs that follow;
@@ -319,6 +482,7 @@ func (f *Forwarder) Stats() []MemberStats {
 		for o := range numOutcomes {
 			s.Outcomes[o] = c.outcomes[o].Load()
 		}
+		s.Redispatched = c.redispatched.Load()
 		s.Active = c.active.Load()
 		s.BytesToBackend = c.toBackend.Load()
 		s.BytesToClient = c.toClient.Load()
@@ -341,6 +505,11 @@ func (f *Forwarder) Outcomes() map[Outcome]uint64 {
 	}
 	return out
 }
+
+// Redispatched returns how many connection attempts failed and were
+// followed by a dial to another member of the binding (see
+// MemberStats.Redispatched).
+func (f *Forwarder) Redispatched() uint64 { return f.redispatched.Load() }
 
 // Close refuses new connections, closes every proxied one and waits for
 // their goroutines. It is idempotent.
@@ -371,8 +540,58 @@ func (f *Forwarder) counters(mk memberKey) *counters {
 	if c == nil {
 		c = &counters{}
 		f.members[mk] = c
+		if mk.key.Port != 0 && mk.name != "" {
+			c.scope.Store(f.newScope())
+			f.mode2[mk] = c
+		}
 	}
 	return c
+}
+
+// newScope returns a dial scope under the forwarder's context.
+func (f *Forwarder) newScope() *dialScope {
+	ctx, cancel := context.WithCancelCause(f.ctx)
+	return &dialScope{ctx: ctx, cancel: cancel}
+}
+
+// dialParent returns the context that a dial to c's member derives from.
+func (f *Forwarder) dialParent(c *counters) context.Context {
+	if s := c.scope.Load(); s != nil {
+		return s.ctx
+	}
+	return f.ctx
+}
+
+// scopesLocked keeps the dial scopes of mode-2 members in step with next:
+// it cancels the scope of a member that next does not have up, when
+// another member of its binding is up (with none, a pending dial may
+// still succeed, and is left alone), and gives a member that is up again
+// a new scope. f.mu is held.
+func (f *Forwarder) scopesLocked(next *registry.Table) {
+	for mk, c := range f.mode2 {
+		s := c.scope.Load()
+		b, ok := next.Binding(mk.key)
+		if !ok {
+			s.cancel(errMemberDown)
+			continue
+		}
+		up, otherUp := false, false
+		for _, m := range b.Members {
+			switch {
+			case m.Down:
+			case m.Name == mk.name:
+				up = true
+			default:
+				otherUp = true
+			}
+		}
+		switch {
+		case !up && otherUp && s.ctx.Err() == nil:
+			s.cancel(errMemberDown)
+		case up && s.ctx.Err() != nil && f.ctx.Err() == nil:
+			c.scope.Store(f.newScope())
+		}
+	}
 }
 
 // enter counts a Handle in the WaitGroup unless the forwarder is closed.
@@ -386,19 +605,21 @@ func (f *Forwarder) enter() bool {
 	return true
 }
 
-// Prune aborts (RST both ways) every connection whose member next no
-// longer has: a deregistered server's connections end at once instead of
+// Prune cuts short the pending backend dials of a mode-2 member that next
+// marks down (see dialScope), and aborts (RST both ways) every connection
+// whose member next no longer has: a deregistered server's connections end at once instead of
 // hanging on an address that is about to go away. A switch keeps every
 // member, so established connections survive it. A member that is
 // draining (registry.Drain) keeps its connections until the registry ends
 // the drain; the table holds its address until then. Prune also forgets
 // the counters (Stats) of members that left. Give Prune to registry.Watch.
 func (f *Forwarder) Prune(prev, next *registry.Table) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.scopesLocked(next)
 	if !registry.MembersLeft(prev, next) {
 		return // renewals, health reports, switches: no connection to end
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	for p := range f.conns {
 		if !inTable(next, p.member) {
 			p.abort()
@@ -413,6 +634,10 @@ func (f *Forwarder) Prune(prev, next *registry.Table) {
 			}
 		} else if inTable(next, mk) {
 			continue
+		}
+		if c := f.mode2[mk]; c != nil {
+			c.scope.Load().cancel(errMemberDown)
+			delete(f.mode2, mk)
 		}
 		delete(f.members, mk)
 	}

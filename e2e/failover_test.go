@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -67,8 +69,8 @@ func (st healthStatus) member(ip string, port int, name string) (state string, d
 }
 
 // killServer sends SIGKILL to every process in server s's namespace (its
-// namesrv) and waits until none is left.
-func (tp *Topology) killServer(s *Server) {
+// namesrv) and returns their pids; see waitGone.
+func (tp *Topology) killServer(s *Server) []int {
 	tp.t.Helper()
 	out := must(tp.t, "ip", "netns", "pids", s.NS)
 	var pids []int
@@ -86,6 +88,32 @@ func (tp *Topology) killServer(s *Server) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			tp.t.Fatalf("kill -KILL %d (%s): %v", pid, s.Name, err)
 		}
+	}
+	return pids
+}
+
+// waitGone waits until every one of pids has been reaped and returns when
+// it saw that. A zombie is not enough: the thread group leader of a Go
+// program turns zombie while its other threads, which share its open
+// files, still exit, so its listening sockets may still accept for a
+// moment; a reaped process has closed them all.
+func waitGone(t testing.TB, pids []int, limit time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		alive := 0
+		for _, pid := range pids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the processes %v not reaped %v after SIGKILL", alive, pids, limit)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -245,4 +273,194 @@ func TestFailover(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // several check rounds: nothing may flap back
 	tp.requireStates(sharedIP, 8080, map[string]string{"web-a": "standby", "web-b": "active"}, "after web-a recovered")
 	tp.requireAll(url, 20, "web-b", "after web-a recovered")
+}
+
+// attempt is one new connection of connectLoop.
+type attempt struct {
+	start, end time.Time
+	name       string // the server that answered
+	err        error
+}
+
+// connectLoop starts a new connection to addr every interval (one HTTP/1.0
+// request each, as pollUntil sends, answered within timeout) from the
+// client namespace until stop is closed, and returns every attempt on
+// done once all have ended, in the order they started. Attempts run
+// concurrently, so that one that hangs does not hold up the next.
+func (tp *Topology) connectLoop(addr string, interval, timeout time.Duration, stop <-chan struct{}) <-chan []attempt {
+	tp.t.Helper()
+	ns, err := netns.GetFromName(tp.ClientNS)
+	if err != nil {
+		tp.t.Fatalf("open client namespace %s: %v", tp.ClientNS, err)
+	}
+	done := make(chan []attempt, 1)
+	go func() {
+		defer ns.Close()
+		var (
+			wg  sync.WaitGroup
+			mu  sync.Mutex
+			out []attempt
+		)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			mu.Lock()
+			out = append(out, attempt{start: time.Now()})
+			mu.Unlock()
+			wg.Go(func() {
+				// Never unlocked: the goroutine's exit ends the thread,
+				// which must not go back to the pool inside the client
+				// namespace.
+				runtime.LockOSThread()
+				var a attempt
+				if err := netns.Set(ns); err != nil {
+					a.err = fmt.Errorf("setns %s: %w", tp.ClientNS, err)
+				} else {
+					a.name, a.err = getName(addr, timeout)
+				}
+				mu.Lock()
+				out[i].name, out[i].err, out[i].end = a.name, a.err, time.Now()
+				mu.Unlock()
+			})
+			select {
+			case <-stop:
+				wg.Wait()
+				done <- out
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return done
+}
+
+// splitAttempts returns the attempts that started before t and the others.
+func splitAttempts(attempts []attempt, t time.Time) (before, after []attempt) {
+	for _, a := range attempts {
+		if a.start.Before(t) {
+			before = append(before, a)
+		} else {
+			after = append(after, a)
+		}
+	}
+	return before, after
+}
+
+// requireServedBy fails the test unless every attempt was answered by
+// want; since is when the event that they follow happened.
+func requireServedBy(t testing.TB, attempts []attempt, want string, since time.Time, what string) map[string]int {
+	t.Helper()
+	answers := map[string]int{}
+	for i, a := range attempts {
+		if a.err != nil {
+			answers["ERR"]++
+			t.Errorf("attempt %d after %s (started %d ms after it): %v, want it served by %s", i, what, a.start.Sub(since).Milliseconds(), a.err, want)
+			continue
+		}
+		answers[a.name]++
+		if a.name != want {
+			t.Errorf("attempt %d after %s (started %d ms after it) answered by %q, want %s", i, what, a.start.Sub(since).Milliseconds(), a.name, want)
+		}
+	}
+	return answers
+}
+
+// TestFailoverUnseen (issue 14, lever 6): the active server dies (SIGKILL)
+// while a client opens a new connection every 20 ms. No connection opened
+// after its death fails: the first one's backend dial is refused, the
+// gateway dials the standby instead before it completes the client's
+// handshake (redispatch) and marks the dead member down at once (passive
+// check), which fails the port over; every later one goes to the new
+// active. Before the redispatch, the connections between the death and
+// the probes' verdict (fall 2 x 100 ms) were refused.
+func TestFailoverUnseen(t *testing.T) {
+	t.Parallel()
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}, Extra: sharedConfig})
+	tp.Start()
+	tp.RegisterPort("web-a", 8080, "active")
+	tp.RegisterPort("web-b", 8080, "standby")
+	addr := sharedIP + ":8080"
+	tp.requireAll("http://"+addr+"/", 5, "web-a", "web-a active, web-b standby")
+
+	stop := make(chan struct{})
+	done := tp.connectLoop(addr, 20*time.Millisecond, 2*time.Second, stop)
+	time.Sleep(300 * time.Millisecond) // web-a serves the loop for a while
+	pids := tp.killServer(tp.Server("web-a"))
+	dead := waitGone(t, pids, 5*time.Second)
+	// Well past the probes' own verdict, and a few more rounds of them.
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	before, after := splitAttempts(<-done, dead)
+	if len(before) == 0 || before[0].name != "web-a" {
+		t.Fatalf("before the kill: first attempt %+v, want one served by web-a", before)
+	}
+	if len(after) < 20 {
+		t.Fatalf("only %d attempts after web-a died, want at least 20 (the loop runs every 20 ms for 1.5 s)", len(after))
+	}
+	answers := requireServedBy(t, after, "web-b", dead, "web-a died")
+	first := after[0]
+	t.Logf("after web-a died: %d attempts, answers %v; the first started %d ms after its death and took %d ms",
+		len(after), answers, first.start.Sub(dead).Milliseconds(), first.end.Sub(first.start).Milliseconds())
+	if t.Failed() {
+		t.Logf("gateway log:\n%s", tp.gwLog())
+	}
+
+	// The failover went through the table: status and events show it.
+	st := tp.healthStatus()
+	if state, down, reason := st.member(sharedIP, 8080, "web-a"); state != "standby" || !down || !strings.Contains(reason, "health check failed") {
+		t.Errorf("status web-a after its death: state %q down %v reason %q, want standby, down, reason \"health check failed: ...\"", state, down, reason)
+	} else {
+		t.Logf("web-a: %s", reason)
+	}
+	if state, down, reason := st.member(sharedIP, 8080, "web-b"); state != "active" || down || !strings.Contains(reason, "automatic failover") {
+		t.Errorf("status web-b after web-a's death: state %q down %v reason %q, want active, up, reason mentioning automatic failover", state, down, reason)
+	}
+}
+
+// TestFailoverSilent: the active server's host goes silent (its link goes
+// down: no RST, no ICMP) while a client opens a new connection every
+// 20 ms. The connections that arrive meanwhile wait in their backend dial;
+// once the probes mark web-a down (fall 2 x 100 ms timeouts) and the
+// table fails over, those dials are cut short and redispatched to web-b,
+// well before the 30 s dial timeout: every connection opened after the
+// silence is served, none waits for the client's 5 s timeout.
+func TestFailoverSilent(t *testing.T) {
+	t.Parallel()
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"},
+		Extra: sharedConfig + "\n[dispatch]\ndial_timeout = \"30s\""})
+	tp.Start()
+	tp.RegisterPort("web-a", 8080, "active")
+	tp.RegisterPort("web-b", 8080, "standby")
+	addr := sharedIP + ":8080"
+	tp.requireAll("http://"+addr+"/", 5, "web-a", "web-a active, web-b standby")
+
+	stop := make(chan struct{})
+	done := tp.connectLoop(addr, 20*time.Millisecond, 5*time.Second, stop)
+	time.Sleep(300 * time.Millisecond) // web-a serves the loop for a while
+	must(t, "ip", "-n", tp.Server("web-a").NS, "link", "set", "e0", "down")
+	silent := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	before, after := splitAttempts(<-done, silent)
+	if len(before) == 0 || before[0].name != "web-a" {
+		t.Fatalf("before the silence: first attempt %+v, want one served by web-a", before)
+	}
+	if len(after) < 20 {
+		t.Fatalf("only %d attempts after web-a went silent, want at least 20", len(after))
+	}
+	answers := requireServedBy(t, after, "web-b", silent, "web-a went silent")
+	var slowest time.Duration
+	for _, a := range after {
+		slowest = max(slowest, a.end.Sub(a.start))
+	}
+	t.Logf("after web-a went silent: %d attempts, answers %v; the first took %d ms, the slowest %d ms",
+		len(after), answers, after[0].end.Sub(after[0].start).Milliseconds(), slowest.Milliseconds())
+	if t.Failed() {
+		t.Logf("gateway log:\n%s", tp.gwLog())
+	}
+	if state, down, reason := tp.healthStatus().member(sharedIP, 8080, "web-a"); state != "standby" || !down || !strings.Contains(reason, "health check failed") {
+		t.Errorf("status web-a after it went silent: state %q down %v reason %q, want standby, down, reason \"health check failed: ...\"", state, down, reason)
+	} else {
+		t.Logf("web-a: %s", reason)
+	}
 }

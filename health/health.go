@@ -12,6 +12,16 @@
 // Mode-1 bindings (every port of an IP) are not probed: there is no standby
 // to fail over to, and no single port to probe.
 //
+// Passive checking: the forwarder reports every failed backend dial of a
+// client connection (DialFailed), and the member's prober takes it as a
+// check result at once, without waiting for its next probe. A refused
+// dial (RST, or an ICMP unreachable) is conclusive: the backend's host
+// answered that nothing listens, so the member is marked down at once,
+// like HAProxy's "observe layer4 error-limit 1 on-error mark-down". A dial
+// that timed out may be one lost SYN, so it counts as one failed probe
+// towards Fall, like HAProxy's "on-error fail-check". The probes stay the
+// backstop, and the only way back up (Rise).
+//
 //	c, err := health.New(health.Options{Registry: reg, Logger: log})
 //	if err != nil { ... }
 //	go c.Run(ctx) // returns once ctx is done and every prober has stopped
@@ -26,6 +36,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vipmux/vipmux/registry"
@@ -88,6 +99,10 @@ const (
 	// ReasonFailedPrefix starts the Reason of a member that its health
 	// check marked down; the probe's error follows.
 	ReasonFailedPrefix = "health check failed: "
+	// ReasonObservedPrefix follows ReasonFailedPrefix in the Reason of a
+	// member that a failed dial of a client connection marked down
+	// (passive checking); the dial's error follows.
+	ReasonObservedPrefix = "client connection: "
 	// ReasonPassed is the Reason of a member that its health check
 	// brought up again.
 	ReasonPassed = "health check passed"
@@ -129,6 +144,15 @@ type Checker struct {
 	mu       sync.Mutex
 	defaults Settings
 	ports    map[uint16]Settings
+	// observed are the passive inputs of the running probers, by member;
+	// empty while Run does not run.
+	observed map[memberID]chan error
+}
+
+// memberID names a member of a binding.
+type memberID struct {
+	key  registry.Key
+	name string
 }
 
 // New checks opts and returns a Checker. It installs a registry watcher
@@ -148,6 +172,7 @@ func New(opts Options) (*Checker, error) {
 		dial:     opts.Dial,
 		log:      opts.Logger,
 		changed:  make(chan struct{}, 1),
+		observed: map[memberID]chan error{},
 	}
 	if c.dial == nil {
 		c.dial = (&net.Dialer{}).DialContext
@@ -278,6 +303,44 @@ type target struct {
 type prober struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// observed receives the target's failed client dials (DialFailed).
+	observed chan error
+}
+
+// DialFailed implements dispatch.Observer: a client connection's dial to
+// member name of binding k failed with err. The member's prober takes it
+// as a check result (see the package comment). It reports whether the
+// member is under automatic failover, that is whether a prober watches
+// it: then the forwarder may redispatch the connection to another member,
+// as failover would. Members that are not probed (mode 1, or while Run
+// does not run: [health] enabled = false) are left alone and get false.
+// It never blocks: while an earlier report waits for the prober, later
+// ones are dropped, since the prober counts consecutive failures, not
+// connections.
+func (c *Checker) DialFailed(k registry.Key, name string, err error) (failover bool) {
+	c.mu.Lock()
+	ch := c.observed[memberID{key: k, name: name}]
+	c.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- err:
+	default:
+	}
+	return true
+}
+
+// conclusive reports whether a failed dial proves that nothing serves the
+// backend: its host answered with a RST (refused, reset) or an ICMP
+// unreachable. A timeout proves nothing by itself.
+func conclusive(err error) bool {
+	for _, e := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EHOSTUNREACH, syscall.ENETUNREACH} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Run probes until ctx is done, then stops every prober and returns nil
@@ -288,6 +351,9 @@ type prober struct {
 func (c *Checker) Run(ctx context.Context) error {
 	probers := map[target]*prober{}
 	defer func() {
+		c.mu.Lock()
+		clear(c.observed)
+		c.mu.Unlock()
 		for _, p := range probers {
 			p.cancel()
 		}
@@ -310,6 +376,11 @@ func (c *Checker) reconcile(ctx context.Context, probers map[target]*prober) {
 	want := c.targets(c.reg.Table())
 	for t, p := range probers {
 		if _, ok := want[t]; !ok {
+			c.mu.Lock()
+			if id := t.id(); c.observed[id] == p.observed {
+				delete(c.observed, id)
+			}
+			c.mu.Unlock()
 			p.cancel()
 			<-p.done
 			delete(probers, t)
@@ -320,14 +391,20 @@ func (c *Checker) reconcile(ctx context.Context, probers map[target]*prober) {
 			continue
 		}
 		pctx, cancel := context.WithCancel(ctx)
-		p := &prober{cancel: cancel, done: make(chan struct{})}
+		p := &prober{cancel: cancel, done: make(chan struct{}), observed: make(chan error, 1)}
 		probers[t] = p
 		go func() {
 			defer close(p.done)
-			c.probeLoop(pctx, t)
+			c.probeLoop(pctx, t, p.observed)
 		}()
+		c.mu.Lock()
+		c.observed[t.id()] = p.observed
+		c.mu.Unlock()
 	}
 }
+
+// id is the member that t probes.
+func (t target) id() memberID { return memberID{key: t.key, name: t.name} }
 
 // targets returns every mode-2 member of tbl as a target.
 func (c *Checker) targets(tbl *registry.Table) map[target]struct{} {
@@ -349,8 +426,10 @@ func (c *Checker) targets(tbl *registry.Table) map[target]struct{} {
 }
 
 // probeLoop probes t every Interval, the first time at once, until ctx is
-// done.
-func (c *Checker) probeLoop(ctx context.Context, t target) {
+// done. Between probes it takes the failed client dials that observed
+// receives as check results: a conclusive one (see conclusive) marks t
+// down at once, another counts as one failed probe.
+func (c *Checker) probeLoop(ctx context.Context, t target, observed <-chan error) {
 	tick := time.NewTicker(t.settings.Interval)
 	defer tick.Stop()
 	var oks, fails int
@@ -370,10 +449,22 @@ func (c *Checker) probeLoop(ctx context.Context, t target) {
 				c.report(t, false, err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+	wait: // for the next probe, taking observed failures meanwhile
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-observed:
+				oks, fails = 0, fails+1
+				if conclusive(err) {
+					fails = max(fails, t.settings.Fall)
+				}
+				if fails >= t.settings.Fall {
+					c.report(t, false, fmt.Errorf("%s%w", ReasonObservedPrefix, err))
+				}
+			case <-tick.C:
+				break wait
+			}
 		}
 	}
 }

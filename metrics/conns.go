@@ -32,7 +32,7 @@ type connCollector struct {
 	table Table
 	conns Conns
 
-	accepted, active, refused, handshake, bytes *prometheus.Desc
+	accepted, active, refused, redispatched, handshake, bytes *prometheus.Desc
 }
 
 func newConnCollector(t Table, c Conns) *connCollector {
@@ -47,6 +47,8 @@ func newConnCollector(t Table, c Conns) *connCollector {
 		refused: prometheus.NewDesc("vipmux_connections_refused_total",
 			"Client connections answered with RST, by reason: no_active_member (member=\"\"), backend_refused, dial_timeout.",
 			append(member, labelReason), nil),
+		redispatched: prometheus.NewDesc("vipmux_connections_redispatched_total",
+			"Client connections whose dial to the member's backend failed and that were dialled to the binding's next healthy member instead, before their handshake completed (mode 2 only).", member, nil),
 		handshake: prometheus.NewDesc("vipmux_connections_handshake_failed_total",
 			"Client connections whose backend was dialled but whose client went away before the handshake completed.", member, nil),
 		bytes: prometheus.NewDesc("vipmux_connection_bytes_total",
@@ -57,7 +59,7 @@ func newConnCollector(t Table, c Conns) *connCollector {
 
 // Describe implements prometheus.Collector.
 func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.refused, c.handshake, c.bytes} {
+	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.refused, c.redispatched, c.handshake, c.bytes} {
 		ch <- d
 	}
 }
@@ -82,6 +84,10 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.accepted, s.Outcomes[dispatch.Proxied])
 		counter(c.refused, s.Outcomes[dispatch.Refused], ReasonBackendRefused)
 		counter(c.refused, s.Outcomes[dispatch.DialTimeout], ReasonDialTimeout)
+		if s.Binding.Port != 0 {
+			// A mode-1 binding has one member: nothing to redispatch to.
+			counter(c.redispatched, s.Redispatched)
+		}
 		counter(c.handshake, s.Outcomes[dispatch.HandshakeFailed])
 		counter(c.bytes, s.BytesToBackend, ClientToBackend)
 		counter(c.bytes, s.BytesToClient, BackendToClient)

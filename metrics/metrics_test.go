@@ -61,7 +61,7 @@ func TestConnCollector(t *testing.T) {
 		regs  []registry.Registration
 		drain *registry.Registration // deregistered with a drain after regs
 		conns fakeConns
-		names []string // the metrics compared; nil means all five
+		names []string // the metrics compared; nil means all six
 		want  string
 	}{
 		{
@@ -86,6 +86,32 @@ vipmux_connections_handshake_failed_total{ip="198.18.0.10",member="web-a",port="
 # TYPE vipmux_connections_refused_total counter
 vipmux_connections_refused_total{ip="198.18.0.10",member="web-a",port="*",reason="backend_refused"} 2
 vipmux_connections_refused_total{ip="198.18.0.10",member="web-a",port="*",reason="dial_timeout"} 1
+`,
+		},
+		{
+			name: "redispatched from a mode-2 member",
+			regs: []registry.Registration{
+				{Name: "web-a", IP: shared, Port: 8080, Backend: be},
+				{Name: "web-b", IP: shared, Port: 8080, Backend: be, State: registry.Standby},
+			},
+			conns: fakeConns{
+				func() dispatch.MemberStats {
+					s := stats(port, "web-a", map[dispatch.Outcome]uint64{dispatch.Proxied: 5}, 0, 0, 0)
+					s.Redispatched = 3
+					return s
+				}(),
+				stats(port, "web-b", map[dispatch.Outcome]uint64{dispatch.Proxied: 3}, 0, 0, 0),
+			},
+			names: []string{"vipmux_connections_accepted_total", "vipmux_connections_redispatched_total"},
+			want: `
+# HELP vipmux_connections_accepted_total Client connections accepted and proxied to the member's backend.
+# TYPE vipmux_connections_accepted_total counter
+vipmux_connections_accepted_total{ip="198.18.0.100",member="web-a",port="8080"} 5
+vipmux_connections_accepted_total{ip="198.18.0.100",member="web-b",port="8080"} 3
+# HELP vipmux_connections_redispatched_total Client connections whose dial to the member's backend failed and that were dialled to the binding's next healthy member instead, before their handshake completed (mode 2 only).
+# TYPE vipmux_connections_redispatched_total counter
+vipmux_connections_redispatched_total{ip="198.18.0.100",member="web-a",port="8080"} 3
+vipmux_connections_redispatched_total{ip="198.18.0.100",member="web-b",port="8080"} 0
 `,
 		},
 		{
@@ -132,7 +158,7 @@ vipmux_connections_active{ip="198.18.0.10",member="web-a",port="*"} 1
 			names := tc.names
 			if names == nil {
 				names = []string{"vipmux_connections_accepted_total", "vipmux_connections_active", "vipmux_connections_refused_total",
-					"vipmux_connections_handshake_failed_total", "vipmux_connection_bytes_total"}
+					"vipmux_connections_redispatched_total", "vipmux_connections_handshake_failed_total", "vipmux_connection_bytes_total"}
 			}
 			if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want), names...); err != nil {
 				t.Errorf("CollectAndCompare: %v", err)

@@ -207,7 +207,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 	if err := reg.SetApplier(st); err != nil {
 		return err
 	}
-	fwd := dispatch.New(dispatch.Options{Table: reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: log})
+	// The checker exists even while [health] enabled = false, so that a
+	// reload can turn it on. It also hears of the forwarder's failed dials
+	// (passive checking); they are ignored while it does not run.
+	hc, err := newHealthChecker(cfg.Health, reg, log)
+	if err != nil {
+		return err
+	}
+	fwd := dispatch.New(dispatch.Options{Table: reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: log, Observer: hc})
 	defer fwd.Close()
 	reg.Watch(fwd.Prune)
 	st.HandleTCP(cfg.Dispatch.MaxInFlight, fwd.Handle)
@@ -224,12 +231,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 	wg.Go(func() { reg.RunExpiry(expiryCtx, expiryInterval) })
 	defer wg.Wait()
 	defer stopExpiry()
-	// The checker exists even while [health] enabled = false, so that a
-	// reload can turn it on.
-	hc, err := newHealthChecker(cfg.Health, reg, log)
-	if err != nil {
-		return err
-	}
 	hr := &healthRunner{ctx: ctx, hc: hc}
 	if cfg.Health.Enabled {
 		hr.start()
