@@ -74,7 +74,7 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "up", Why: "lease renewed"})
 		}
 		r.failover(b, now)
-		t.bindings[k] = b
+		t.set(b)
 		out = b.clone()
 		return nil
 	})
@@ -95,7 +95,7 @@ func (r *Registry) Expire() int {
 	n := 0
 	err := r.update(func(t *Table) error {
 		now := r.now()
-		for k, old := range t.bindings {
+		for k, old := range t.bindings.All() {
 			if !old.expired(now) {
 				continue
 			}
@@ -120,9 +120,9 @@ func (r *Registry) Expire() int {
 			}
 			r.failover(b, now)
 			if len(b.Members) == 0 {
-				delete(t.bindings, k)
+				t.del(k)
 			} else {
-				t.bindings[k] = b
+				t.set(b)
 			}
 		}
 		if n == 0 {
@@ -187,7 +187,7 @@ func (r *Registry) SetHealth(k Key, name string, up bool, why string) error {
 			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "promoted", Why: "failback"})
 		}
 		r.failover(b, now)
-		t.bindings[k] = b
+		t.set(b)
 		return nil
 	})
 }

@@ -18,6 +18,7 @@
 package registry
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -183,14 +184,27 @@ func (b *Binding) index(name string) int {
 
 // Table is an immutable snapshot of every binding. Never modify a Table
 // obtained from the registry.
+//
+// A table is persistent: the registry derives the next table from the
+// current one by copying only the path to what changed (see trie), so a
+// change costs the same whatever the table's size, and the tables of two
+// moments share every binding that did not change between them.
 type Table struct {
-	bindings map[Key]*Binding
+	bindings trie[Key, *Binding]
+	// ips counts, per IP, the bindings and drains that hold it: the
+	// addresses that the stack must hold, kept up to date change by
+	// change instead of recomputed from the whole table.
+	ips trie[addrKey, int]
 	// drains are deregistered members whose connections still run; see
-	// Drain.
+	// Drain. Shared between tables: copied before any change.
 	drains []Drain
 	// parts are the tables of a union (see Union), which has no bindings
 	// of its own; their addresses are its addresses.
 	parts []*Table
+	// changes counts the binding and drain changes that led to this
+	// table since the registry started: two tables whose counts are close
+	// differ in few entries (see AddrDiff).
+	changes uint64
 	// addrs caches Addrs: a table no longer changes once anything reads
 	// its addresses.
 	addrs atomic.Pointer[map[netip.Addr]struct{}]
@@ -202,10 +216,10 @@ type Table struct {
 // member does not fall back to the every-port binding.
 func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 	k := Key{IP: ip, Port: port}
-	b, ok := t.bindings[k]
+	b, ok := t.bindings.get(k)
 	if !ok {
 		k.Port = 0
-		if b, ok = t.bindings[k]; !ok {
+		if b, ok = t.bindings.get(k); !ok {
 			return Member{}, k, false
 		}
 	}
@@ -216,7 +230,7 @@ func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 // member finds member name of binding k, or returns a not-found
 // FieldError naming the binding's field or nameField.
 func (t *Table) member(k Key, name, nameField string) (*Binding, int, error) {
-	b, ok := t.bindings[k]
+	b, ok := t.bindings.get(k)
 	if !ok {
 		return nil, -1, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k)
 	}
@@ -229,14 +243,13 @@ func (t *Table) member(k Key, name, nameField string) (*Binding, int, error) {
 
 // Binding returns the binding at k.
 func (t *Table) Binding(k Key) (*Binding, bool) {
-	b, ok := t.bindings[k]
-	return b, ok
+	return t.bindings.get(k)
 }
 
 // Bindings returns every binding ordered by IP, then port.
 func (t *Table) Bindings() []*Binding {
-	out := make([]*Binding, 0, len(t.bindings))
-	for _, b := range t.bindings {
+	out := make([]*Binding, 0, t.bindings.Len())
+	for _, b := range t.bindings.All() {
 		out = append(out, b)
 	}
 	slices.SortFunc(out, func(a, b *Binding) int {
@@ -249,17 +262,16 @@ func (t *Table) Bindings() []*Binding {
 }
 
 // Addrs returns the set of IPs that the table holds. The set is computed
-// once per table and shared: callers must not modify it.
+// once per table and shared: callers must not modify it. It costs a pass
+// over the whole table: Holds and AddrDiff answer the usual questions
+// without one.
 func (t *Table) Addrs() map[netip.Addr]struct{} {
 	if p := t.addrs.Load(); p != nil {
 		return *p
 	}
-	out := make(map[netip.Addr]struct{}, len(t.bindings))
-	for k := range t.bindings {
-		out[k.IP] = struct{}{}
-	}
-	for _, d := range t.drains {
-		out[d.Key.IP] = struct{}{}
+	out := make(map[netip.Addr]struct{}, t.ips.Len())
+	for a := range t.ips.All() {
+		out[a.Addr] = struct{}{}
 	}
 	for _, p := range t.parts {
 		for ip := range p.Addrs() {
@@ -270,28 +282,128 @@ func (t *Table) Addrs() map[netip.Addr]struct{} {
 	return out
 }
 
-// Holds reports whether the table holds ip. Unlike Addrs, it builds no
-// merged set for a union.
+// Holds reports whether the table holds ip.
 func (t *Table) Holds(ip netip.Addr) bool {
 	if t.parts != nil {
 		return slices.ContainsFunc(t.parts, func(p *Table) bool { return p.Holds(ip) })
 	}
-	_, ok := t.Addrs()[ip]
+	_, ok := t.ips.get(addrKey{ip})
 	return ok
 }
 
-// Len returns the number of bindings.
-func (t *Table) Len() int { return len(t.bindings) }
-
-// clone returns a copy of t that shares nothing mutable with it except the
-// bindings that the caller does not replace.
-func (t *Table) clone() *Table {
-	n := &Table{bindings: make(map[Key]*Binding, len(t.bindings)+1)}
-	for k, b := range t.bindings {
-		n.bindings[k] = b
+// AddrDiff returns the addresses that a holds and b does not, in no
+// particular order. Its cost follows the number of changes between the two
+// tables, not their size: it compares only what they do not share.
+// Either may be a union (see Union).
+func AddrDiff(a, b *Table) []netip.Addr {
+	switch {
+	case len(a.parts) > 0:
+		var out []netip.Addr
+		for _, p := range a.parts {
+			out = append(out, AddrDiff(p, b)...)
+		}
+		slices.SortFunc(out, netip.Addr.Compare)
+		return slices.Compact(out)
+	case len(b.parts) > 0:
+		// a - (b1 ∪ b2) = (a - bi) minus what the others hold; diff
+		// against the part nearest to a (fewest changes apart), which
+		// shares the most with it.
+		near := slices.MinFunc(b.parts, func(x, y *Table) int {
+			return cmpDistance(a.changes, x.changes, y.changes)
+		})
+		out := AddrDiff(a, near)
+		return slices.DeleteFunc(out, func(ip netip.Addr) bool {
+			return slices.ContainsFunc(b.parts, func(p *Table) bool { return p != near && p.Holds(ip) })
+		})
 	}
-	n.drains = slices.Clone(t.drains)
-	return n
+	var out []netip.Addr
+	diff(a.ips, b.ips, func(k addrKey, _ int, inA bool, _ int, inB bool) {
+		if inA && !inB {
+			out = append(out, k.Addr)
+		}
+	})
+	return out
+}
+
+// cmpDistance compares the distances of x and y from c.
+func cmpDistance(c, x, y uint64) int {
+	dist := func(v uint64) uint64 {
+		if v > c {
+			return v - c
+		}
+		return c - v
+	}
+	return cmp.Compare(dist(x), dist(y))
+}
+
+// Len returns the number of bindings.
+func (t *Table) Len() int { return t.bindings.Len() }
+
+// clone returns a table for update to change: it shares everything with t
+// (the persistent tries and, until it changes them, the drains).
+func (t *Table) clone() *Table {
+	return &Table{bindings: t.bindings, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
+}
+
+// set puts b at its key, replacing what was there; t is a table being
+// built.
+func (t *Table) set(b *Binding) {
+	if _, had := t.bindings.get(b.Key); !had {
+		t.hold(b.IP, 1)
+	}
+	t.bindings = t.bindings.with(b.Key, b)
+	t.changes++
+}
+
+// del removes the binding at k, if any; t is a table being built.
+func (t *Table) del(k Key) {
+	if _, had := t.bindings.get(k); !had {
+		return
+	}
+	t.bindings = t.bindings.without(k)
+	t.hold(k.IP, -1)
+	t.changes++
+}
+
+// hold adds d to ip's count of holders, removing ip at zero.
+func (t *Table) hold(ip netip.Addr, d int) {
+	k := addrKey{ip}
+	n, _ := t.ips.get(k)
+	if n += d; n > 0 {
+		t.ips = t.ips.with(k, n)
+	} else {
+		t.ips = t.ips.without(k)
+	}
+}
+
+// addDrain appends d to the drains; t is a table being built.
+func (t *Table) addDrain(d Drain) {
+	t.drains = append(t.drains[:len(t.drains):len(t.drains)], d)
+	t.hold(d.Key.IP, 1)
+	t.changes++
+}
+
+// deleteDrains removes the drains for which del is true, calling del once
+// per drain; t is a table being built. It copies the drains only when one
+// goes.
+func (t *Table) deleteDrains(del func(Drain) bool) {
+	var kept []Drain
+	for i, d := range t.drains {
+		if !del(d) {
+			if kept != nil {
+				kept = append(kept, d)
+			}
+			continue
+		}
+		if kept == nil {
+			kept = append(make([]Drain, 0, len(t.drains)), t.drains[:i]...)
+		}
+		t.hold(d.Key.IP, -1)
+		t.changes++
+	}
+	if kept != nil {
+		t.drains = kept
+	}
 }
 
 // clone returns a copy of b that shares no memory with it, for handing out
@@ -375,7 +487,7 @@ func New(opts Options) (*Registry, error) {
 	if r.log == nil {
 		r.log = discardLogger
 	}
-	t := &Table{bindings: map[Key]*Binding{}}
+	t := &Table{}
 	if opts.Store != nil {
 		loaded, err := opts.Store.Load()
 		if err != nil {
@@ -389,7 +501,7 @@ func New(opts Options) (*Registry, error) {
 			// Leases run from the restart: the servers could not renew
 			// while the gateway was down.
 			now := r.now()
-			for _, b := range t.bindings {
+			for _, b := range t.bindings.All() {
 				for i := range b.Members {
 					if m := &b.Members[i]; m.TTL > 0 {
 						m.Expires = now.Add(m.TTL)
@@ -463,7 +575,7 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 	k := Key{IP: reg.IP, Port: reg.Port}
 	var out Binding
 	err := r.update(func(t *Table) error {
-		old := t.bindings[k]
+		old, _ := t.bindings.get(k)
 		b := cloneBinding(k, old)
 		now := r.now()
 		active, hasActive := b.Active()
@@ -498,7 +610,7 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 			m.Down, m.Since, m.Reason = false, now, "registered again"
 		}
 		r.failover(b, now)
-		t.bindings[k] = b
+		t.set(b)
 		t.dropDrain(k, reg.Name) // back before its drain ended
 		out = b.clone()
 		return nil
@@ -545,7 +657,7 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			}
 			m.FailedOver = false
 		}
-		t.bindings[k] = b
+		t.set(b)
 		out = b.clone()
 		return nil
 	})
@@ -763,7 +875,7 @@ func isBroadcast(ip netip.Addr, p netip.Prefix) bool {
 
 // checkTable validates a restored table.
 func (r *Registry) checkTable(t *Table) error {
-	for k, b := range t.bindings {
+	for k, b := range t.bindings.All() {
 		if k != b.Key {
 			return fmt.Errorf("binding %s: stored under key %s", b.Key, k)
 		}
