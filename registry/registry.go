@@ -572,46 +572,12 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 	if err := r.checkRegistration(reg); err != nil {
 		return Binding{}, err
 	}
-	k := Key{IP: reg.IP, Port: reg.Port}
 	var out Binding
 	err := r.update(func(t *Table) error {
-		old, _ := t.bindings.get(k)
-		b := cloneBinding(k, old)
-		now := r.now()
-		active, hasActive := b.Active()
-		i := b.index(reg.Name)
-		if k.Port == 0 && i < 0 && len(b.Members) > 0 {
-			return fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is already held by server %s; deregister it first", k.IP, b.Members[0].Name))
+		b, err := r.register(t, reg)
+		if err != nil {
+			return err
 		}
-		state := reg.State
-		if state == "" {
-			state = Standby
-			if !hasActive || active.Name == reg.Name {
-				state = Active
-			}
-		}
-		if state == Active && hasActive && active.Name != reg.Name {
-			return fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
-		}
-		if i < 0 {
-			b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Reason: "registered"})
-			i = len(b.Members) - 1
-		}
-		m := &b.Members[i]
-		m.Backend, m.TTL, m.Expires = reg.Backend, reg.TTL, time.Time{}
-		m.ProxyProtocol = reg.ProxyProtocol
-		if reg.TTL > 0 {
-			m.Expires = now.Add(reg.TTL)
-		}
-		if m.State != state {
-			m.State, m.Since, m.Reason, m.FailedOver = state, now, "registered", false
-		}
-		if m.Down { // a registration is proof of life
-			m.Down, m.Since, m.Reason = false, now, "registered again"
-		}
-		r.failover(b, now)
-		t.set(b)
-		t.dropDrain(k, reg.Name) // back before its drain ended
 		out = b.clone()
 		return nil
 	})
@@ -619,6 +585,101 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 		return Binding{}, err
 	}
 	return out, nil
+}
+
+// BatchError is the error of RegisterBatch: the registration at Index (from
+// 0) that could not be applied, and why. Nothing of the batch was applied.
+type BatchError struct {
+	// Index is the position of the registration in the batch.
+	Index int
+	// Err is its error, as Register would return it.
+	Err error
+}
+
+// Error implements error.
+func (e *BatchError) Error() string { return fmt.Sprintf("registration %d: %v", e.Index, e.Err) }
+
+// Unwrap returns Err, so that errors.Is and errors.As see the kind and the
+// field of the registration's error.
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// RegisterBatch applies regs in order as one change: one durable save, one
+// new table, one Prepare of the applier for all the new addresses. It is
+// all or nothing: if any registration is invalid or conflicts with the
+// table or with an earlier one of the batch, it returns a *BatchError
+// naming it and changes nothing. It returns each registration's binding as
+// it stands after the whole batch.
+func (r *Registry) RegisterBatch(regs []Registration) ([]Binding, error) {
+	for i, reg := range regs {
+		if err := r.checkRegistration(reg); err != nil {
+			return nil, &BatchError{Index: i, Err: err}
+		}
+	}
+	if len(regs) == 0 {
+		return []Binding{}, nil
+	}
+	var out []Binding
+	err := r.update(func(t *Table) error {
+		for i, reg := range regs {
+			if _, err := r.register(t, reg); err != nil {
+				return &BatchError{Index: i, Err: err}
+			}
+		}
+		out = make([]Binding, len(regs))
+		for i, reg := range regs {
+			b, _ := t.bindings.get(Key{IP: reg.IP, Port: reg.Port})
+			out[i] = b.clone()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// register applies one checked registration to t, a table being built by
+// update, and returns the new binding (t's own: clone it to hand it out).
+func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
+	k := Key{IP: reg.IP, Port: reg.Port}
+	old, _ := t.bindings.get(k)
+	b := cloneBinding(k, old)
+	now := r.now()
+	active, hasActive := b.Active()
+	i := b.index(reg.Name)
+	if k.Port == 0 && i < 0 && len(b.Members) > 0 {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is already held by server %s; deregister it first", k.IP, b.Members[0].Name))
+	}
+	state := reg.State
+	if state == "" {
+		state = Standby
+		if !hasActive || active.Name == reg.Name {
+			state = Active
+		}
+	}
+	if state == Active && hasActive && active.Name != reg.Name {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
+	}
+	if i < 0 {
+		b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Reason: "registered"})
+		i = len(b.Members) - 1
+	}
+	m := &b.Members[i]
+	m.Backend, m.TTL, m.Expires = reg.Backend, reg.TTL, time.Time{}
+	m.ProxyProtocol = reg.ProxyProtocol
+	if reg.TTL > 0 {
+		m.Expires = now.Add(reg.TTL)
+	}
+	if m.State != state {
+		m.State, m.Since, m.Reason, m.FailedOver = state, now, "registered", false
+	}
+	if m.Down { // a registration is proof of life
+		m.Down, m.Since, m.Reason = false, now, "registered again"
+	}
+	r.failover(b, now)
+	t.set(b)
+	t.dropDrain(k, reg.Name) // back before its drain ended
+	return b, nil
 }
 
 // Deregister removes member name from binding k; a binding left without
