@@ -198,5 +198,3 @@ func ipN(i int) netip.Addr {
 	v := 198<<24 | 18<<16 | 1<<8 + uint32(i)
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
-
-
