@@ -191,6 +191,10 @@ func (b *Binding) index(name string) int {
 // moments share every binding that did not change between them.
 type Table struct {
 	bindings trie[Key, *Binding]
+	// ports are the bindings with a port (mode 2), also in bindings: a
+	// table of 10,000 mode-1 addresses has a handful of them, which health
+	// checks walk on every change.
+	ports trie[Key, *Binding]
 	// ips counts, per IP, the bindings and drains that hold it: the
 	// addresses that the stack must hold, kept up to date change by
 	// change instead of recomputed from the whole table.
@@ -252,13 +256,30 @@ func (t *Table) Bindings() []*Binding {
 	for _, b := range t.bindings.All() {
 		out = append(out, b)
 	}
-	slices.SortFunc(out, func(a, b *Binding) int {
+	sortBindings(out)
+	return out
+}
+
+// PortBindings returns the bindings with a port (mode 2) ordered by IP,
+// then port. Its cost follows their number, not the table's size: a
+// table of many mode-1 addresses has few of them.
+func (t *Table) PortBindings() []*Binding {
+	out := make([]*Binding, 0, t.ports.Len())
+	for _, b := range t.ports.All() {
+		out = append(out, b)
+	}
+	sortBindings(out)
+	return out
+}
+
+// sortBindings orders bs by IP, then port.
+func sortBindings(bs []*Binding) {
+	slices.SortFunc(bs, func(a, b *Binding) int {
 		if c := a.IP.Compare(b.IP); c != 0 {
 			return c
 		}
 		return int(a.Port) - int(b.Port)
 	})
-	return out
 }
 
 // Addrs returns the set of IPs that the table holds. The set is computed
@@ -342,7 +363,7 @@ func (t *Table) Len() int { return t.bindings.Len() }
 // clone returns a table for update to change: it shares everything with t
 // (the persistent tries and, until it changes them, the drains).
 func (t *Table) clone() *Table {
-	return &Table{bindings: t.bindings, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
+	return &Table{bindings: t.bindings, ports: t.ports, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
 }
 
 // set puts b at its key, replacing what was there; t is a table being
@@ -352,6 +373,9 @@ func (t *Table) set(b *Binding) {
 		t.hold(b.IP, 1)
 	}
 	t.bindings = t.bindings.with(b.Key, b)
+	if b.Port != 0 {
+		t.ports = t.ports.with(b.Key, b)
+	}
 	t.changes++
 }
 
@@ -361,6 +385,9 @@ func (t *Table) del(k Key) {
 		return
 	}
 	t.bindings = t.bindings.without(k)
+	if k.Port != 0 {
+		t.ports = t.ports.without(k)
+	}
 	t.hold(k.IP, -1)
 	t.changes++
 }
