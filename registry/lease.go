@@ -95,10 +95,18 @@ func (r *Registry) Expire() int {
 	n := 0
 	err := r.update(func(t *Table) error {
 		now := r.now()
-		for k, old := range t.bindings.All() {
-			if !old.expired(now) {
-				continue
+		// Only bindings with a leased member can expire: the others are
+		// not looked at (a table of 10,000 permanent addresses costs
+		// nothing here). The list is taken first because the loop changes
+		// t.leased.
+		var due []*Binding
+		for _, b := range t.leased.All() {
+			if b.expired(now) {
+				due = append(due, b)
 			}
+		}
+		for _, old := range due {
+			k := old.Key
 			b := cloneBinding(k, old)
 			b.Members = slices.DeleteFunc(b.Members, func(m Member) bool {
 				if m.Expires.IsZero() || now.Before(m.Expires) || (m.Down && m.Reason == reasonLease) {

@@ -195,6 +195,10 @@ type Table struct {
 	// table of 10,000 mode-1 addresses has a handful of them, which health
 	// checks walk on every change.
 	ports trie[Key, *Binding]
+	// leased are the bindings with a member on a lease (also in
+	// bindings): Expire looks at them every 100 ms, not at the whole
+	// table.
+	leased trie[Key, *Binding]
 	// ips counts, per IP, the bindings and drains that hold it: the
 	// addresses that the stack must hold, kept up to date change by
 	// change instead of recomputed from the whole table.
@@ -363,7 +367,7 @@ func (t *Table) Len() int { return t.bindings.Len() }
 // clone returns a table for update to change: it shares everything with t
 // (the persistent tries and, until it changes them, the drains).
 func (t *Table) clone() *Table {
-	return &Table{bindings: t.bindings, ports: t.ports, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
+	return &Table{bindings: t.bindings, ports: t.ports, leased: t.leased, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
 }
 
 // set puts b at its key, replacing what was there; t is a table being
@@ -375,6 +379,11 @@ func (t *Table) set(b *Binding) {
 	t.bindings = t.bindings.with(b.Key, b)
 	if b.Port != 0 {
 		t.ports = t.ports.with(b.Key, b)
+	}
+	if slices.ContainsFunc(b.Members, func(m Member) bool { return m.TTL > 0 }) {
+		t.leased = t.leased.with(b.Key, b)
+	} else {
+		t.leased = t.leased.without(b.Key)
 	}
 	t.changes++
 }
@@ -388,6 +397,7 @@ func (t *Table) del(k Key) {
 	if k.Port != 0 {
 		t.ports = t.ports.without(k)
 	}
+	t.leased = t.leased.without(k)
 	t.hold(k.IP, -1)
 	t.changes++
 }

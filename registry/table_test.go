@@ -25,11 +25,21 @@ func TestTableIndexes(t *testing.T) {
 		t.Helper()
 		var wantPorts []Key
 		wantAddrs := map[netip.Addr]bool{}
+		wantLeased := 0
 		for _, b := range tb.Bindings() {
 			if b.Port != 0 {
 				wantPorts = append(wantPorts, b.Key)
 			}
 			wantAddrs[b.IP] = true
+			if slices.ContainsFunc(b.Members, func(m Member) bool { return m.TTL > 0 }) {
+				wantLeased++
+				if l, ok := tb.leased.get(b.Key); !ok || l != b {
+					t.Errorf("%s: leased binding %s missing from the lease index", step, b.Key)
+				}
+			}
+		}
+		if tb.leased.Len() != wantLeased {
+			t.Errorf("%s: lease index holds %d bindings, want %d", step, tb.leased.Len(), wantLeased)
 		}
 		for _, d := range tb.Drains() {
 			wantAddrs[d.Key.IP] = true
@@ -72,9 +82,17 @@ func TestTableIndexes(t *testing.T) {
 			_, err := r.RegisterBatch([]Registration{
 				{Name: "a", IP: ip("198.18.0.10"), Port: 80, Backend: beA},
 				{Name: "b", IP: ip("198.18.0.10"), Port: 80, Backend: beA},
-				{Name: "b", IP: ip("198.18.0.11"), Backend: beA},
+				{Name: "b", IP: ip("198.18.0.11"), Backend: beA, TTL: MaxTTL},
 				{Name: "c", IP: ip("198.18.0.12"), Port: 443, Backend: beA},
 			})
+			return err
+		}},
+		{"a lease on a port member", func() error {
+			_, err := r.Register(Registration{Name: "b", IP: ip("198.18.0.10"), Port: 80, Backend: beA, TTL: MaxTTL})
+			return err
+		}},
+		{"the lease dropped again", func() error {
+			_, err := r.Register(Registration{Name: "b", IP: ip("198.18.0.10"), Port: 80, Backend: beA})
 			return err
 		}},
 		{"deregister a port member, binding stays", func() error { return r.Deregister("a", Key{IP: ip("198.18.0.10"), Port: 80}) }},
