@@ -8,7 +8,10 @@
 // serialized, persisted through a Store (group-committed: the changes that
 // arrive during one save share the next), and announced synchronously to
 // an Applier (the stack) before they become visible, so that a change that
-// the stack or the disk cannot take is never half-applied.
+// the stack or the disk cannot take is never half-applied. A change of
+// states only (a switch, a failover) is routed by Lookup from the moment its
+// save starts; it is acknowledged, shown by Table and reported to watchers
+// only once durable, and undone if the save fails.
 //
 // The registry knows nothing of networking beyond net/netip values.
 //
@@ -500,7 +503,13 @@ type Registry struct {
 	opts Options
 	now  func() time.Time
 	log  *slog.Logger
+	// snap is the newest durable table: Table, watchers and the applier's
+	// releases follow it.
 	snap atomic.Pointer[Table]
+	// route is the table that Lookup (the data path) reads: snap, or a
+	// newer table that differs from it only in states (see routesEarly)
+	// while that table is being saved.
+	route atomic.Pointer[Table]
 
 	// mu serializes writers and guards the following fields.
 	mu sync.Mutex
@@ -548,16 +557,21 @@ func New(opts Options) (*Registry, error) {
 		}
 	}
 	r.snap.Store(t)
+	r.route.Store(t)
 	r.pending = t
 	return r, nil
 }
 
-// Table returns the current snapshot.
+// Table returns the current snapshot: the newest durable table.
 func (r *Registry) Table() *Table { return r.snap.Load() }
 
-// Lookup is Table().Lookup; it takes no lock.
+// Lookup finds where a new connection to (ip, port) goes; it takes no
+// lock. It is Table().Lookup, except while a change that only moves the
+// active role (a switch, a failover, a health or lease state) is being
+// saved: Lookup routes by it from the moment the save starts, Table shows
+// it once it is durable. See update.
 func (r *Registry) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
-	return r.snap.Load().Lookup(ip, port)
+	return r.route.Load().Lookup(ip, port)
 }
 
 // SetApplier installs a and prepares the current table on it (as a change
@@ -777,7 +791,9 @@ var errNoChange = errors.New("no change")
 // concurrent writers cost one fsync, not N. A change is applied to the
 // newest table (r.pending), which runs ahead of the published one
 // (r.snap) by at most two batches, the one being saved and the one
-// waiting; Lookup and Table only ever see durable tables.
+// waiting; Table only ever shows durable tables, and so does Lookup except
+// for a change of states only, which it routes by while it is being saved
+// (routesEarly).
 func (r *Registry) update(fn func(*Table) error) error {
 	r.mu.Lock()
 	next := r.pending.clone()
@@ -802,6 +818,17 @@ func (r *Registry) update(fn func(*Table) error) error {
 		r.publishLocked(prev, next)
 		r.mu.Unlock()
 		return nil
+	}
+	if routesEarly(r.route.Load(), next) {
+		// Only states changed (a switch, a failover): new connections
+		// follow it now, while it is being saved, so that a switch takes
+		// effect after the request rather than after the disk. The answer,
+		// Table, the watchers (events, metrics, pruning) and the release of
+		// anything wait until it is durable; if the save fails, route goes
+		// back with pending and nothing ever reports the change. What can
+		// be seen of a change that failed: the connections that arrived
+		// during the save went to a member that is still in its binding.
+		r.route.Store(next)
 	}
 	b := r.open
 	if b == nil {
@@ -852,6 +879,7 @@ func (r *Registry) save(b *batch) {
 			r.applier.Commit(r.pending, prev) // release what Prepare took
 		}
 		r.pending = prev
+		r.route.Store(prev)
 		if o := r.open; o != nil {
 			o.err = fmt.Errorf("save table (with an earlier change): %w", err)
 			r.open = nil
@@ -873,12 +901,47 @@ func (r *Registry) save(b *batch) {
 // prev held that neither next nor a pending change holds; r.mu is held.
 func (r *Registry) publishLocked(prev, next *Table) {
 	r.snap.Store(next)
+	// A table routed early that is newer than next (a switch made while
+	// next was being saved) holds next's changes: it stays.
+	if cur := r.route.Load(); cur.changes <= next.changes {
+		r.route.Store(next)
+	}
 	for _, w := range r.watchers {
 		w(prev, next)
 	}
 	if r.applier != nil {
 		r.applier.Commit(prev, Union(next, r.pending))
 	}
+}
+
+// routesEarly reports whether next may be routed (Lookup) before it is
+// durable: it has the same bindings as cur, with the same members in the
+// same order, backends and PROXY settings, and the same drains; only
+// members' states, health and leases differ. Such a change adds and
+// releases nothing and ends no connection, so undoing it is as safe as
+// doing it. The cost follows the size of the change (see diff).
+func routesEarly(cur, next *Table) bool {
+	if len(cur.parts) > 0 || len(next.parts) > 0 || !slices.Equal(cur.drains, next.drains) {
+		return false
+	}
+	same := true
+	diff(cur.bindings, next.bindings, func(_ Key, a *Binding, inCur bool, b *Binding, inNext bool) {
+		if !same {
+			return
+		}
+		if !inCur || !inNext || len(a.Members) != len(b.Members) {
+			same = false
+			return
+		}
+		for i := range a.Members {
+			x, y := &a.Members[i], &b.Members[i]
+			if x.Name != y.Name || x.Backend != y.Backend || x.ProxyProtocol != y.ProxyProtocol {
+				same = false
+				return
+			}
+		}
+	})
+	return same
 }
 
 // heldLocked returns a table that holds every address the applier holds:
