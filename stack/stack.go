@@ -136,7 +136,7 @@ type Stack struct {
 	networks []netip.Prefix
 	mac      tcpip.LinkAddress
 
-	// ctx is cancelled by Close; it stops the announcement goroutines,
+	// ctx is cancelled by Close; it stops the announcer's goroutine,
 	// which wg tracks.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -154,9 +154,8 @@ type Stack struct {
 	// garp and dad are the ARP settings (see SetARP).
 	garp announceConfig
 	dad  gstack.DADConfigurations
-	// announcing maps each held address to the cancel function of its
-	// announcements, so that releasing the address stops them.
-	announcing map[netip.Addr]context.CancelFunc
+	// announcer sends the announcements after the first of each address.
+	announcer *announcer
 	// restored are the Restored addresses not yet added.
 	restored map[netip.Addr]struct{}
 
@@ -319,18 +318,23 @@ func New(opts Options) (*Stack, error) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	st := &Stack{
-		s:          s,
-		log:        opts.Logger,
-		networks:   opts.Networks,
-		static:     map[netip.Addr]struct{}{},
-		mac:        opts.Link.LinkAddress(),
-		garp:       arpSettings.announce(),
-		dad:        dad,
-		ctx:        ctx,
-		cancel:     cancel,
-		announcing: map[netip.Addr]context.CancelFunc{},
-		restored:   map[netip.Addr]struct{}{},
+		s:        s,
+		log:      opts.Logger,
+		networks: opts.Networks,
+		static:   map[netip.Addr]struct{}{},
+		mac:      opts.Link.LinkAddress(),
+		garp:     arpSettings.announce(),
+		dad:      dad,
+		ctx:      ctx,
+		cancel:   cancel,
+		restored: map[netip.Addr]struct{}{},
 	}
+	st.announcer = newAnnouncer(st.announce)
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		st.announcer.run(ctx)
+	}()
 	for _, a := range opts.Restored {
 		st.restored[a] = struct{}{}
 	}
@@ -637,33 +641,14 @@ func (st *Stack) add(a netip.Addr) error {
 }
 
 // startAnnounce sends the first announcement of a (gratuitous ARP or
-// unsolicited Neighbor Advertisement) now and the others from a goroutine,
-// which stops early when a is released or st closed.
+// unsolicited Neighbor Advertisement) now and has the announcer send the
+// others; releasing a or closing st stops them.
 func (st *Stack) startAnnounce(a netip.Addr) {
-	if stop, ok := st.announcing[a]; ok {
-		stop()
-	}
-	ctx, stop := context.WithCancel(st.ctx)
-	st.announcing[a] = stop
+	st.announcer.stop(a)
 	st.announce(a)
-	cfg := st.garp // SetARP may change it while the goroutine runs
-	if cfg.count == 1 {
-		return
+	if cfg := st.garp; cfg.count > 1 {
+		st.announcer.start(a, cfg.count-1, cfg.interval)
 	}
-	st.wg.Add(1)
-	go func() {
-		defer st.wg.Done()
-		t := time.NewTicker(cfg.interval)
-		defer t.Stop()
-		for range cfg.count - 1 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				st.announce(a)
-			}
-		}
-	}()
 }
 
 // announce sends one announcement of a: gratuitous ARP for IPv4, an
@@ -736,10 +721,7 @@ func neighborAdvert(target tcpip.Address, mac tcpip.LinkAddress) []byte {
 
 // remove releases a and stops its announcements; st.mu must be held.
 func (st *Stack) remove(a netip.Addr) {
-	if stop, ok := st.announcing[a]; ok {
-		stop()
-		delete(st.announcing, a)
-	}
+	st.announcer.stop(a)
 	if err := st.s.RemoveAddress(nicID, toAddr(a)); err != nil {
 		st.log.Warn("release address", "ip", a, "err", err.String())
 		return
