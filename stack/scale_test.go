@@ -1,10 +1,16 @@
 package stack_test
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
@@ -68,4 +74,64 @@ func TestManyAddresses(t *testing.T) {
 			t.Errorf("ARP for %s answered = %v, want %v", a, got, want)
 		}
 	}
+}
+
+// TestAddressLogLines: a change of a few addresses logs a line for each, a
+// batch logs one line for all (a batch of 10,000 registrations must not
+// write 10,000 log lines).
+func TestAddressLogLines(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, nil))
+	st, _ := newStackOpts(t, func(o *stack.Options) {
+		o.Networks = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")}
+		o.Logger = log
+	})
+	few := addrs("198.18.1.1", "198.18.1.2", "198.18.1.3")
+	var many []netip.Addr
+	for i := range 20 {
+		many = append(many, netip.AddrFrom4([4]byte{198, 18, 2, byte(i)}))
+	}
+	empty, withFew, withBoth := table(t), table(t, few...), table(t, append(few, many...)...)
+	for _, step := range []struct {
+		name      string
+		do        func() error
+		wantLines []string
+	}{
+		{"add 3", func() error { return st.Prepare(empty, withFew) }, []string{
+			`msg="holding address" ip=198.18.1.1`, `msg="holding address" ip=198.18.1.2`, `msg="holding address" ip=198.18.1.3`}},
+		{"add 20", func() error { st.Commit(empty, withFew); return st.Prepare(withFew, withBoth) }, []string{
+			`msg="holding addresses" count=20 first=198.18.2.0 last=198.18.2.19`}},
+		{"release 20", func() error { st.Commit(withBoth, withFew); return nil }, []string{
+			`msg="released addresses" count=20 first=198.18.2.0 last=198.18.2.19`}},
+	} {
+		mu.Lock()
+		buf.Reset()
+		mu.Unlock()
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		mu.Lock()
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if _, rest, ok := strings.Cut(l, " level=INFO "); ok {
+				got = append(got, rest)
+			}
+		}
+		mu.Unlock()
+		if d := cmp.Diff(step.wantLines, got); d != "" {
+			t.Errorf("%s: log lines (-want +got):\n%s", step.name, d)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -265,14 +265,18 @@ func (st *Stack) SetStatic(addrs []netip.Addr) error {
 		}
 		added = append(added, a)
 	}
+	var removed []netip.Addr
 	for a := range st.static {
 		_, keep := want[a]
 		_, held := inTable[a]
 		if !keep && !held {
 			st.remove(a)
+			removed = append(removed, a)
 		}
 	}
 	st.static = want
+	st.logAddrs("holding", added)
+	st.logAddrs("released", removed)
 	return nil
 }
 
@@ -393,6 +397,7 @@ func (st *Stack) configure(opts Options) error {
 		}
 		st.static[a] = struct{}{}
 	}
+	st.logAddrs("holding", opts.Static)
 	return nil
 }
 
@@ -430,6 +435,7 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 	for _, a := range news {
 		delete(st.restored, a)
 	}
+	st.logAddrs("holding", news)
 	// Prepare only adds: what prev holds stays held until a Commit.
 	st.table = registry.Union(prev, next)
 	return nil
@@ -564,10 +570,30 @@ func (st *Stack) disableNDPDADLocked() {
 func (st *Stack) Commit(prev, next *registry.Table) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, a := range st.diff(prev, next) {
+	gone := st.diff(prev, next)
+	for _, a := range gone {
 		st.remove(a)
 	}
+	st.logAddrs("released", gone)
 	st.table = next
+}
+
+// maxAddrLines is how many addresses one change logs one line each; a
+// larger change (a batch of registrations) logs one line for all.
+const maxAddrLines = 8
+
+// logAddrs logs that the stack is holding or released addrs (sorted): a
+// line per address, or one line with their number and range for a batch.
+func (st *Stack) logAddrs(what string, addrs []netip.Addr) {
+	switch {
+	case len(addrs) == 0:
+	case len(addrs) <= maxAddrLines:
+		for _, a := range addrs {
+			st.log.Info(what+" address", "ip", a)
+		}
+	default:
+		st.log.Info(what+" addresses", "count", len(addrs), "first", addrs[0], "last", addrs[len(addrs)-1])
+	}
 }
 
 // diff returns the addresses of a that b does not hold, static ones left
@@ -633,7 +659,6 @@ func (st *Stack) add(a netip.Addr) error {
 	if err := st.s.AddProtocolAddress(nicID, pa, gstack.AddressProperties{}); err != nil {
 		return fmt.Errorf("hold %s: %s", a, err)
 	}
-	st.log.Info("holding address", "ip", a)
 	if st.garp.count > 0 {
 		st.startAnnounce(a)
 	}
@@ -724,9 +749,7 @@ func (st *Stack) remove(a netip.Addr) {
 	st.announcer.stop(a)
 	if err := st.s.RemoveAddress(nicID, toAddr(a)); err != nil {
 		st.log.Warn("release address", "ip", a, "err", err.String())
-		return
 	}
-	st.log.Info("released address", "ip", a)
 }
 
 // toAddr converts a netip.Addr to gVisor's address type.
