@@ -99,6 +99,9 @@ func parseRegLine(fields []string) (control.RegisterRequest, error) {
 			i++
 			val = fields[i]
 		}
+		if val == "" {
+			return control.RegisterRequest{}, fmt.Errorf("--%s: empty value", name)
+		}
 		if _, dup := vals[name]; dup {
 			return control.RegisterRequest{}, fmt.Errorf("--%s given twice", name)
 		}

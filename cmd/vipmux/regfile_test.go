@@ -41,6 +41,7 @@ register --name s3 --ip 198.18.100.3 --backend 198.19.0.2 --proxy-protocol none
 		{name: "missing name", in: "--ip 198.18.100.1 --backend 198.19.0.2\n", wantErr: "regs.txt:1: --name is missing"},
 		{name: "missing backend", in: "\n\n--name s1 --ip 198.18.100.1\n", wantErr: "regs.txt:3: --backend is missing"},
 		{name: "value missing at the end", in: "--name s1 --backend 198.19.0.2 --ip\n", wantErr: "regs.txt:1: --ip: missing its value"},
+		{name: "empty value", in: "--name= --ip 198.18.100.1 --backend 198.19.0.2\n", wantErr: "regs.txt:1: --name: empty value"},
 		{name: "flag twice", in: "--name s1 --name s2 --backend 198.19.0.2\n", wantErr: "regs.txt:1: --name given twice"},
 		{name: "bad port", in: "--name s1 --port http --backend 198.19.0.2\n", wantErr: `regs.txt:1: --port "http"`},
 		{name: "port out of range", in: "--name s1 --port 0 --backend 198.19.0.2\n", wantErr: `regs.txt:1: --port "0"`},
@@ -89,4 +90,31 @@ func TestRegFileStdinAndExplain(t *testing.T) {
 	if got := f.explain(other); got != other {
 		t.Errorf("explain(%v) = %v, want it unchanged", other, got)
 	}
+}
+
+// FuzzReadRegFile: any file is either refused with an error or parsed into
+// registrations that each have a name and a backend, one per non-blank
+// line; it never panics.
+func FuzzReadRegFile(f *testing.F) {
+	for _, seed := range []string{
+		"--name s1 --ip 198.18.100.1 --backend 198.19.0.2\n",
+		"vipmux register --name=s1 --port 80 --backend 198.19.0.2:80 --ttl 1m --proxy-protocol v2 # c\n\n",
+		"--name\n", "-", "--=x", "--name s1 --backend b --port 99999\n", "#only\n", "\x00\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		rf, err := readRegFile("-", strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		if len(rf.regs) == 0 || len(rf.regs) != len(rf.lines) {
+			t.Fatalf("readRegFile(%q) = %d registrations, %d lines, nil", in, len(rf.regs), len(rf.lines))
+		}
+		for i, r := range rf.regs {
+			if r.Name == "" || r.Backend == "" {
+				t.Errorf("readRegFile(%q): registration %d %+v lacks a name or a backend", in, i, r)
+			}
+		}
+	})
 }
