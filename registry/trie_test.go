@@ -198,3 +198,40 @@ func ipN(i int) netip.Addr {
 	v := 198<<24 | 18<<16 | 1<<8 + uint32(i)
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
+
+// BenchmarkLookup is the per-SYN lookup in a table of 10,000 mode-1
+// bindings and one mode-2 binding: an exact hit, a fall-back to the
+// every-port binding, and a miss.
+func BenchmarkLookup(b *testing.B) {
+	r, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	regs := make([]Registration, 10000)
+	for i := range regs {
+		regs[i] = Registration{Name: fmt.Sprintf("s%d", i), IP: ipN(i), Backend: beA}
+	}
+	regs = append(regs, Registration{Name: "m2", IP: ipN(5), Port: 80, Backend: beA})
+	if _, err := r.RegisterBatch(regs); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		ip   netip.Addr
+		port uint16
+		ok   bool
+	}{
+		{"exact", ipN(5), 80, true},
+		{"every port", ipN(777), 443, true},
+		{"miss", netip.MustParseAddr("198.19.9.9"), 80, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, ok := r.Lookup(c.ip, c.port); ok != c.ok {
+					b.Fatalf("Lookup(%s, %d) ok = %v", c.ip, c.port, ok)
+				}
+			}
+		})
+	}
+}
