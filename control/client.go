@@ -64,6 +64,15 @@ func (c *Client) Register(ctx context.Context, req RegisterRequest) (BindingView
 	return b, err
 }
 
+// RegisterBatch applies many registrations as one change (POST
+// /v1/register/batch): all of them or, on an *APIError whose Field is
+// "registrations[INDEX].FIELD", none.
+func (c *Client) RegisterBatch(ctx context.Context, req RegisterBatchRequest) (RegisterBatchResult, error) {
+	var res RegisterBatchResult
+	err := c.do(ctx, http.MethodPost, PathRegisterBatch, req, &res)
+	return res, err
+}
+
 // Deregister removes a member from a binding (POST /v1/deregister).
 func (c *Client) Deregister(ctx context.Context, req DeregisterRequest) error {
 	return c.do(ctx, http.MethodPost, PathDeregister, req, &okBody{})

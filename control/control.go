@@ -35,12 +35,15 @@ import "time"
 
 // API paths.
 const (
-	PathRegister   = "/v1/register"
-	PathDeregister = "/v1/deregister"
-	PathSwitch     = "/v1/switch"
-	PathRenew      = "/v1/renew"
-	PathStatus     = "/v1/status"
-	PathHealth     = "/healthz"
+	PathRegister = "/v1/register"
+	// PathRegisterBatch answers POST RegisterBatchRequest with
+	// RegisterBatchResult: many registrations as one change.
+	PathRegisterBatch = "/v1/register/batch"
+	PathDeregister    = "/v1/deregister"
+	PathSwitch        = "/v1/switch"
+	PathRenew         = "/v1/renew"
+	PathStatus        = "/v1/status"
+	PathHealth        = "/healthz"
 	// PathDebugVars answers GET with DebugVars; it needs the token.
 	PathDebugVars = "/debug/vars"
 	// PathReload answers POST (empty body or {}) by re-reading the
@@ -83,6 +86,35 @@ type RegisterRequest struct {
 	// and the front address and port that the client dialled. Empty or
 	// "none" sends no header. Registering again replaces the setting.
 	ProxyProtocol string `json:"proxy_protocol,omitempty"`
+}
+
+// Batch limits.
+const (
+	// MaxBatch is the most registrations that one batch may hold.
+	MaxBatch = 100000
+	// MaxBatchBody is the largest body of POST /v1/register/batch.
+	MaxBatchBody = 32 << 20
+)
+
+// RegisterBatchRequest is the body of POST /v1/register/batch: many
+// registrations applied in order as one change, all or nothing, made
+// durable by one write. The answer to a batch with a bad registration is
+// the error of the first one (400, 404 or 409 like POST /v1/register),
+// with Field "registrations[INDEX].FIELD" (INDEX from 0), and nothing of
+// the batch is applied.
+type RegisterBatchRequest struct {
+	// Registrations are at most MaxBatch registrations, each as the body
+	// of POST /v1/register.
+	Registrations []RegisterRequest `json:"registrations"`
+}
+
+// RegisterBatchResult is the answer to POST /v1/register/batch.
+type RegisterBatchResult struct {
+	// Registered is the number of registrations applied.
+	Registered int `json:"registered"`
+	// Bindings are the bindings that the batch touched, as they stand
+	// after it, ordered by IP, then port.
+	Bindings []BindingView `json:"bindings"`
 }
 
 // RenewRequest is the body of POST /v1/renew: extend the lease of member

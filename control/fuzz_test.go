@@ -30,6 +30,10 @@ func FuzzDecodeRequests(f *testing.F) {
 		`[]`,
 		``,
 		`{"colour":"red"}`,
+		`{"registrations":[{"name":"s1","ip":"198.18.0.11","backend":"198.19.0.4"},{"name":"s2","port":80,"backend":"198.19.0.4:80"}]}`,
+		`{"registrations":[{"name":"s1","ip":"198.18.0.10","backend":"198.19.0.4"}]}`,
+		`{"registrations":[null,1,"x",[],{}]}`,
+		`{"registrations":null}`,
 	} {
 		f.Add(seed)
 	}
@@ -39,7 +43,7 @@ func FuzzDecodeRequests(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, path := range []string{PathRegister, PathDeregister, PathSwitch, PathRenew} {
+		for _, path := range []string{PathRegister, PathRegisterBatch, PathDeregister, PathSwitch, PathRenew} {
 			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)

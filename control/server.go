@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,13 +114,14 @@ func NewHandler(opts Options) (http.Handler, error) {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))
 	}
 	s.routes = map[string]route{
-		PathRegister:   {method: http.MethodPost, fn: s.register},
-		PathDeregister: {method: http.MethodPost, fn: s.deregister},
-		PathSwitch:     {method: http.MethodPost, fn: s.switchTo},
-		PathRenew:      {method: http.MethodPost, fn: s.renew},
-		PathStatus:     {method: http.MethodGet, fn: s.status},
-		PathHealth:     {method: http.MethodGet, open: true, fn: s.health},
-		PathDebugVars:  {method: http.MethodGet, fn: s.debugVars},
+		PathRegister:      {method: http.MethodPost, fn: s.register},
+		PathRegisterBatch: {method: http.MethodPost, fn: s.registerBatch},
+		PathDeregister:    {method: http.MethodPost, fn: s.deregister},
+		PathSwitch:        {method: http.MethodPost, fn: s.switchTo},
+		PathRenew:         {method: http.MethodPost, fn: s.renew},
+		PathStatus:        {method: http.MethodGet, fn: s.status},
+		PathHealth:        {method: http.MethodGet, open: true, fn: s.health},
+		PathDebugVars:     {method: http.MethodGet, fn: s.debugVars},
 	}
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}
@@ -224,7 +227,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // decode reads r's body, at most MaxRequestBody bytes, as exactly one JSON
 // object into v, rejecting unknown fields and trailing data.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestBody))
+	return decodeMax(w, r, v, MaxRequestBody)
+}
+
+// decodeMax is decode with a body limit of max bytes.
+func decodeMax(w http.ResponseWriter, r *http.Request, v any, max int64) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
@@ -341,34 +349,11 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if err := registry.ValidateName(req.Name); err != nil {
-		return err
-	}
-	k, err := s.key(req.IP, req.Port, false)
+	reg, err := s.registration(req)
 	if err != nil {
 		return err
 	}
-	be, err := parseBackend(req.Backend)
-	if err != nil {
-		return err
-	}
-	ttl, err := parseTTL(req.TTL)
-	if err != nil {
-		return err
-	}
-	pp, err := registry.ParseProxyProtocol(req.ProxyProtocol)
-	if err != nil {
-		return err
-	}
-	b, err := s.reg.Register(registry.Registration{
-		Name:          req.Name,
-		IP:            k.IP,
-		Port:          k.Port,
-		Backend:       be,
-		State:         registry.State(req.State),
-		TTL:           ttl,
-		ProxyProtocol: pp,
-	})
+	b, err := s.reg.Register(reg)
 	if err != nil {
 		return err
 	}
@@ -378,9 +363,119 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 			state = string(m.State)
 		}
 	}
-	s.log.Info("register", "name", req.Name, "binding", k.String(), "backend", be.String(), "state", state, "ttl", ttl, "proxy_protocol", pp.String(), "remote", r.RemoteAddr)
+	s.log.Info("register", "name", req.Name, "binding", b.Key.String(), "backend", reg.Backend.String(), "state", state, "ttl", reg.TTL, "proxy_protocol", reg.ProxyProtocol.String(), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, s.view(&b))
 	return nil
+}
+
+// registration checks a register request and converts it.
+func (s *server) registration(req RegisterRequest) (registry.Registration, error) {
+	if err := registry.ValidateName(req.Name); err != nil {
+		return registry.Registration{}, err
+	}
+	k, err := s.key(req.IP, req.Port, false)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	be, err := parseBackend(req.Backend)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	pp, err := registry.ParseProxyProtocol(req.ProxyProtocol)
+	if err != nil {
+		return registry.Registration{}, err
+	}
+	return registry.Registration{
+		Name:          req.Name,
+		IP:            k.IP,
+		Port:          k.Port,
+		Backend:       be,
+		State:         registry.State(req.State),
+		TTL:           ttl,
+		ProxyProtocol: pp,
+	}, nil
+}
+
+// registerBatch serves POST /v1/register/batch: every registration is
+// checked and converted first, then applied in one change (all or
+// nothing); an error names the registration's index in its field.
+func (s *server) registerBatch(w http.ResponseWriter, r *http.Request) error {
+	// Each registration is decoded on its own, so that a type error or an
+	// unknown field names its index too.
+	var req struct {
+		Registrations []json.RawMessage `json:"registrations"`
+	}
+	if err := decodeMax(w, r, &req, MaxBatchBody); err != nil {
+		return err
+	}
+	switch n := len(req.Registrations); {
+	case req.Registrations == nil:
+		return registry.Invalid("registrations", "missing: give a list of registrations, each as the body of %s", PathRegister)
+	case n > MaxBatch:
+		return registry.Invalid("registrations", "%d registrations is more than %d in one batch: split it", n, MaxBatch)
+	}
+	regs := make([]registry.Registration, len(req.Registrations))
+	for i, raw := range req.Registrations {
+		var rr RegisterRequest
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&rr)
+		if err != nil {
+			err = decodeError(err)
+		} else {
+			regs[i], err = s.registration(rr)
+		}
+		if err != nil {
+			return batchError(i, err)
+		}
+	}
+	bs, err := s.reg.RegisterBatch(regs)
+	if err != nil {
+		var be *registry.BatchError
+		if errors.As(err, &be) {
+			return batchError(be.Index, be.Err)
+		}
+		return err
+	}
+	// The bindings touched, once each, in the table's order.
+	seen := make(map[registry.Key]bool, len(bs))
+	views := make([]BindingView, 0, len(bs))
+	slices.SortStableFunc(bs, func(a, b registry.Binding) int {
+		if c := a.IP.Compare(b.IP); c != 0 {
+			return c
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	for i := range bs {
+		if !seen[bs[i].Key] {
+			seen[bs[i].Key] = true
+			views = append(views, s.view(&bs[i]))
+		}
+	}
+	s.log.Info("register batch", "registrations", len(regs), "bindings", len(views), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, RegisterBatchResult{Registered: len(regs), Bindings: views})
+	return nil
+}
+
+// batchError returns err of the registration at index i with its field
+// named "registrations[i].FIELD", or "registrations[i]" when err names no
+// field.
+func batchError(i int, err error) error {
+	var (
+		fe *registry.FieldError
+		he *httpError
+	)
+	switch {
+	case errors.As(err, &fe):
+		return &registry.FieldError{Field: fmt.Sprintf("registrations[%d].%s", i, fe.Field), Msg: fe.Msg, Kind: fe.Kind}
+	case errors.As(err, &he) && he.code == http.StatusBadRequest:
+		return registry.Invalid(fmt.Sprintf("registrations[%d]", i), "%s", he.msg)
+	}
+	return fmt.Errorf("registrations[%d]: %w", i, err)
 }
 
 // parseTTL parses a request's lease; empty means permanent (0). The

@@ -51,7 +51,7 @@ func (t *Table) Drains() []Drain {
 // dropDrain removes the drain of (k, name), if any, from t (a copy being
 // built by update).
 func (t *Table) dropDrain(k Key, name string) {
-	t.drains = slices.DeleteFunc(t.drains, func(d Drain) bool { return d.Key == k && d.Name == name })
+	t.deleteDrains(func(d Drain) bool { return d.Key == k && d.Name == name })
 }
 
 // DeregisterDrain is Deregister with a grace period: the member stops
@@ -75,13 +75,13 @@ func (r *Registry) DeregisterDrain(name string, k Key, drain time.Duration) erro
 		b := cloneBinding(k, old)
 		b.Members = slices.Delete(b.Members, i, i+1)
 		if len(b.Members) == 0 {
-			delete(t.bindings, k)
+			t.del(k)
 		} else {
-			t.bindings[k] = b
+			t.set(b)
 		}
 		t.dropDrain(k, name)
 		if drain > 0 {
-			t.drains = append(t.drains, Drain{Key: k, Name: name, Backend: m.Backend, Until: r.now().Add(drain)})
+			t.addDrain(Drain{Key: k, Name: name, Backend: m.Backend, Until: r.now().Add(drain)})
 		}
 		return nil
 	})
@@ -93,7 +93,7 @@ func (r *Registry) EndDrains() int {
 	n := 0
 	err := r.update(func(t *Table) error {
 		now := r.now()
-		t.drains = slices.DeleteFunc(t.drains, func(d Drain) bool {
+		t.deleteDrains(func(d Drain) bool {
 			if now.Before(d.Until) {
 				return false
 			}
@@ -120,21 +120,26 @@ func (r *Registry) EndDrains() int {
 // own binding.
 func MembersLeft(prev, next *Table) bool {
 	gone := func(k Key, name string) bool {
-		if b, ok := next.bindings[k]; ok && b.Has(name) {
+		if b, ok := next.bindings.get(k); ok && b.Has(name) {
 			return false
 		}
 		_, draining := next.Draining(k, name)
 		return !draining
 	}
-	for k, b := range prev.bindings {
-		if next.bindings[k] == b {
-			continue
+	left := false
+	diff(prev.bindings, next.bindings, func(k Key, b *Binding, inPrev bool, _ *Binding, _ bool) {
+		if left || !inPrev {
+			return
 		}
 		for _, m := range b.Members {
 			if gone(k, m.Name) {
-				return true
+				left = true
+				return
 			}
 		}
+	})
+	if left {
+		return true
 	}
 	for _, d := range prev.drains {
 		if gone(d.Key, d.Name) {

@@ -74,7 +74,7 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "up", Why: "lease renewed"})
 		}
 		r.failover(b, now)
-		t.bindings[k] = b
+		t.set(b)
 		out = b.clone()
 		return nil
 	})
@@ -95,10 +95,18 @@ func (r *Registry) Expire() int {
 	n := 0
 	err := r.update(func(t *Table) error {
 		now := r.now()
-		for k, old := range t.bindings {
-			if !old.expired(now) {
-				continue
+		// Only bindings with a leased member can expire: the others are
+		// not looked at (a table of 10,000 permanent addresses costs
+		// nothing here). The list is taken first because the loop changes
+		// t.leased.
+		var due []*Binding
+		for _, b := range t.leased.All() {
+			if b.expired(now) {
+				due = append(due, b)
 			}
+		}
+		for _, old := range due {
+			k := old.Key
 			b := cloneBinding(k, old)
 			b.Members = slices.DeleteFunc(b.Members, func(m Member) bool {
 				if m.Expires.IsZero() || now.Before(m.Expires) || (m.Down && m.Reason == reasonLease) {
@@ -120,9 +128,9 @@ func (r *Registry) Expire() int {
 			}
 			r.failover(b, now)
 			if len(b.Members) == 0 {
-				delete(t.bindings, k)
+				t.del(k)
 			} else {
-				t.bindings[k] = b
+				t.set(b)
 			}
 		}
 		if n == 0 {
@@ -187,7 +195,7 @@ func (r *Registry) SetHealth(k Key, name string, up bool, why string) error {
 			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "promoted", Why: "failback"})
 		}
 		r.failover(b, now)
-		t.bindings[k] = b
+		t.set(b)
 		return nil
 	})
 }

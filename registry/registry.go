@@ -8,7 +8,10 @@
 // serialized, persisted through a Store (group-committed: the changes that
 // arrive during one save share the next), and announced synchronously to
 // an Applier (the stack) before they become visible, so that a change that
-// the stack or the disk cannot take is never half-applied.
+// the stack or the disk cannot take is never half-applied. A change of
+// states only (a switch, a failover) is routed by Lookup from the moment its
+// save starts; it is acknowledged, shown by Table and reported to watchers
+// only once durable, and undone if the save fails.
 //
 // The registry knows nothing of networking beyond net/netip values.
 //
@@ -18,6 +21,7 @@
 package registry
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -183,14 +187,35 @@ func (b *Binding) index(name string) int {
 
 // Table is an immutable snapshot of every binding. Never modify a Table
 // obtained from the registry.
+//
+// A table is persistent: the registry derives the next table from the
+// current one by copying only the path to what changed (see trie), so a
+// change costs the same whatever the table's size, and the tables of two
+// moments share every binding that did not change between them.
 type Table struct {
-	bindings map[Key]*Binding
+	bindings trie[Key, *Binding]
+	// ports are the bindings with a port (mode 2), also in bindings: a
+	// table of 10,000 mode-1 addresses has a handful of them, which health
+	// checks walk on every change.
+	ports trie[Key, *Binding]
+	// leased are the bindings with a member on a lease (also in
+	// bindings): Expire looks at them every 100 ms, not at the whole
+	// table.
+	leased trie[Key, *Binding]
+	// ips counts, per IP, the bindings and drains that hold it: the
+	// addresses that the stack must hold, kept up to date change by
+	// change instead of recomputed from the whole table.
+	ips trie[addrKey, int]
 	// drains are deregistered members whose connections still run; see
-	// Drain.
+	// Drain. Shared between tables: copied before any change.
 	drains []Drain
 	// parts are the tables of a union (see Union), which has no bindings
 	// of its own; their addresses are its addresses.
 	parts []*Table
+	// changes counts the binding and drain changes that led to this
+	// table since the registry started: two tables whose counts are close
+	// differ in few entries (see AddrDiff).
+	changes uint64
 	// addrs caches Addrs: a table no longer changes once anything reads
 	// its addresses.
 	addrs atomic.Pointer[map[netip.Addr]struct{}]
@@ -202,10 +227,10 @@ type Table struct {
 // member does not fall back to the every-port binding.
 func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 	k := Key{IP: ip, Port: port}
-	b, ok := t.bindings[k]
+	b, ok := t.bindings.get(k)
 	if !ok {
 		k.Port = 0
-		if b, ok = t.bindings[k]; !ok {
+		if b, ok = t.bindings.get(k); !ok {
 			return Member{}, k, false
 		}
 	}
@@ -216,7 +241,7 @@ func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
 // member finds member name of binding k, or returns a not-found
 // FieldError naming the binding's field or nameField.
 func (t *Table) member(k Key, name, nameField string) (*Binding, int, error) {
-	b, ok := t.bindings[k]
+	b, ok := t.bindings.get(k)
 	if !ok {
 		return nil, -1, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k)
 	}
@@ -229,37 +254,52 @@ func (t *Table) member(k Key, name, nameField string) (*Binding, int, error) {
 
 // Binding returns the binding at k.
 func (t *Table) Binding(k Key) (*Binding, bool) {
-	b, ok := t.bindings[k]
-	return b, ok
+	return t.bindings.get(k)
 }
 
 // Bindings returns every binding ordered by IP, then port.
 func (t *Table) Bindings() []*Binding {
-	out := make([]*Binding, 0, len(t.bindings))
-	for _, b := range t.bindings {
+	out := make([]*Binding, 0, t.bindings.Len())
+	for _, b := range t.bindings.All() {
 		out = append(out, b)
 	}
-	slices.SortFunc(out, func(a, b *Binding) int {
+	sortBindings(out)
+	return out
+}
+
+// PortBindings returns the bindings with a port (mode 2) ordered by IP,
+// then port. Its cost follows their number, not the table's size: a
+// table of many mode-1 addresses has few of them.
+func (t *Table) PortBindings() []*Binding {
+	out := make([]*Binding, 0, t.ports.Len())
+	for _, b := range t.ports.All() {
+		out = append(out, b)
+	}
+	sortBindings(out)
+	return out
+}
+
+// sortBindings orders bs by IP, then port.
+func sortBindings(bs []*Binding) {
+	slices.SortFunc(bs, func(a, b *Binding) int {
 		if c := a.IP.Compare(b.IP); c != 0 {
 			return c
 		}
 		return int(a.Port) - int(b.Port)
 	})
-	return out
 }
 
 // Addrs returns the set of IPs that the table holds. The set is computed
-// once per table and shared: callers must not modify it.
+// once per table and shared: callers must not modify it. It costs a pass
+// over the whole table: Holds and AddrDiff answer the usual questions
+// without one.
 func (t *Table) Addrs() map[netip.Addr]struct{} {
 	if p := t.addrs.Load(); p != nil {
 		return *p
 	}
-	out := make(map[netip.Addr]struct{}, len(t.bindings))
-	for k := range t.bindings {
-		out[k.IP] = struct{}{}
-	}
-	for _, d := range t.drains {
-		out[d.Key.IP] = struct{}{}
+	out := make(map[netip.Addr]struct{}, t.ips.Len())
+	for a := range t.ips.All() {
+		out[a.Addr] = struct{}{}
 	}
 	for _, p := range t.parts {
 		for ip := range p.Addrs() {
@@ -270,28 +310,140 @@ func (t *Table) Addrs() map[netip.Addr]struct{} {
 	return out
 }
 
-// Holds reports whether the table holds ip. Unlike Addrs, it builds no
-// merged set for a union.
+// Holds reports whether the table holds ip.
 func (t *Table) Holds(ip netip.Addr) bool {
 	if t.parts != nil {
 		return slices.ContainsFunc(t.parts, func(p *Table) bool { return p.Holds(ip) })
 	}
-	_, ok := t.Addrs()[ip]
+	_, ok := t.ips.get(addrKey{ip})
 	return ok
 }
 
-// Len returns the number of bindings.
-func (t *Table) Len() int { return len(t.bindings) }
-
-// clone returns a copy of t that shares nothing mutable with it except the
-// bindings that the caller does not replace.
-func (t *Table) clone() *Table {
-	n := &Table{bindings: make(map[Key]*Binding, len(t.bindings)+1)}
-	for k, b := range t.bindings {
-		n.bindings[k] = b
+// AddrDiff returns the addresses that a holds and b does not, in no
+// particular order. Its cost follows the number of changes between the two
+// tables, not their size: it compares only what they do not share.
+// Either may be a union (see Union).
+func AddrDiff(a, b *Table) []netip.Addr {
+	switch {
+	case len(a.parts) > 0:
+		var out []netip.Addr
+		for _, p := range a.parts {
+			out = append(out, AddrDiff(p, b)...)
+		}
+		slices.SortFunc(out, netip.Addr.Compare)
+		return slices.Compact(out)
+	case len(b.parts) > 0:
+		// a - (b1 ∪ b2) = (a - bi) minus what the others hold; diff
+		// against the part nearest to a (fewest changes apart), which
+		// shares the most with it.
+		near := slices.MinFunc(b.parts, func(x, y *Table) int {
+			return cmpDistance(a.changes, x.changes, y.changes)
+		})
+		out := AddrDiff(a, near)
+		return slices.DeleteFunc(out, func(ip netip.Addr) bool {
+			return slices.ContainsFunc(b.parts, func(p *Table) bool { return p != near && p.Holds(ip) })
+		})
 	}
-	n.drains = slices.Clone(t.drains)
-	return n
+	var out []netip.Addr
+	diff(a.ips, b.ips, func(k addrKey, _ int, inA bool, _ int, inB bool) {
+		if inA && !inB {
+			out = append(out, k.Addr)
+		}
+	})
+	return out
+}
+
+// cmpDistance compares the distances of x and y from c.
+func cmpDistance(c, x, y uint64) int {
+	dist := func(v uint64) uint64 {
+		if v > c {
+			return v - c
+		}
+		return c - v
+	}
+	return cmp.Compare(dist(x), dist(y))
+}
+
+// Len returns the number of bindings.
+func (t *Table) Len() int { return t.bindings.Len() }
+
+// clone returns a table for update to change: it shares everything with t
+// (the persistent tries and, until it changes them, the drains).
+func (t *Table) clone() *Table {
+	return &Table{bindings: t.bindings, ports: t.ports, leased: t.leased, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
+}
+
+// set puts b at its key, replacing what was there; t is a table being
+// built.
+func (t *Table) set(b *Binding) {
+	if _, had := t.bindings.get(b.Key); !had {
+		t.hold(b.IP, 1)
+	}
+	t.bindings = t.bindings.with(b.Key, b)
+	if b.Port != 0 {
+		t.ports = t.ports.with(b.Key, b)
+	}
+	if slices.ContainsFunc(b.Members, func(m Member) bool { return m.TTL > 0 }) {
+		t.leased = t.leased.with(b.Key, b)
+	} else {
+		t.leased = t.leased.without(b.Key)
+	}
+	t.changes++
+}
+
+// del removes the binding at k, if any; t is a table being built.
+func (t *Table) del(k Key) {
+	if _, had := t.bindings.get(k); !had {
+		return
+	}
+	t.bindings = t.bindings.without(k)
+	if k.Port != 0 {
+		t.ports = t.ports.without(k)
+	}
+	t.leased = t.leased.without(k)
+	t.hold(k.IP, -1)
+	t.changes++
+}
+
+// hold adds d to ip's count of holders, removing ip at zero.
+func (t *Table) hold(ip netip.Addr, d int) {
+	k := addrKey{ip}
+	n, _ := t.ips.get(k)
+	if n += d; n > 0 {
+		t.ips = t.ips.with(k, n)
+	} else {
+		t.ips = t.ips.without(k)
+	}
+}
+
+// addDrain appends d to the drains; t is a table being built.
+func (t *Table) addDrain(d Drain) {
+	t.drains = append(t.drains[:len(t.drains):len(t.drains)], d)
+	t.hold(d.Key.IP, 1)
+	t.changes++
+}
+
+// deleteDrains removes the drains for which del is true, calling del once
+// per drain; t is a table being built. It copies the drains only when one
+// goes.
+func (t *Table) deleteDrains(del func(Drain) bool) {
+	var kept []Drain
+	for i, d := range t.drains {
+		if !del(d) {
+			if kept != nil {
+				kept = append(kept, d)
+			}
+			continue
+		}
+		if kept == nil {
+			kept = append(make([]Drain, 0, len(t.drains)), t.drains[:i]...)
+		}
+		t.hold(d.Key.IP, -1)
+		t.changes++
+	}
+	if kept != nil {
+		t.drains = kept
+	}
 }
 
 // clone returns a copy of b that shares no memory with it, for handing out
@@ -351,7 +503,13 @@ type Registry struct {
 	opts Options
 	now  func() time.Time
 	log  *slog.Logger
+	// snap is the newest durable table: Table, watchers and the applier's
+	// releases follow it.
 	snap atomic.Pointer[Table]
+	// route is the table that Lookup (the data path) reads: snap, or a
+	// newer table that differs from it only in states (see routesEarly)
+	// while that table is being saved.
+	route atomic.Pointer[Table]
 
 	// mu serializes writers and guards the following fields.
 	mu sync.Mutex
@@ -375,7 +533,7 @@ func New(opts Options) (*Registry, error) {
 	if r.log == nil {
 		r.log = discardLogger
 	}
-	t := &Table{bindings: map[Key]*Binding{}}
+	t := &Table{}
 	if opts.Store != nil {
 		loaded, err := opts.Store.Load()
 		if err != nil {
@@ -389,7 +547,7 @@ func New(opts Options) (*Registry, error) {
 			// Leases run from the restart: the servers could not renew
 			// while the gateway was down.
 			now := r.now()
-			for _, b := range t.bindings {
+			for _, b := range t.bindings.All() {
 				for i := range b.Members {
 					if m := &b.Members[i]; m.TTL > 0 {
 						m.Expires = now.Add(m.TTL)
@@ -399,16 +557,21 @@ func New(opts Options) (*Registry, error) {
 		}
 	}
 	r.snap.Store(t)
+	r.route.Store(t)
 	r.pending = t
 	return r, nil
 }
 
-// Table returns the current snapshot.
+// Table returns the current snapshot: the newest durable table.
 func (r *Registry) Table() *Table { return r.snap.Load() }
 
-// Lookup is Table().Lookup; it takes no lock.
+// Lookup finds where a new connection to (ip, port) goes; it takes no
+// lock. It is Table().Lookup, except while a change that only moves the
+// active role (a switch, a failover, a health or lease state) is being
+// saved: Lookup routes by it from the moment the save starts, Table shows
+// it once it is durable. See update.
 func (r *Registry) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
-	return r.snap.Load().Lookup(ip, port)
+	return r.route.Load().Lookup(ip, port)
 }
 
 // SetApplier installs a and prepares the current table on it (as a change
@@ -460,46 +623,12 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 	if err := r.checkRegistration(reg); err != nil {
 		return Binding{}, err
 	}
-	k := Key{IP: reg.IP, Port: reg.Port}
 	var out Binding
 	err := r.update(func(t *Table) error {
-		old := t.bindings[k]
-		b := cloneBinding(k, old)
-		now := r.now()
-		active, hasActive := b.Active()
-		i := b.index(reg.Name)
-		if k.Port == 0 && i < 0 && len(b.Members) > 0 {
-			return fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is already held by server %s; deregister it first", k.IP, b.Members[0].Name))
+		b, err := r.register(t, reg)
+		if err != nil {
+			return err
 		}
-		state := reg.State
-		if state == "" {
-			state = Standby
-			if !hasActive || active.Name == reg.Name {
-				state = Active
-			}
-		}
-		if state == Active && hasActive && active.Name != reg.Name {
-			return fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
-		}
-		if i < 0 {
-			b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Reason: "registered"})
-			i = len(b.Members) - 1
-		}
-		m := &b.Members[i]
-		m.Backend, m.TTL, m.Expires = reg.Backend, reg.TTL, time.Time{}
-		m.ProxyProtocol = reg.ProxyProtocol
-		if reg.TTL > 0 {
-			m.Expires = now.Add(reg.TTL)
-		}
-		if m.State != state {
-			m.State, m.Since, m.Reason, m.FailedOver = state, now, "registered", false
-		}
-		if m.Down { // a registration is proof of life
-			m.Down, m.Since, m.Reason = false, now, "registered again"
-		}
-		r.failover(b, now)
-		t.bindings[k] = b
-		t.dropDrain(k, reg.Name) // back before its drain ended
 		out = b.clone()
 		return nil
 	})
@@ -507,6 +636,101 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 		return Binding{}, err
 	}
 	return out, nil
+}
+
+// BatchError is the error of RegisterBatch: the registration at Index (from
+// 0) that could not be applied, and why. Nothing of the batch was applied.
+type BatchError struct {
+	// Index is the position of the registration in the batch.
+	Index int
+	// Err is its error, as Register would return it.
+	Err error
+}
+
+// Error implements error.
+func (e *BatchError) Error() string { return fmt.Sprintf("registration %d: %v", e.Index, e.Err) }
+
+// Unwrap returns Err, so that errors.Is and errors.As see the kind and the
+// field of the registration's error.
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// RegisterBatch applies regs in order as one change: one durable save, one
+// new table, one Prepare of the applier for all the new addresses. It is
+// all or nothing: if any registration is invalid or conflicts with the
+// table or with an earlier one of the batch, it returns a *BatchError
+// naming it and changes nothing. It returns each registration's binding as
+// it stands after the whole batch.
+func (r *Registry) RegisterBatch(regs []Registration) ([]Binding, error) {
+	for i, reg := range regs {
+		if err := r.checkRegistration(reg); err != nil {
+			return nil, &BatchError{Index: i, Err: err}
+		}
+	}
+	if len(regs) == 0 {
+		return []Binding{}, nil
+	}
+	var out []Binding
+	err := r.update(func(t *Table) error {
+		for i, reg := range regs {
+			if _, err := r.register(t, reg); err != nil {
+				return &BatchError{Index: i, Err: err}
+			}
+		}
+		out = make([]Binding, len(regs))
+		for i, reg := range regs {
+			b, _ := t.bindings.get(Key{IP: reg.IP, Port: reg.Port})
+			out[i] = b.clone()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// register applies one checked registration to t, a table being built by
+// update, and returns the new binding (t's own: clone it to hand it out).
+func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
+	k := Key{IP: reg.IP, Port: reg.Port}
+	old, _ := t.bindings.get(k)
+	b := cloneBinding(k, old)
+	now := r.now()
+	active, hasActive := b.Active()
+	i := b.index(reg.Name)
+	if k.Port == 0 && i < 0 && len(b.Members) > 0 {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is already held by server %s; deregister it first", k.IP, b.Members[0].Name))
+	}
+	state := reg.State
+	if state == "" {
+		state = Standby
+		if !hasActive || active.Name == reg.Name {
+			state = Active
+		}
+	}
+	if state == Active && hasActive && active.Name != reg.Name {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
+	}
+	if i < 0 {
+		b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Reason: "registered"})
+		i = len(b.Members) - 1
+	}
+	m := &b.Members[i]
+	m.Backend, m.TTL, m.Expires = reg.Backend, reg.TTL, time.Time{}
+	m.ProxyProtocol = reg.ProxyProtocol
+	if reg.TTL > 0 {
+		m.Expires = now.Add(reg.TTL)
+	}
+	if m.State != state {
+		m.State, m.Since, m.Reason, m.FailedOver = state, now, "registered", false
+	}
+	if m.Down { // a registration is proof of life
+		m.Down, m.Since, m.Reason = false, now, "registered again"
+	}
+	r.failover(b, now)
+	t.set(b)
+	t.dropDrain(k, reg.Name) // back before its drain ended
+	return b, nil
 }
 
 // Deregister removes member name from binding k; a binding left without
@@ -545,7 +769,7 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			}
 			m.FailedOver = false
 		}
-		t.bindings[k] = b
+		t.set(b)
 		out = b.clone()
 		return nil
 	})
@@ -567,7 +791,9 @@ var errNoChange = errors.New("no change")
 // concurrent writers cost one fsync, not N. A change is applied to the
 // newest table (r.pending), which runs ahead of the published one
 // (r.snap) by at most two batches, the one being saved and the one
-// waiting; Lookup and Table only ever see durable tables.
+// waiting; Table only ever shows durable tables, and so does Lookup except
+// for a change of states only, which it routes by while it is being saved
+// (routesEarly).
 func (r *Registry) update(fn func(*Table) error) error {
 	r.mu.Lock()
 	next := r.pending.clone()
@@ -592,6 +818,17 @@ func (r *Registry) update(fn func(*Table) error) error {
 		r.publishLocked(prev, next)
 		r.mu.Unlock()
 		return nil
+	}
+	if routesEarly(r.route.Load(), next) {
+		// Only states changed (a switch, a failover): new connections
+		// follow it now, while it is being saved, so that a switch takes
+		// effect after the request rather than after the disk. The answer,
+		// Table, the watchers (events, metrics, pruning) and the release of
+		// anything wait until it is durable; if the save fails, route goes
+		// back with pending and nothing ever reports the change. What can
+		// be seen of a change that failed: the connections that arrived
+		// during the save went to a member that is still in its binding.
+		r.route.Store(next)
 	}
 	b := r.open
 	if b == nil {
@@ -642,6 +879,7 @@ func (r *Registry) save(b *batch) {
 			r.applier.Commit(r.pending, prev) // release what Prepare took
 		}
 		r.pending = prev
+		r.route.Store(prev)
 		if o := r.open; o != nil {
 			o.err = fmt.Errorf("save table (with an earlier change): %w", err)
 			r.open = nil
@@ -663,12 +901,47 @@ func (r *Registry) save(b *batch) {
 // prev held that neither next nor a pending change holds; r.mu is held.
 func (r *Registry) publishLocked(prev, next *Table) {
 	r.snap.Store(next)
+	// A table routed early that is newer than next (a switch made while
+	// next was being saved) holds next's changes: it stays.
+	if cur := r.route.Load(); cur.changes <= next.changes {
+		r.route.Store(next)
+	}
 	for _, w := range r.watchers {
 		w(prev, next)
 	}
 	if r.applier != nil {
 		r.applier.Commit(prev, Union(next, r.pending))
 	}
+}
+
+// routesEarly reports whether next may be routed (Lookup) before it is
+// durable: it has the same bindings as cur, with the same members in the
+// same order, backends and PROXY settings, and the same drains; only
+// members' states, health and leases differ. Such a change adds and
+// releases nothing and ends no connection, so undoing it is as safe as
+// doing it. The cost follows the size of the change (see diff).
+func routesEarly(cur, next *Table) bool {
+	if len(cur.parts) > 0 || len(next.parts) > 0 || !slices.Equal(cur.drains, next.drains) {
+		return false
+	}
+	same := true
+	diff(cur.bindings, next.bindings, func(_ Key, a *Binding, inCur bool, b *Binding, inNext bool) {
+		if !same {
+			return
+		}
+		if !inCur || !inNext || len(a.Members) != len(b.Members) {
+			same = false
+			return
+		}
+		for i := range a.Members {
+			x, y := &a.Members[i], &b.Members[i]
+			if x.Name != y.Name || x.Backend != y.Backend || x.ProxyProtocol != y.ProxyProtocol {
+				same = false
+				return
+			}
+		}
+	})
+	return same
 }
 
 // heldLocked returns a table that holds every address the applier holds:
@@ -763,7 +1036,7 @@ func isBroadcast(ip netip.Addr, p netip.Prefix) bool {
 
 // checkTable validates a restored table.
 func (r *Registry) checkTable(t *Table) error {
-	for k, b := range t.bindings {
+	for k, b := range t.bindings.All() {
 		if k != b.Key {
 			return fmt.Errorf("binding %s: stored under key %s", b.Key, k)
 		}

@@ -65,13 +65,13 @@ func decodeState(data []byte) (*Table, uint64, error) {
 	if f.Version != stateVersion {
 		return nil, 0, fmt.Errorf("decode state: version %d, want %d", f.Version, stateVersion)
 	}
-	t := &Table{bindings: make(map[Key]*Binding, len(f.Bindings))}
+	t := &Table{}
 	for i := range f.Bindings {
-		b := f.Bindings[i]
-		if _, dup := t.bindings[b.Key]; dup {
+		b := &f.Bindings[i]
+		if _, dup := t.bindings.get(b.Key); dup {
 			return nil, 0, fmt.Errorf("decode state: binding %s appears twice", b.Key)
 		}
-		t.bindings[b.Key] = &b
+		t.set(b)
 	}
 	return t, f.Journal, nil
 }
@@ -175,11 +175,10 @@ func replay(t *Table, gen uint64, j []byte) error {
 			return fmt.Errorf("line %d: %w, with later lines after it", n, err)
 		}
 		for i := range e.Set {
-			b := e.Set[i]
-			t.bindings[b.Key] = &b
+			t.set(&e.Set[i])
 		}
 		for _, k := range e.Del {
-			delete(t.bindings, k)
+			t.del(k)
 		}
 		rest = after
 	}
@@ -228,19 +227,17 @@ func (s *FileStore) Save(t *Table) error {
 	if s.journal == nil || s.last == nil || s.size > limit {
 		return s.compact(t)
 	}
-	// Tables share the bindings that a change did not replace: a pointer
-	// comparison finds what changed.
+	// Tables share the bindings that a change did not replace, and the
+	// subtrees of the bindings' trie around them: diff finds what changed
+	// without looking at the rest.
 	var e journalEntry
-	for k, b := range t.bindings {
-		if s.last.bindings[k] != b {
+	diff(s.last.bindings, t.bindings, func(k Key, _ *Binding, _ bool, b *Binding, inNew bool) {
+		if inNew {
 			e.Set = append(e.Set, *b)
-		}
-	}
-	for k := range s.last.bindings {
-		if _, ok := t.bindings[k]; !ok {
+		} else {
 			e.Del = append(e.Del, k)
 		}
-	}
+	})
 	if len(e.Set) == 0 && len(e.Del) == 0 {
 		s.last = t
 		return nil // nothing that the state file keeps changed

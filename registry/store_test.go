@@ -280,10 +280,10 @@ func TestFileStoreMoveAside(t *testing.T) {
 // is ignored, and a full journal compacts into a new snapshot.
 func TestFileStoreJournal(t *testing.T) {
 	table := func(names ...string) *Table {
-		tb := &Table{bindings: map[Key]*Binding{}}
+		tb := &Table{}
 		for i, n := range names {
 			k := Key{IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + i)})}
-			tb.bindings[k] = &Binding{Key: k, Members: []Member{{Name: n, Backend: beA, State: Active}}}
+			tb.set(&Binding{Key: k, Members: []Member{{Name: n, Backend: beA, State: Active}}})
 		}
 		return tb
 	}
@@ -373,7 +373,8 @@ func TestFileStoreJournal(t *testing.T) {
 		t.Run("last line "+tc.name, func(t *testing.T) {
 			st := &FileStore{Path: filepath.Join(t.TempDir(), "state.json")}
 			saveAll(t, st, []string{"a"}, []string{"a", "b"})
-			e := journalEntry{Set: []Binding{*table("a", "b", "c").bindings[Key{IP: netip.MustParseAddr("198.18.0.12")}]}}
+			c, _ := table("a", "b", "c").Binding(Key{IP: netip.MustParseAddr("198.18.0.12")})
+			e := journalEntry{Set: []Binding{*c}}
 			appendTo(t, st.JournalPath(), tc.tail(entryLine(t, e)))
 			if got, want := mustLoad(t, st.Path), []string{"a", "b"}; !slices.Equal(got, want) {
 				t.Errorf("Load() = %v, want %v (without the cut-short save)", got, want)

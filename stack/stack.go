@@ -147,7 +147,7 @@ type Stack struct {
 	networks []netip.Prefix
 	mac      tcpip.LinkAddress
 
-	// ctx is cancelled by Close; it stops the announcement goroutines,
+	// ctx is cancelled by Close; it stops the announcer's goroutine,
 	// which wg tracks.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -165,9 +165,8 @@ type Stack struct {
 	// garp and dad are the ARP settings (see SetARP).
 	garp announceConfig
 	dad  gstack.DADConfigurations
-	// announcing maps each held address to the cancel function of its
-	// announcements, so that releasing the address stops them.
-	announcing map[netip.Addr]context.CancelFunc
+	// announcer sends the announcements after the first of each address.
+	announcer *announcer
 	// restored are the Restored addresses not yet added.
 	restored map[netip.Addr]struct{}
 
@@ -287,14 +286,18 @@ func (st *Stack) SetStatic(addrs []netip.Addr) error {
 		}
 		added = append(added, a)
 	}
+	var removed []netip.Addr
 	for a := range st.static {
 		_, keep := want[a]
 		_, held := inTable[a]
 		if !keep && !held {
 			st.remove(a)
+			removed = append(removed, a)
 		}
 	}
 	st.static = want
+	st.logAddrs("holding", added)
+	st.logAddrs("released", removed)
 	return nil
 }
 
@@ -341,18 +344,23 @@ func New(opts Options) (*Stack, error) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	st := &Stack{
-		s:          s,
-		log:        opts.Logger,
-		networks:   opts.Networks,
-		static:     map[netip.Addr]struct{}{},
-		mac:        opts.Link.LinkAddress(),
-		garp:       arpSettings.announce(),
-		dad:        dad,
-		ctx:        ctx,
-		cancel:     cancel,
-		announcing: map[netip.Addr]context.CancelFunc{},
-		restored:   map[netip.Addr]struct{}{},
+		s:        s,
+		log:      opts.Logger,
+		networks: opts.Networks,
+		static:   map[netip.Addr]struct{}{},
+		mac:      opts.Link.LinkAddress(),
+		garp:     arpSettings.announce(),
+		dad:      dad,
+		ctx:      ctx,
+		cancel:   cancel,
+		restored: map[netip.Addr]struct{}{},
 	}
+	st.announcer = newAnnouncer(st.announce)
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		st.announcer.run(ctx)
+	}()
 	for _, a := range opts.Restored {
 		st.restored[a] = struct{}{}
 	}
@@ -412,6 +420,7 @@ func (st *Stack) configure(opts Options) error {
 		}
 		st.static[a] = struct{}{}
 	}
+	st.logAddrs("holding", opts.Static)
 	return nil
 }
 
@@ -449,6 +458,7 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 	for _, a := range news {
 		delete(st.restored, a)
 	}
+	st.logAddrs("holding", news)
 	// Prepare only adds: what prev holds stays held until a Commit.
 	st.table = registry.Union(prev, next)
 	return nil
@@ -583,22 +593,41 @@ func (st *Stack) disableNDPDADLocked() {
 func (st *Stack) Commit(prev, next *registry.Table) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, a := range st.diff(prev, next) {
+	gone := st.diff(prev, next)
+	for _, a := range gone {
 		st.remove(a)
 	}
+	st.logAddrs("released", gone)
 	st.table = next
 }
 
-// diff returns the addresses of a that b does not hold, static ones left
-// out.
-func (st *Stack) diff(a, b *registry.Table) []netip.Addr {
-	var d []netip.Addr
-	for ip := range a.Addrs() {
-		_, static := st.static[ip]
-		if !static && !b.Holds(ip) {
-			d = append(d, ip)
+// maxAddrLines is how many addresses one change logs one line each; a
+// larger change (a batch of registrations) logs one line for all.
+const maxAddrLines = 8
+
+// logAddrs logs that the stack is holding or released addrs (sorted): a
+// line per address, or one line with their number and range for a batch.
+func (st *Stack) logAddrs(what string, addrs []netip.Addr) {
+	switch {
+	case len(addrs) == 0:
+	case len(addrs) <= maxAddrLines:
+		for _, a := range addrs {
+			st.log.Info(what+" address", "ip", a)
 		}
+	default:
+		st.log.Info(what+" addresses", "count", len(addrs), "first", addrs[0], "last", addrs[len(addrs)-1])
 	}
+}
+
+// diff returns the addresses of a that b does not hold, static ones left
+// out, sorted. It looks only at what the two tables do not share
+// (registry.AddrDiff), so a change of one binding costs the same in a table
+// of 10,000 addresses as in one of 10.
+func (st *Stack) diff(a, b *registry.Table) []netip.Addr {
+	d := slices.DeleteFunc(registry.AddrDiff(a, b), func(ip netip.Addr) bool {
+		_, static := st.static[ip]
+		return static
+	})
 	slices.SortFunc(d, netip.Addr.Compare)
 	return d
 }
@@ -653,7 +682,6 @@ func (st *Stack) add(a netip.Addr) error {
 	if err := st.s.AddProtocolAddress(nicID, pa, gstack.AddressProperties{}); err != nil {
 		return fmt.Errorf("hold %s: %s", a, err)
 	}
-	st.log.Info("holding address", "ip", a)
 	if st.garp.count > 0 {
 		st.startAnnounce(a)
 	}
@@ -661,33 +689,14 @@ func (st *Stack) add(a netip.Addr) error {
 }
 
 // startAnnounce sends the first announcement of a (gratuitous ARP or
-// unsolicited Neighbor Advertisement) now and the others from a goroutine,
-// which stops early when a is released or st closed.
+// unsolicited Neighbor Advertisement) now and has the announcer send the
+// others; releasing a or closing st stops them.
 func (st *Stack) startAnnounce(a netip.Addr) {
-	if stop, ok := st.announcing[a]; ok {
-		stop()
-	}
-	ctx, stop := context.WithCancel(st.ctx)
-	st.announcing[a] = stop
+	st.announcer.stop(a)
 	st.announce(a)
-	cfg := st.garp // SetARP may change it while the goroutine runs
-	if cfg.count == 1 {
-		return
+	if cfg := st.garp; cfg.count > 1 {
+		st.announcer.start(a, cfg.count-1, cfg.interval)
 	}
-	st.wg.Add(1)
-	go func() {
-		defer st.wg.Done()
-		t := time.NewTicker(cfg.interval)
-		defer t.Stop()
-		for range cfg.count - 1 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				st.announce(a)
-			}
-		}
-	}()
 }
 
 // announce sends one announcement of a: gratuitous ARP for IPv4, an
@@ -760,15 +769,10 @@ func neighborAdvert(target tcpip.Address, mac tcpip.LinkAddress) []byte {
 
 // remove releases a and stops its announcements; st.mu must be held.
 func (st *Stack) remove(a netip.Addr) {
-	if stop, ok := st.announcing[a]; ok {
-		stop()
-		delete(st.announcing, a)
-	}
+	st.announcer.stop(a)
 	if err := st.s.RemoveAddress(nicID, toAddr(a)); err != nil {
 		st.log.Warn("release address", "ip", a, "err", err.String())
-		return
 	}
-	st.log.Info("released address", "ip", a)
 }
 
 // toAddr converts a netip.Addr to gVisor's address type.

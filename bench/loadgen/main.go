@@ -8,8 +8,9 @@
 //	loadgen rate   -addr 198.18.0.10:8080 -rate 2000 -d 10s # keep-alive latency at a fixed rate
 //	loadgen idle   -addr 198.18.0.10:8080 -n 10000 -hold 10s # hold idle proxied connections
 //	loadgen follow -addr 198.18.0.100:8080 -want web-b -d 5s # ms until a new connection reaches -want
-//	loadgen register -api http://127.0.0.1:7070 -n 10000 -base 198.18.100.0 -backend 198.19.0.2
+//	loadgen register -api http://127.0.0.1:7070 -n 10000 -base 198.18.100.0 -backend 198.19.0.2 [-batch 1000]
 //	loadgen switch -api http://127.0.0.1:7070 -port 8080 -want web-b    # one switch through the API, timed
+//	loadgen arp -iface c0 -base 198.18.100.0 -n 10000 -count 1000 # ARP answer time of random IPs in a range
 package main
 
 import (
@@ -35,7 +36,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen conns|rate|idle|follow [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen conns|rate|idle|follow|register|switch|arp [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -51,8 +52,12 @@ func main() {
 	backend := fs.String("backend", "", "backend of every registration (register)")
 	port := fs.Int("port", 0, "mode-2 port to switch (switch)")
 	closer := fs.String("closer", "server", "who closes each connection first: server (Connection: close) or client (conns)")
+	batchSize := fs.Int("batch", 0, "registrations per POST /v1/register/batch request (register); 0: one POST /v1/register each")
+	iface := fs.String("iface", "", "interface to send ARP requests on (arp)")
+	count := fs.Int("count", 1000, "ARP requests, one random IP of -base..-base+n-1 each (arp)")
+	timeout := fs.Duration("timeout", time.Second, "how long to wait for each ARP answer (arp)")
 	_ = fs.Parse(os.Args[2:])
-	if *addr == "" && os.Args[1] != "register" && os.Args[1] != "switch" {
+	if *addr == "" && os.Args[1] != "register" && os.Args[1] != "switch" && os.Args[1] != "arp" {
 		fmt.Fprintln(os.Stderr, "loadgen: -addr is required")
 		os.Exit(2)
 	}
@@ -78,9 +83,11 @@ func main() {
 	case "follow":
 		out, err = follow(ctx, *addr, *want, *dur)
 	case "register":
-		out, err = register(ctx, *api, *base, *backend, *n, *conc)
+		out, err = register(ctx, *api, *base, *backend, *n, *conc, *batchSize)
 	case "switch":
 		out, err = switchTo(ctx, *api, *port, *want)
+	case "arp":
+		out, err = arpTimes(ctx, *iface, *base, *n, *count, *timeout)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -459,38 +466,66 @@ type RegisterResult struct {
 }
 
 // register registers n mode-1 IPs from base upward through the control
-// API, conc at a time, and reports how long the gateway took.
-func register(ctx context.Context, api, base, backend string, n, conc int) (RegisterResult, error) {
+// API, conc requests at a time, and reports how long the gateway took:
+// with batch 0 one POST /v1/register per IP, otherwise batch IPs per POST
+// /v1/register/batch.
+func register(ctx context.Context, api, base, backend string, n, conc, batch int) (RegisterResult, error) {
 	ip, err := netip.ParseAddr(base)
 	if err != nil {
 		return RegisterResult{}, fmt.Errorf("-base: %w", err)
+	}
+	if batch < 0 {
+		return RegisterResult{}, fmt.Errorf("-batch %d: want 0 or more", batch)
 	}
 	ips := make([]netip.Addr, n)
 	for i := range ips {
 		ips[i] = ip
 		ip = ip.Next()
 	}
+	reg := func(i int) string {
+		return fmt.Sprintf(`{"name":"s%d","ip":"%s","backend":"%s"}`, i, ips[i], backend)
+	}
+	// Each request is a range [from, to) of ips.
+	path, per := "/v1/register", 1
+	if batch > 0 {
+		path, per = "/v1/register/batch", batch
+	}
+	body := func(from, to int) string {
+		if batch == 0 {
+			return reg(from)
+		}
+		var b strings.Builder
+		b.WriteString(`{"registrations":[`)
+		for i := from; i < to; i++ {
+			if i > from {
+				b.WriteByte(',')
+			}
+			b.WriteString(reg(i))
+		}
+		b.WriteString("]}")
+		return b.String()
+	}
 	var (
 		next atomic.Int64
 		fail atomic.Value
 		wg   sync.WaitGroup
 	)
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 60 * time.Second}
 	start := time.Now()
 	for range conc {
 		wg.Go(func() {
 			for ctx.Err() == nil && fail.Load() == nil {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
+				from := int(next.Add(int64(per)) - int64(per))
+				if from >= n {
 					return
 				}
-				body := fmt.Sprintf(`{"name":"s%d","ip":"%s","backend":"%s"}`, i, ips[i], backend)
-				resp, err := client.Post(api+"/v1/register", "application/json", strings.NewReader(body))
+				to := min(from+per, n)
+				resp, err := client.Post(api+path, "application/json", strings.NewReader(body(from, to)))
 				if err == nil {
 					msg, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
 					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("register %s: %s: %s", ips[i], resp.Status, msg)
+						err = fmt.Errorf("register %s..%s: %s: %s", ips[from], ips[to-1], resp.Status, msg)
 					}
 				}
 				if err != nil {

@@ -86,7 +86,7 @@ var (
 func registerCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "register",
-		Usage: "register a server computer for an IP (mode 1) or a port (mode 2)",
+		Usage: "register a server computer for an IP (mode 1) or a port (mode 2), or many from a file",
 		Description: `Run by a server application's start script (or by an operator).
 
 Examples:
@@ -94,14 +94,40 @@ Examples:
    vipmux register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
    vipmux register --name web-b --port 8080 --backend 198.19.0.3:8080   # standby
    vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --ttl 10s   # renew within 10s
-   vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --proxy-protocol v2   # backend learns the client's address`,
-		Flags: clientFlags(nameFlag, ipFlag, portOpt,
-			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled", Required: true},
+   vipmux register --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --proxy-protocol v2   # backend learns the client's address
+   vipmux register --file servers.txt   # many at once, all or nothing
+
+--file FILE (or - for standard input) registers many servers as one change:
+one write to the state file and one answer, all or nothing (at most 100000).
+FILE holds one registration per line, written as the flags of this command
+(--name, --ip, --port, --backend, --state, --ttl, --proxy-protocol; a
+leading "vipmux register" is allowed); blank lines and text after # are
+ignored:
+
+   # name      front IP                 backend
+   --name s1  --ip 198.18.100.1  --backend 198.19.0.2
+   --name s2  --ip 198.18.100.2  --backend 198.19.0.3 --ttl 1m
+   --name web-c --port 8080 --backend 198.19.0.4:8080 --state standby
+
+A bad line is reported with its line number, and nothing is registered.`,
+		Flags: clientFlags(
+			&cli.StringFlag{Name: "name", Usage: "server computer `NAME` ([A-Za-z0-9._-], at most 63); required without --file"},
+			ipFlag, portOpt,
+			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled; required without --file"},
 			&cli.StringFlag{Name: "state", Usage: "mode 2: active or standby (default: active if the port has no active server, else standby)"},
 			ttlFlag,
 			proxyProtocolFlag,
+			&cli.StringFlag{Name: "file", Usage: "register every line of `FILE` (- for standard input) in one change; see below"},
 		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			if c.IsSet("file") {
+				return registerFile(ctx, c, cl)
+			}
+			for _, f := range []string{"name", "backend"} {
+				if !c.IsSet(f) {
+					return fmt.Errorf("--%s is required (or --file FILE)", f)
+				}
+			}
 			pp, err := proxyProtocol(c)
 			if err != nil {
 				return err
@@ -121,6 +147,28 @@ Examples:
 			return printBindings(c.App.Writer, []control.BindingView{b})
 		}),
 	}
+}
+
+// registerFile is register --file: every line of the file in one batch.
+func registerFile(ctx context.Context, c *cli.Context, cl *control.Client) error {
+	for _, f := range regFileFlags {
+		if c.IsSet(f) {
+			return fmt.Errorf("--%s: with --file, give it on the file's lines instead", f)
+		}
+	}
+	f, err := readRegFile(c.String("file"), c.App.Reader)
+	if err != nil {
+		return err
+	}
+	res, err := cl.RegisterBatch(ctx, control.RegisterBatchRequest{Registrations: f.regs})
+	if err != nil {
+		return fmt.Errorf("register --file: %w", f.explain(err))
+	}
+	if err := printBindings(c.App.Writer, res.Bindings); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "registered %d from %s in one change (%d bindings)\n", res.Registered, f.name, len(res.Bindings))
+	return nil
 }
 
 func deregisterCommand() *cli.Command {
