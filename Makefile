@@ -83,7 +83,7 @@ fuzz:
 
 # bench measures vipmux next to HAProxy and the kernel in one run (root);
 # bench-quick is the short version for development.
-BENCH_TOOLS := haproxy:haproxy iperf3:iperf3 arping:iputils-arping
+BENCH_TOOLS := haproxy:haproxy iperf3:iperf3
 bench-deps: deps build
 	@missing=""; for t in $(BENCH_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \

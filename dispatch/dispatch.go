@@ -625,11 +625,10 @@ func (f *Forwarder) Prune(prev, next *registry.Table) {
 			p.abort()
 		}
 	}
-	addrs := next.Addrs()
 	for mk := range f.members {
 		if mk.name == "" {
 			// Refusals without a member: kept while the address is held.
-			if _, held := addrs[mk.key.IP]; held {
+			if next.Holds(mk.key.IP) {
 				continue
 			}
 		} else if inTable(next, mk) {

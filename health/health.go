@@ -409,10 +409,9 @@ func (t target) id() memberID { return memberID{key: t.key, name: t.name} }
 // targets returns every mode-2 member of tbl as a target.
 func (c *Checker) targets(tbl *registry.Table) map[target]struct{} {
 	out := map[target]struct{}{}
-	for _, b := range tbl.Bindings() {
-		if b.Port == 0 {
-			continue
-		}
+	// Only mode-2 bindings are probed; PortBindings keeps them apart, so a
+	// change costs the number of ports, not the number of mode-1 IPs.
+	for _, b := range tbl.PortBindings() {
 		s := c.Settings(b.Port)
 		for _, m := range b.Members {
 			addr := m.Backend
