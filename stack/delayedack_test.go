@@ -219,6 +219,19 @@ func parseSegment(pkt *gstack.PacketBuffer) segment {
 	return segment{flags: s.Flags(), seq: s.SequenceNumber(), ack: s.AckNumber(), payload: len(s.Payload())}
 }
 
+// closeWrite half-closes the gateway's side (FIN-WAIT-1) and takes its FIN
+// off the wire.
+func (h *tcpHarness) closeWrite() {
+	h.t.Helper()
+	if err := h.conn.CloseWrite(); err != nil {
+		h.t.Fatalf("close write: %v", err)
+	}
+	if got := h.next(); got.flags != header.TCPFlagAck|header.TCPFlagFin {
+		h.t.Fatalf("after CloseWrite the gateway sent %+v, want FIN", got)
+	}
+	h.ack++
+}
+
 // wantNothing fails unless the gateway has sent nothing since the last
 // read of the wire.
 func (h *tcpHarness) wantNothing(when string) {
@@ -333,13 +346,7 @@ func TestDelayedAckImmediate(t *testing.T) {
 			// (FIN-WAIT-2), the client still sends data.
 			name: "data in FIN-WAIT-2",
 			run: func(h *tcpHarness) {
-				if err := h.conn.CloseWrite(); err != nil {
-					h.t.Fatalf("close write: %v", err)
-				}
-				if got := h.next(); got.flags != header.TCPFlagAck|header.TCPFlagFin {
-					h.t.Fatalf("after CloseWrite the gateway sent %+v, want FIN", got)
-				}
-				h.ack++
+				h.closeWrite()
 				h.send(header.TCPFlagAck, nil, nil)
 				h.sendData([]byte("more"))
 				h.read(4)
@@ -351,13 +358,7 @@ func TestDelayedAckImmediate(t *testing.T) {
 			// TIME-WAIT): the last ACK, at once.
 			name: "FIN in FIN-WAIT-2",
 			run: func(h *tcpHarness) {
-				if err := h.conn.CloseWrite(); err != nil {
-					h.t.Fatalf("close write: %v", err)
-				}
-				if got := h.next(); got.flags != header.TCPFlagAck|header.TCPFlagFin {
-					h.t.Fatalf("after CloseWrite the gateway sent %+v, want FIN", got)
-				}
-				h.ack++
+				h.closeWrite()
 				h.send(header.TCPFlagAck|header.TCPFlagFin, nil, nil)
 				h.seq++
 				if got := h.next(); !got.isPureACK() || got.ack != h.seq {
