@@ -216,20 +216,23 @@ func (e *vnetEndpoint) receive(d stack.NetworkDispatcher) {
 		msgs[i].Msg.Iov = &iovs[i]
 		msgs[i].Msg.SetIovlen(1)
 	}
+	var (
+		n     int
+		errno unix.Errno
+	)
+	// One closure for the goroutine's life: built per read, it would be
+	// allocated per batch.
+	recv := func(fd uintptr) bool {
+		r, _, en := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), rxBatch, unix.MSG_DONTWAIT, 0, 0)
+		n, errno = int(r), en
+		return en != unix.EAGAIN // EAGAIN: wait in the netpoller
+	}
 	for {
 		for i := range msgs {
 			msgs[i].Len = 0
 			msgs[i].Msg.Flags = 0
 		}
-		var (
-			n     int
-			errno unix.Errno
-		)
-		err := e.rc.Read(func(fd uintptr) bool {
-			r, _, en := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), rxBatch, unix.MSG_DONTWAIT, 0, 0)
-			n, errno = int(r), en
-			return en != unix.EAGAIN // EAGAIN: wait in the netpoller
-		})
+		err := e.rc.Read(recv)
 		if err != nil {
 			if e.stopping.Load() {
 				return // Attach(nil)
