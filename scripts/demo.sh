@@ -20,11 +20,24 @@ SRVS=(web-a web-b web-c)
 tmp=$(mktemp -d /tmp/vipmux-demo.XXXXXX)
 pids=()
 
+# cleanup ends every process that runs in the demo's namespaces, then the
+# namespaces. $! of a backgrounded "nsx ..." is the subshell's pid, not the
+# server's, so killing only those left the servers and the gateway running
+# without their links; what runs in a namespace is what `ip netns pids`
+# names.
 cleanup() {
 	set +e
+	local nss=("$CLI" "$GW" "${SRVS[@]/#/vmxd$id-}") left
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	for ns in "${nss[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null; done
+	for _ in $(seq 30); do
+		left=$(for ns in "${nss[@]}"; do ip netns pids "$ns" 2>/dev/null; done)
+		[ -z "$left" ] && break
+		sleep 0.1
+	done
+	[ -z "$left" ] || echo "$left" | xargs -r kill -9 2>/dev/null
 	wait 2>/dev/null
-	for ns in $CLI $GW "${SRVS[@]/#/vmxd$id-}"; do ip netns del "$ns" 2>/dev/null; done
+	for ns in "${nss[@]}"; do ip netns del "$ns" 2>/dev/null; done
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
