@@ -724,6 +724,18 @@ func TestCloseDuringDial(t *testing.T) {
 	e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: netip.MustParseAddrPort("127.0.0.1:9")})
 	dst := netip.AddrPortFrom(vip, 80)
 
+	closeDuringDial(t, e, dst, dialing)
+	if diff := cmp.Diff(map[dispatch.Outcome]uint64{dispatch.Refused: 1}, nonZero(e.fwd.Outcomes())); diff != "" {
+		t.Errorf("Outcomes() (-want +got):\n%s", diff)
+	}
+}
+
+// closeWithin calls f.Close and fails t if it does not return within d.
+// closeDuringDial connects to dst, waits until the backend dial has
+// started (dialing receives), closes the Forwarder and checks that the
+// client was refused.
+func closeDuringDial(t *testing.T, e *env, dst netip.AddrPort, dialing <-chan struct{}) {
+	t.Helper()
 	derr := make(chan error, 1)
 	go func() {
 		c, err := e.dial(dst)
@@ -741,12 +753,8 @@ func TestCloseDuringDial(t *testing.T) {
 	if err := <-derr; err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("DialContextTCP(%s) with Close during the backend dial = %v, want connection refused", dst, err)
 	}
-	if diff := cmp.Diff(map[dispatch.Outcome]uint64{dispatch.Refused: 1}, nonZero(e.fwd.Outcomes())); diff != "" {
-		t.Errorf("Outcomes() (-want +got):\n%s", diff)
-	}
 }
 
-// closeWithin calls f.Close and fails t if it does not return within d.
 func closeWithin(t testing.TB, f *dispatch.Forwarder, d time.Duration) {
 	t.Helper()
 	done := make(chan struct{})

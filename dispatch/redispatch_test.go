@@ -303,23 +303,7 @@ func TestObserverNotToldOnClose(t *testing.T) {
 	e.register(t, registry.Registration{Name: "A", IP: shared, Port: 8080, Backend: netip.MustParseAddrPort("127.0.0.1:9"), State: registry.Active})
 	e.register(t, registry.Registration{Name: "B", IP: shared, Port: 8080, Backend: netip.MustParseAddrPort("127.0.0.2:9"), State: registry.Standby})
 	dst := netip.AddrPortFrom(shared, 8080)
-	derr := make(chan error, 1)
-	go func() {
-		c, err := e.dial(dst)
-		if err == nil {
-			c.Close()
-		}
-		derr <- err
-	}()
-	select {
-	case <-dialing:
-	case <-time.After(5 * time.Second):
-		t.Fatal("backend dial not started within 5s of the client's SYN")
-	}
-	closeWithin(t, e.fwd, 5*time.Second)
-	if err := <-derr; err == nil || !strings.Contains(err.Error(), "refused") {
-		t.Errorf("DialContextTCP(%s) with Close during the backend dial = %v, want connection refused", dst, err)
-	}
+	closeDuringDial(t, e, dst, dialing)
 	if reports, _ := obs.reports(); len(reports) != 0 {
 		t.Errorf("Observer told %v about a dial cut short by Close, want nothing", reports)
 	}
