@@ -31,6 +31,9 @@ else RUNS=${RUNS:-3}; T=${T:-10}; IDLE_N=${IDLE_N:-10000}; SCALE_N=${SCALE_N:-10
 RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (below saturation)
 # Development knobs (defaults: everything, as documented):
 #   ONLY=throughput,conns,latency,idle,switch,failover,scale,wan  measure only these groups
+#   ONLY=syscalls               (only when asked for: strace slows the proxies) syscalls and
+#                               front-link packets per connection, both close orders, pinned
+#                               HAProxy against vipmux, with the most frequent syscalls
 #   WAN_DELAY=20ms WAN_LOSS=0.005  the WAN group's delay (each way) and loss (each frame, each way)
 #   PATHS="haproxy vipmux-m1"   paths of the per-path figures (direct haproxy vipmux-m1 vipmux-m2)
 #   NIC_EXTRA='offload = false' DISPATCH_EXTRA='time_wait = "10ms"'  extra vipmux config lines
@@ -178,6 +181,7 @@ vmx register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
 vmx register --name web-b --port 8080 --backend 198.19.0.3:8080 --state standby
 vmx register --name web-a --port 5201 --backend 198.19.0.2:5201
 HPID=$(pgrep -f "haproxy -f $tmp/haproxy.cfg" | head -1)
+HPID_PINNED=$(pgrep -f "haproxy -f $tmp/haproxy-pinned.cfg" | head -1)
 SERVER_PIDS=$(for ns in $A $B; do ip netns pids "$ns"; done | xargs)
 # pin 1|0: the proxies on CPU 1 and clients and servers on CPU 0, or all
 # of them free on every CPU again. Every thread of a running process moves
@@ -382,6 +386,35 @@ for run in $(seq "$RUNS"); do
 	add "switch command (CLI start to exit), ms" vipmux-m2 "$(( (t1 - t0) / 1000000 ))"
 	sleep 1
 done
+
+# Syscalls and packets per connection (issue 14, lever 5), asked for by
+# name only (ONLY=syscalls): strace -c on the proxy while 8 clients open,
+# use and close connections for T seconds, then the same without strace
+# for the front link's packet counters (both directions). The pinned
+# HAProxy is the one-thread instance, so its figure is one process's.
+if [[ ",$ONLY," == *",syscalls,"* ]]; then
+	command -v strace >/dev/null || { log "bench: syscalls needs strace"; exit 1; }
+	front_pkts() { # front_pkts NS DEV: rx+tx packets
+		nsx "$1" cat "/sys/class/net/$2/statistics/rx_packets" "/sys/class/net/$2/statistics/tx_packets" | awk '{s+=$1} END {print s}'
+	}
+	for closer in server client; do
+		for p in haproxy vipmux-m1; do
+			pid=$HPID_PINNED ip=198.19.128.3 dev=h0
+			[ "$p" = haproxy ] || { pid=$VPID ip=${TARGET[$p]} dev=f0; }
+			strace -f -c -q -o "$tmp/strace.txt" -p "$pid" &
+			st=$!; sleep 1
+			done_n=$(nsx $C "$LOADGEN" conns -closer $closer -addr "$ip:8080" -c 8 -d "${T}s" | jget done)
+			kill -INT "$st"; wait "$st" 2>/dev/null || true
+			add "syscalls per conn, $closer closes" "$p" "$(awk -v n="$done_n" '$NF=="total" {printf "%.1f", $4/n}' "$tmp/strace.txt")"
+			log "syscalls, $p, $closer closes ($done_n conns): $(awk -v n="$done_n" 'NR>2 && $1 ~ /^[0-9.]+$/ && $NF != "total" {printf "%s %.1f, ", $NF, $4/n}' "$tmp/strace.txt" | head -c 400)"
+			before=$(front_pkts $G $dev)
+			done_n=$(nsx $C "$LOADGEN" conns -closer $closer -addr "$ip:8080" -c 8 -d "${T}s" | jget done)
+			after=$(front_pkts $G $dev)
+			add "front packets per conn, $closer closes" "$p" "$(awk -v a="$after" -v b="$before" -v n="$done_n" 'BEGIN {printf "%.1f", (a-b)/n}')"
+		done
+	done
+	report
+fi
 
 # WAN: clients across a delayed, lossy link (this kernel has no netem).
 # A client namespace of its own reaches a second HAProxy and a second
