@@ -236,8 +236,8 @@ func TestRenew(t *testing.T) {
 func TestExpire(t *testing.T) {
 	const ttl = 10 * time.Second
 	tExp := t0.Add(ttl)
-	failedOver := func(m Member) Member { m.FailedOver, m.Down = true, true; return m }
-	down := func(m Member) Member { m.Down = true; return m }
+	failedOver := func(m Member) Member { m.FailedOver, m.Down, m.DownCause = true, true, DownLease; return m }
+	down := func(m Member) Member { m.Down, m.DownCause = true, DownLease; return m }
 	tests := []struct {
 		name       string
 		setup      []Registration
@@ -521,7 +521,7 @@ func TestSetHealth(t *testing.T) {
 			reports: []report{{t1, "web-a", false}},
 			key:     k80,
 			want: []Binding{{Key: k80, Members: []Member{
-				{Name: "web-a", Backend: be80A, State: Standby, Since: t1, Down: true, FailedOver: true},
+				{Name: "web-a", Backend: be80A, State: Standby, Since: t1, Down: true, DownCause: DownHealth, FailedOver: true},
 				member("web-b", be80B, Active, t1),
 			}}},
 			wantEvents: []string{
@@ -573,7 +573,7 @@ func TestSetHealth(t *testing.T) {
 			key:     k80,
 			want: []Binding{{Key: k80, Members: []Member{
 				member("web-a", be80A, Active, t0),
-				{Name: "web-b", Backend: be80B, State: Standby, Since: t1, Down: true},
+				{Name: "web-b", Backend: be80B, State: Standby, Since: t1, Down: true, DownCause: DownHealth},
 			}}},
 			wantEvents: []string{"down web-b 198.18.0.100:80: connect refused"},
 			wantLook:   "web-a",
@@ -584,7 +584,7 @@ func TestSetHealth(t *testing.T) {
 			reports: []report{{t1, "web-b", false}, {t1, "web-a", false}, {t2, "web-b", true}},
 			key:     k80,
 			want: []Binding{{Key: k80, Members: []Member{
-				{Name: "web-a", Backend: be80A, State: Standby, Since: t2, Down: true, FailedOver: true},
+				{Name: "web-a", Backend: be80A, State: Standby, Since: t2, Down: true, DownCause: DownHealth, FailedOver: true},
 				member("web-b", be80B, Active, t2),
 			}}},
 			wantLook: "web-b",

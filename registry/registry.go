@@ -142,9 +142,16 @@ type Member struct {
 	// Down marks a member that its health check or its lease declared
 	// gone; a down member receives no connections.
 	Down bool `json:"down,omitempty"`
+	// DownCause says what marked the member down; DownNone while it is
+	// up. State files from before this field load with the cause that
+	// their Reason names.
+	DownCause DownCause `json:"down_cause,omitempty"`
 	// FailedOver marks a former active that automatic failover demoted.
 	FailedOver bool `json:"failed_over,omitempty"`
-	// Reason says why State or Down last changed.
+	// Cause says what last changed State or Down, for programs.
+	Cause ChangeCause `json:"cause,omitempty"`
+	// Reason says why State or Down last changed, for people: Cause with
+	// details ("automatic failover: web-a lease expired").
 	Reason string `json:"reason,omitempty"`
 	// ProxyProtocol is the PROXY protocol header that the gateway writes
 	// to each of the member's backend connections; ProxyNone writes none.
@@ -549,9 +556,11 @@ func New(opts Options) (*Registry, error) {
 			now := r.now()
 			for _, b := range t.bindings.All() {
 				for i := range b.Members {
-					if m := &b.Members[i]; m.TTL > 0 {
+					m := &b.Members[i]
+					if m.TTL > 0 {
 						m.Expires = now.Add(m.TTL)
 					}
+					m.DownCause = downCauseOf(*m)
 				}
 			}
 		}
@@ -712,7 +721,7 @@ func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
 	}
 	if i < 0 {
-		b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Reason: "registered"})
+		b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Cause: CauseRegister, Reason: "registered"})
 		i = len(b.Members) - 1
 	}
 	m := &b.Members[i]
@@ -722,10 +731,10 @@ func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 		m.Expires = now.Add(reg.TTL)
 	}
 	if m.State != state {
-		m.State, m.Since, m.Reason, m.FailedOver = state, now, "registered", false
+		m.State, m.Since, m.Cause, m.Reason, m.FailedOver = state, now, CauseRegister, "registered", false
 	}
 	if m.Down { // a registration is proof of life
-		m.Down, m.Since, m.Reason = false, now, "registered again"
+		m.Down, m.DownCause, m.Since, m.Cause, m.Reason = false, DownNone, now, CauseRegister, "registered again"
 	}
 	r.failover(b, now)
 	t.set(b)
@@ -763,9 +772,9 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			m := &b.Members[j]
 			switch {
 			case j == i:
-				m.State, m.Since, m.Reason = Active, now, "switch"
+				m.State, m.Since, m.Cause, m.Reason = Active, now, CauseSwitch, "switch"
 			case m.State == Active:
-				m.State, m.Since, m.Reason = Standby, now, "switch to "+to
+				m.State, m.Since, m.Cause, m.Reason = Standby, now, CauseSwitch, "switch to "+to
 			}
 			m.FailedOver = false
 		}
