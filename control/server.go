@@ -605,7 +605,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 	events := s.reg.Events()
 	st.Events = make([]EventView, 0, len(events))
 	for _, e := range events {
-		st.Events = append(st.Events, EventView{Time: e.Time, Binding: e.Binding.String(), Member: e.Member, What: e.What, Why: e.Why})
+		st.Events = append(st.Events, EventView{Time: e.Time, Binding: e.Binding.String(), Member: e.Member, What: e.What, Why: e.Why, Cause: string(e.Cause)})
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
@@ -657,6 +657,9 @@ func (s *server) view(b *registry.Binding) BindingView {
 			Since:   m.Since,
 			Down:    m.Down,
 			Reason:  m.Reason,
+			// Typed forms of Down's and Reason's why.
+			DownCause: string(m.DownCause),
+			Cause:     string(m.Cause),
 			// FailedOver only matters while the member can fail back.
 			FailedOver: m.FailedOver,
 			// Empty (omitted) when no header is sent.
