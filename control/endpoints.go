@@ -26,12 +26,8 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	state := ""
-	for _, m := range b.Members {
-		if m.Name == req.Name {
-			state = string(m.State)
-		}
-	}
+	m, _ := b.Member(req.Name)
+	state := string(m.State)
 	s.log.Info("register", "name", req.Name, "binding", b.Key.String(), "backend", reg.Backend.String(), "state", state, "ttl", reg.TTL, "proxy_protocol", reg.ProxyProtocol.String(), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, s.view(&b))
 	return nil
@@ -200,11 +196,7 @@ func (s *server) deregister(w http.ResponseWriter, r *http.Request) error {
 	// For the log line only: what the member was just before.
 	var before registry.Member
 	if b, ok := s.reg.Table().Binding(k); ok {
-		for _, m := range b.Members {
-			if m.Name == req.Name {
-				before = m
-			}
-		}
+		before, _ = b.Member(req.Name)
 	}
 	drain, err := parseDrain(req.Drain)
 	if err != nil {
@@ -251,13 +243,8 @@ func (s *server) switchTo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var backend string
-	for _, m := range b.Members {
-		if m.Name == req.To {
-			backend = m.Backend.String()
-		}
-	}
-	s.log.Info("switch", "name", req.To, "binding", k.String(), "backend", backend, "state", string(registry.Active), "remote", r.RemoteAddr)
+	to, _ := b.Member(req.To)
+	s.log.Info("switch", "name", req.To, "binding", k.String(), "backend", to.Backend.String(), "state", string(registry.Active), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, s.view(&b))
 	return nil
 }

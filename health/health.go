@@ -487,14 +487,8 @@ func (c *Checker) report(t target, up bool, probeErr error) {
 	if !ok {
 		return
 	}
-	var m registry.Member
-	found := false
-	for _, x := range b.Members {
-		if x.Name == t.name {
-			m, found = x, true
-		}
-	}
-	if !found {
+	m, ok := b.Member(t.name)
+	if !ok {
 		return
 	}
 	var why string

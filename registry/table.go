@@ -101,6 +101,14 @@ func (b *Binding) Serving() (Member, bool) {
 // Has reports whether name is a member of b.
 func (b *Binding) Has(name string) bool { return b.index(name) >= 0 }
 
+// Member returns member name of b.
+func (b *Binding) Member(name string) (Member, bool) {
+	if i := b.index(name); i >= 0 {
+		return b.Members[i], true
+	}
+	return Member{}, false
+}
+
 func (b *Binding) index(name string) int {
 	return slices.IndexFunc(b.Members, func(m Member) bool { return m.Name == name })
 }
