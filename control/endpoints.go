@@ -130,13 +130,12 @@ func (s *server) registerBatch(w http.ResponseWriter, r *http.Request) error {
 // named "registrations[i].FIELD", or "registrations[i]" when err names no
 // field.
 func batchError(i int, err error) error {
-	var (
-		fe *registry.FieldError
-		he *httpError
-	)
+	var he *httpError
+	field, msg, named := fieldOf(err)
+	kind := kindOf(err)
 	switch {
-	case errors.As(err, &fe):
-		return &registry.FieldError{Field: fmt.Sprintf("registrations[%d].%s", i, fe.Field), Msg: fe.Msg, Kind: fe.Kind}
+	case named && kind != nil:
+		return &registry.FieldError{Field: fmt.Sprintf("registrations[%d].%s", i, field), Msg: msg, Kind: kind}
 	case errors.As(err, &he) && he.code == http.StatusBadRequest:
 		return registry.Invalid(fmt.Sprintf("registrations[%d]", i), "%s", he.msg)
 	}

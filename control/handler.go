@@ -42,10 +42,12 @@ type Options struct {
 	Conns Conns
 	// Reload, when not nil, serves POST /v1/reload: it re-reads the
 	// gateway's configuration and returns the keys that changed. Its
-	// errors map to status codes as the registry's do: a
-	// *registry.FieldError of kind ErrInvalid (a bad file) is 400, of
-	// kind ErrConflict (a key that cannot change now) 409; anything else
-	// is 500. Without it the path is 404.
+	// errors map to status codes as every handler's do (see status): one
+	// that satisfies errors.Is(err, registry.ErrInvalid) (a bad file) is
+	// 400, registry.ErrConflict (a key that cannot change now) 409;
+	// anything else is 500. The body names the key at fault when the
+	// error is a *registry.FieldError or a FieldNamer. Without it the path
+	// is 404.
 	Reload func(ctx context.Context) ([]string, error)
 	// Metrics, when set, serves GET /metrics (the Prometheus text format;
 	// package metrics). It needs the token like every other path but
