@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +159,21 @@ func TestRestoreDownCause(t *testing.T) {
 		if wantDown := m.Name == "web-a"; m.Down != wantDown {
 			t.Errorf("%s after a passing health check: down=%v, want %v", m.Name, m.Down, wantDown)
 		}
+	}
+}
+
+// TestRestoreUnknownDownCause: a state file with a down cause that this
+// version does not know is refused, not restored with a member that
+// nothing could bring up.
+func TestRestoreUnknownDownCause(t *testing.T) {
+	data := `{"version":1,"bindings":[{"ip":"198.18.0.100","port":80,"members":[
+		{"name":"web-a","backend":"198.19.0.2:80","state":"active","since":"2026-01-02T03:04:05Z","down":true,"down_cause":"manual"}]}]}`
+	tbl, err := DecodeTable([]byte(data))
+	if err != nil {
+		t.Fatalf("DecodeTable: %v", err)
+	}
+	_, err = New(Options{Networks: front, Store: &fakeStore{t: tbl}})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "down_cause") {
+		t.Errorf("New with down_cause \"manual\" = %v, want an ErrInvalid naming down_cause", err)
 	}
 }

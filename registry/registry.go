@@ -442,6 +442,11 @@ func (r *Registry) checkTable(t *Table) error {
 			if m.State == "" {
 				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("state", "missing"))
 			}
+			switch m.DownCause {
+			case DownNone, DownHealth, DownLease:
+			default:
+				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("down_cause", "%q: use %q or %q", m.DownCause, DownHealth, DownLease))
+			}
 			if seen[m.Name] {
 				return fmt.Errorf("binding %s: member %q appears twice", k, m.Name)
 			}
