@@ -31,12 +31,12 @@ func TestRegisterBatch(t *testing.T) {
 				{"name":"s1","ip":"198.18.0.11","backend":"198.19.0.4","ttl":"1m"},
 				{"name":"web-c","port":80,"backend":"198.19.0.4:80"}]}`,
 			want: RegisterBatchResult{Registered: 3, Bindings: []BindingView{
-				{IP: "198.18.0.11", Members: []MemberView{{Name: "s1", Backend: "198.19.0.4", State: "active", Since: testNow, TTL: "1m0s", Expires: testNow.Add(60e9), Reason: "registered"}}},
-				{IP: "198.18.0.12", Members: []MemberView{{Name: "s2", Backend: "198.19.0.5", State: "active", Since: testNow, Reason: "registered"}}},
+				{IP: "198.18.0.11", Members: []MemberView{{Name: "s1", Backend: "198.19.0.4", State: "active", Since: testNow, TTL: "1m0s", Expires: testNow.Add(60e9), Reason: "registered", Cause: "register"}}},
+				{IP: "198.18.0.12", Members: []MemberView{{Name: "s2", Backend: "198.19.0.5", State: "active", Since: testNow, Reason: "registered", Cause: "register"}}},
 				{IP: "198.18.0.100", Port: 80, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Connections: 3, Reason: "registered"},
-					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered"},
-					{Name: "web-c", Backend: "198.19.0.4:80", State: "standby", Since: testNow, Reason: "registered"},
+					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Connections: 3, Reason: "registered", Cause: "register"},
+					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered", Cause: "register"},
+					{Name: "web-c", Backend: "198.19.0.4:80", State: "standby", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
 			}},
 			wantActive: map[string]string{"198.18.0.11": "s1", "198.18.0.12": "s2"},
@@ -47,7 +47,7 @@ func TestRegisterBatch(t *testing.T) {
 				{"name":"s1","ip":"198.18.0.11","backend":"198.19.0.4"},
 				{"name":"s1","ip":"198.18.0.11","backend":"198.19.0.9"}]}`,
 			want: RegisterBatchResult{Registered: 2, Bindings: []BindingView{
-				{IP: "198.18.0.11", Members: []MemberView{{Name: "s1", Backend: "198.19.0.9", State: "active", Since: testNow, Reason: "registered"}}},
+				{IP: "198.18.0.11", Members: []MemberView{{Name: "s1", Backend: "198.19.0.9", State: "active", Since: testNow, Reason: "registered", Cause: "register"}}},
 			}},
 			wantActive: map[string]string{"198.18.0.11": "s1"},
 		},

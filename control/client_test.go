@@ -40,9 +40,9 @@ func TestClientCalls(t *testing.T) {
 		t.Fatalf("Switch: %v", err)
 	}
 	want := BindingView{IP: "198.18.0.100", Port: 80, Members: []MemberView{
-		{Name: "web-a", Backend: "198.19.0.2:80", State: "standby", Since: testNow, Connections: 3, Reason: "switch to web-c"},
-		{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered"},
-		{Name: "web-c", Backend: "198.19.0.4:80", State: "active", Since: testNow, Reason: "switch"},
+		{Name: "web-a", Backend: "198.19.0.2:80", State: "standby", Since: testNow, Connections: 3, Reason: "switch to web-c", Cause: "switch"},
+		{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered", Cause: "register"},
+		{Name: "web-c", Backend: "198.19.0.4:80", State: "active", Since: testNow, Reason: "switch", Cause: "switch"},
 	}}
 	if diff := cmp.Diff(want, b); diff != "" {
 		t.Errorf("Switch (-want +got):\n%s", diff)

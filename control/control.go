@@ -190,12 +190,18 @@ type MemberView struct {
 	// Down is true when the member's health check or its lease declared
 	// it gone; a down member receives no new connections.
 	Down bool `json:"down"`
+	// DownCause says what marked the member down: "health" (its health
+	// check) or "lease" (its lease ran out); absent while it is up.
+	DownCause string `json:"down_cause,omitempty"`
 	// FailedOver is true for a former active that automatic failover
 	// demoted.
 	FailedOver bool `json:"failed_over,omitempty"`
 	// Reason says why State or Down last changed, e.g. "registered",
 	// "switch", "health check failed: ...", "automatic failover: ...".
 	Reason string `json:"reason,omitempty"`
+	// Cause is what last changed State or Down, for programs: "register",
+	// "switch", "health", "expiry", "renew", "failover" or "failback".
+	Cause string `json:"cause,omitempty"`
 	// ProxyProtocol is "v1" or "v2" when the gateway sends the member's
 	// backend a PROXY protocol header; absent when it sends none.
 	ProxyProtocol string `json:"proxy_protocol,omitempty"`
@@ -213,8 +219,11 @@ type EventView struct {
 	// What happened: "down", "up", "expired", "removed", "promoted" or
 	// "demoted".
 	What string `json:"what"`
-	// Why it happened.
+	// Why it happened, for people.
 	Why string `json:"why"`
+	// Cause is what made it happen, for programs: "health", "expiry",
+	// "renew", "failover" or "failback".
+	Cause string `json:"cause,omitempty"`
 }
 
 // Status is the body of the answer to GET /v1/status.

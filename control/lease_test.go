@@ -193,7 +193,7 @@ func TestClientRenew(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
-	want := BindingView{IP: "198.18.0.12", Members: []MemberView{{Name: "web-c", Backend: "198.19.0.4", State: "active", TTL: "2s", Expires: testNow.Add(2 * time.Second)}}}
+	want := BindingView{IP: "198.18.0.12", Members: []MemberView{{Name: "web-c", Backend: "198.19.0.4", State: "active", TTL: "2s", Expires: testNow.Add(2 * time.Second), Cause: "register"}}}
 	if diff := cmp.Diff(want, b, cmpopts.IgnoreFields(MemberView{}, "Since", "Reason")); diff != "" {
 		t.Errorf("Renew (-want +got):\n%s", diff)
 	}

@@ -226,8 +226,8 @@ func TestHandlerChanges(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), got.Interface()); err != nil {
 				t.Fatalf("decode answer %s: %v", rec.Body.String(), err)
 			}
-			// Reasons are the registry's; TestHandlerStatus checks that they show.
-			if diff := cmp.Diff(tc.want, got.Elem().Interface(), cmpopts.IgnoreFields(MemberView{}, "Reason")); diff != "" {
+			// Reasons and causes are the registry's; TestHandlerStatus checks that they show.
+			if diff := cmp.Diff(tc.want, got.Elem().Interface(), cmpopts.IgnoreFields(MemberView{}, "Reason", "Cause")); diff != "" {
 				t.Errorf("POST %s %s answer (-want +got):\n%s", tc.path, tc.body, diff)
 			}
 			tc.wantTo(t, reg)
@@ -264,11 +264,11 @@ func TestHandlerStatus(t *testing.T) {
 			name: "with shared and conns",
 			want: Status{Shared: "198.18.0.100", Bindings: []BindingView{
 				{IP: "198.18.0.10", Port: 0, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered"},
+					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
 				{IP: "198.18.0.100", Port: 80, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Connections: 3, Reason: "registered"},
-					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered"},
+					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Connections: 3, Reason: "registered", Cause: "register"},
+					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
 			}, Events: []EventView{}},
 		},
@@ -277,11 +277,11 @@ func TestHandlerStatus(t *testing.T) {
 			edit: func(o *Options) { o.Shared, o.Conns = netip.Addr{}, nil },
 			want: Status{Bindings: []BindingView{
 				{IP: "198.18.0.10", Port: 0, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered"},
+					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
 				{IP: "198.18.0.100", Port: 80, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Reason: "registered"},
-					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered"},
+					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Reason: "registered", Cause: "register"},
+					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
 			}, Events: []EventView{}},
 		},
@@ -295,18 +295,18 @@ func TestHandlerStatus(t *testing.T) {
 			},
 			want: Status{Shared: "198.18.0.100", Bindings: []BindingView{
 				{IP: "198.18.0.10", Port: 0, Members: []MemberView{
-					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered"},
+					{Name: "web-a", Backend: "198.19.0.2", State: "active", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
 				{IP: "198.18.0.100", Port: 80, Members: []MemberView{
 					{Name: "web-a", Backend: "198.19.0.2:80", State: "standby", Since: testNow, Connections: 3,
-						Down: true, FailedOver: true, Reason: "health check failed: connection refused"},
+						Down: true, DownCause: "health", FailedOver: true, Reason: "health check failed: connection refused", Cause: "failover"},
 					{Name: "web-b", Backend: "198.19.0.3:80", State: "active", Since: testNow,
-						Reason: "automatic failover: web-a health check failed: connection refused"},
+						Reason: "automatic failover: web-a health check failed: connection refused", Cause: "failover"},
 				}},
 			}, Events: []EventView{
-				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "down", Why: "health check failed: connection refused"},
-				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "demoted", Why: "health check failed: connection refused"},
-				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-b", What: "promoted", Why: "automatic failover: web-a health check failed: connection refused"},
+				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "down", Why: "health check failed: connection refused", Cause: "health"},
+				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "demoted", Why: "health check failed: connection refused", Cause: "failover"},
+				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-b", What: "promoted", Why: "automatic failover: web-a health check failed: connection refused", Cause: "failover"},
 			}},
 		},
 	}

@@ -34,7 +34,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -106,9 +105,6 @@ const (
 	// ReasonPassed is the Reason of a member that its health check
 	// brought up again.
 	ReasonPassed = "health check passed"
-	// reasonLease is the registry's Reason for a member whose lease ran
-	// out: only a renewal or a new registration brings such a member up.
-	reasonLease = "lease expired"
 )
 
 // Options configures a Checker.
@@ -481,25 +477,23 @@ func (c *Checker) probe(ctx context.Context, t target) error {
 }
 
 // report tells the registry that t is up or down, if the table says
-// otherwise. A member that its lease marked down is left to the lease.
+// otherwise. A member that its lease marked down is left to the lease:
+// only a member down by its health check is reported up. The table read
+// here may be stale by the time SetHealth runs (a lease may run out in
+// between); SetHealth decides on the table it changes, and never brings up
+// a member that its lease marked down.
 func (c *Checker) report(t target, up bool, probeErr error) {
 	b, ok := c.reg.Table().Binding(t.key)
 	if !ok {
 		return
 	}
-	var m registry.Member
-	found := false
-	for _, x := range b.Members {
-		if x.Name == t.name {
-			m, found = x, true
-		}
-	}
-	if !found {
+	m, ok := b.Member(t.name)
+	if !ok {
 		return
 	}
 	var why string
 	switch {
-	case up && m.Down && m.Reason != reasonLease:
+	case up && m.Down && m.DownCause == registry.DownHealth:
 		why = ReasonPassed
 	case !up && !m.Down:
 		why = ReasonFailedPrefix + probeErr.Error()
@@ -532,7 +526,7 @@ func Release(reg *registry.Registry) (int, error) {
 	var errs []error
 	for _, b := range reg.Table().Bindings() {
 		for _, m := range b.Members {
-			if !m.Down || !strings.HasPrefix(m.Reason, ReasonFailedPrefix) {
+			if m.DownCause != registry.DownHealth {
 				continue
 			}
 			err := reg.SetHealth(b.Key, m.Name, true, ReasonDisabled)

@@ -342,7 +342,7 @@ func TestLeaseDownStaysDown(t *testing.T) {
 	run(t, Options{Registry: r, Defaults: fast})
 	stays(t, "web-a down by lease", 200*time.Millisecond, func() bool {
 		m := member(t, r, 8080, "web-a")
-		return m.Down && m.Reason == "lease expired"
+		return m.Down && m.DownCause == registry.DownLease
 	})
 }
 

@@ -52,14 +52,22 @@ func TestUpdateInvalid(t *testing.T) {
 // checks are turned off; one whose lease ran out does not.
 func TestRelease(t *testing.T) {
 	a, b := newServer(t), newServer(t)
-	r := newRegistry(t, false)
+	now := time.Now()
+	r, err := registry.New(registry.Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatalf("registry.New: %v", err)
+	}
+	k := registry.Key{IP: sharedIP, Port: 8080}
 	register(t, r, "web-a", 8080, a.addr, registry.Active)
-	register(t, r, "web-b", 8080, b.addr, registry.Standby)
-	if err := r.SetHealth(registry.Key{IP: sharedIP, Port: 8080}, "web-a", false, ReasonFailedPrefix+"refused"); err != nil {
+	if _, err := r.Register(registry.Registration{Name: "web-b", IP: sharedIP, Port: 8080, Backend: b.addr, State: registry.Standby, TTL: registry.MinTTL}); err != nil {
+		t.Fatalf("Register(web-b, leased): %v", err)
+	}
+	if err := r.SetHealth(k, "web-a", false, ReasonFailedPrefix+"refused"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.SetHealth(registry.Key{IP: sharedIP, Port: 8080}, "web-b", false, reasonLease); err != nil {
-		t.Fatal(err)
+	now = now.Add(registry.MinTTL)
+	if n := r.Expire(); n != 1 {
+		t.Fatalf("Expire() = %d, want 1 (web-b's lease)", n)
 	}
 	n, err := Release(r)
 	if err != nil || n != 1 {
@@ -70,7 +78,7 @@ func TestRelease(t *testing.T) {
 	if m := member(t, r, 8080, "web-a"); m.Down || m.State != registry.Active {
 		t.Errorf("web-a after Release: down=%v state=%s, want up and active", m.Down, m.State)
 	}
-	if m := member(t, r, 8080, "web-b"); !m.Down {
-		t.Errorf("web-b (lease expired) after Release: up, want still down")
+	if m := member(t, r, 8080, "web-b"); !m.Down || m.DownCause != registry.DownLease {
+		t.Errorf("web-b (lease expired) after Release: down=%v cause=%q, want still down by its lease", m.Down, m.DownCause)
 	}
 }

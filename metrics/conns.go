@@ -97,9 +97,5 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 
 // inTable reports whether s's member is in t, or draining there.
 func inTable(t *registry.Table, s dispatch.MemberStats) bool {
-	if b, ok := t.Binding(s.Binding); ok && b.Has(s.Member) {
-		return true
-	}
-	_, draining := t.Draining(s.Binding, s.Member)
-	return draining
+	return t.MemberOrDraining(s.Binding, s.Member)
 }

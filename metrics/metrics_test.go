@@ -186,6 +186,18 @@ func TestChanges(t *testing.T) {
 				t.Fatalf("SetHealth: %v", err)
 			}
 		}, []Change{{Key: k, From: "web-a", To: "web-b", Cause: CauseFailover, Why: "automatic failover: web-a health check failed: refused"}}},
+		{"failover and failback", func(t *testing.T, r *registry.Registry) {
+			r.SetFailback(true)
+			if err := r.SetHealth(k, "web-a", false, "health check failed: refused"); err != nil {
+				t.Fatalf("SetHealth(down): %v", err)
+			}
+			if err := r.SetHealth(k, "web-a", true, "health check passed"); err != nil {
+				t.Fatalf("SetHealth(up): %v", err)
+			}
+		}, []Change{
+			{Key: k, From: "web-a", To: "web-b", Cause: CauseFailover, Why: "automatic failover: web-a health check failed: refused"},
+			{Key: k, From: "web-b", To: "web-a", Cause: CauseFailback, Why: "failback: health check passed"},
+		}},
 		{"switch to the active", func(t *testing.T, r *registry.Registry) {
 			if _, err := r.Switch(k, "web-a"); err != nil {
 				t.Fatalf("Switch: %v", err)

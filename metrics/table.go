@@ -2,23 +2,23 @@ package metrics
 
 import (
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vipmux/vipmux/registry"
 )
 
-// Causes of a change of a port's active member.
+// Causes of a change of a port's active member, as the log shows them.
 const (
-	// CauseSwitch is an operator's switch (vipmux switch, POST /v1/switch).
-	CauseSwitch = "switch"
+	// CauseSwitch is an operator's switch (vipmux switch, POST /v1/switch),
+	// or any other change that is not automatic.
+	CauseSwitch = string(registry.CauseSwitch)
 	// CauseFailover is an automatic failover: the active member's health
 	// check failed or its lease ran out, and a standby took over.
-	CauseFailover = "failover"
+	CauseFailover = string(registry.CauseFailover)
 	// CauseFailback is an automatic failback to a recovered former active
 	// ([health] failback).
-	CauseFailback = "failback"
+	CauseFailback = string(registry.CauseFailback)
 )
 
 // Change is a change of a binding's active member from one member to
@@ -61,17 +61,19 @@ func Changes(prev, next *registry.Table) []Change {
 		if !ok || from.Name == to.Name {
 			continue
 		}
-		out = append(out, Change{Key: b.Key, From: from.Name, To: to.Name, Cause: cause(to.Reason), Why: to.Reason})
+		out = append(out, Change{Key: b.Key, From: from.Name, To: to.Name, Cause: cause(to.Cause), Why: to.Reason})
 	}
 	return out
 }
 
-// cause classifies a new active member's reason (set by the registry).
-func cause(reason string) string {
-	switch {
-	case strings.HasPrefix(reason, "automatic failover"):
+// cause classifies what made a member the new active (registry's
+// Member.Cause): failover and failback are automatic, anything else counts
+// as a switch.
+func cause(c registry.ChangeCause) string {
+	switch c {
+	case registry.CauseFailover:
 		return CauseFailover
-	case strings.HasPrefix(reason, "failback"):
+	case registry.CauseFailback:
 		return CauseFailback
 	}
 	return CauseSwitch

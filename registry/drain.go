@@ -41,6 +41,17 @@ func (t *Table) Draining(k Key, name string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// MemberOrDraining reports whether name is a member of binding k, or a
+// member that left it and is draining: whether the table still accounts
+// for connections to it.
+func (t *Table) MemberOrDraining(k Key, name string) bool {
+	if b, ok := t.bindings.get(k); ok && b.Has(name) {
+		return true
+	}
+	_, draining := t.Draining(k, name)
+	return draining
+}
+
 // Drains returns the members that are draining, ordered by deadline.
 func (t *Table) Drains() []Drain {
 	out := slices.Clone(t.drains)
@@ -119,13 +130,7 @@ func (r *Registry) EndDrains() int {
 // two tables and skipped, so a renewal or a health report costs only its
 // own binding.
 func MembersLeft(prev, next *Table) bool {
-	gone := func(k Key, name string) bool {
-		if b, ok := next.bindings.get(k); ok && b.Has(name) {
-			return false
-		}
-		_, draining := next.Draining(k, name)
-		return !draining
-	}
+	gone := func(k Key, name string) bool { return !next.MemberOrDraining(k, name) }
 	left := false
 	diff(prev.bindings, next.bindings, func(k Key, b *Binding, inPrev bool, _ *Binding, _ bool) {
 		if left || !inPrev {

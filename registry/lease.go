@@ -30,8 +30,10 @@ type Event struct {
 	Member string `json:"member"`
 	// What happened: "down", "up", "expired", "removed", "promoted", "demoted".
 	What string `json:"what"`
-	// Why it happened.
+	// Why it happened, for people.
 	Why string `json:"why"`
+	// Cause is what made it happen, for programs.
+	Cause ChangeCause `json:"cause,omitempty"`
 }
 
 // Events returns the most recent automatic changes, oldest first.
@@ -69,9 +71,9 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 		now := r.now()
 		m := &b.Members[i]
 		m.Expires = now.Add(m.TTL)
-		if m.Down && m.Reason == reasonLease {
-			m.Down, m.Since, m.Reason = false, now, "lease renewed"
-			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "up", Why: "lease renewed"})
+		if m.Down && m.DownCause == DownLease {
+			m.Down, m.DownCause, m.Since, m.Cause, m.Reason = false, DownNone, now, CauseRenew, "lease renewed"
+			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "up", Why: "lease renewed", Cause: CauseRenew})
 		}
 		r.failover(b, now)
 		t.set(b)
@@ -84,7 +86,8 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 	return out, nil
 }
 
-// reasonLease is the Reason of a member that its lease marked down.
+// reasonLease is the Reason of a member that its lease marked down
+// (DownLease).
 const reasonLease = "lease expired"
 
 // Expire ends the leases that ran out by now: a mode-1 member is removed
@@ -109,21 +112,21 @@ func (r *Registry) Expire() int {
 			k := old.Key
 			b := cloneBinding(k, old)
 			b.Members = slices.DeleteFunc(b.Members, func(m Member) bool {
-				if m.Expires.IsZero() || now.Before(m.Expires) || (m.Down && m.Reason == reasonLease) {
+				if !m.leaseDue(now) {
 					return false
 				}
 				n++
 				if k.Port == 0 {
-					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "removed", Why: reasonLease})
+					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "removed", Why: reasonLease, Cause: CauseExpiry})
 					return true
 				}
 				return false
 			})
 			for i := range b.Members {
 				m := &b.Members[i]
-				if !m.Expires.IsZero() && !now.Before(m.Expires) && !(m.Down && m.Reason == reasonLease) {
-					m.Down, m.Since, m.Reason = true, now, reasonLease
-					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "down", Why: reasonLease})
+				if m.leaseDue(now) {
+					m.Down, m.DownCause, m.Since, m.Cause, m.Reason = true, DownLease, now, CauseExpiry, reasonLease
+					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "down", Why: reasonLease, Cause: CauseExpiry})
 				}
 			}
 			r.failover(b, now)
@@ -147,12 +150,13 @@ func (r *Registry) Expire() int {
 // expired reports whether a member of b has a lease that ran out and is
 // not yet handled.
 func (b *Binding) expired(now time.Time) bool {
-	for _, m := range b.Members {
-		if !m.Expires.IsZero() && !now.Before(m.Expires) && !(m.Down && m.Reason == reasonLease) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(b.Members, func(m Member) bool { return m.leaseDue(now) })
+}
+
+// leaseDue reports whether m's lease ran out by now and Expire has not yet
+// marked it down for that.
+func (m *Member) leaseDue(now time.Time) bool {
+	return !m.Expires.IsZero() && !now.Before(m.Expires) && m.DownCause != DownLease
 }
 
 // SetFailback changes Options.Failback for the health reports that follow.
@@ -166,33 +170,37 @@ func (r *Registry) SetFailback(on bool) {
 // k: up or down, and why. A change of an active member to down fails over
 // to the first healthy standby; a recovered member stays standby unless
 // Options.Failback is set and automatic failover had demoted it. Reporting
-// an unchanged state is a no-op.
+// an unchanged state is a no-op, and so is reporting up a member that is
+// down for another cause than its health (DownLease): the report may have
+// been made against a table read before the lease ran out, and only a
+// renewal or a registration brings such a member up.
 func (r *Registry) SetHealth(k Key, name string, up bool, why string) error {
 	return r.update(func(t *Table) error {
 		old, i, err := t.member(k, name, "name")
 		if err != nil {
 			return fmt.Errorf("set health of %s: %w", name, err)
 		}
-		if old.Members[i].Down != up {
+		if cur := old.Members[i]; cur.Down != up || (up && cur.DownCause != DownHealth) {
 			return errNoChange
 		}
 		b := cloneBinding(k, old)
 		now := r.now()
 		m := &b.Members[i]
-		m.Down, m.Since, m.Reason = !up, now, why
+		m.Down, m.Since = !up, now
+		m.DownCause, m.Cause, m.Reason = DownHealth, CauseHealth, why
 		what := "down"
 		if up {
-			what = "up"
+			m.DownCause, what = DownNone, "up"
 		}
-		r.eventLocked(Event{Time: now, Binding: k, Member: name, What: what, Why: why})
+		r.eventLocked(Event{Time: now, Binding: k, Member: name, What: what, Why: why, Cause: CauseHealth})
 		if up && m.FailedOver && r.opts.Failback {
 			for j := range b.Members {
 				if o := &b.Members[j]; o.State == Active {
-					o.State, o.Since, o.Reason = Standby, now, "failback to "+name
+					o.State, o.Since, o.Cause, o.Reason = Standby, now, CauseFailback, "failback to "+name
 				}
 			}
-			m.State, m.FailedOver, m.Reason = Active, false, "failback: "+why
-			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "promoted", Why: "failback"})
+			m.State, m.FailedOver, m.Cause, m.Reason = Active, false, CauseFailback, "failback: "+why
+			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "promoted", Why: "failback", Cause: CauseFailback})
 		}
 		r.failover(b, now)
 		t.set(b)
@@ -214,10 +222,11 @@ func (r *Registry) failover(b *Binding, now time.Time) {
 	}
 	a, s := &b.Members[ai], &b.Members[si]
 	why := "automatic failover: " + a.Name + " " + a.Reason
-	a.State, a.Since, a.FailedOver = Standby, now, true
-	s.State, s.Since, s.Reason, s.FailedOver = Active, now, why, false
-	r.eventLocked(Event{Time: now, Binding: b.Key, Member: a.Name, What: "demoted", Why: a.Reason})
-	r.eventLocked(Event{Time: now, Binding: b.Key, Member: s.Name, What: "promoted", Why: why})
+	// The demoted member keeps its Reason: why it went down.
+	a.State, a.Since, a.Cause, a.FailedOver = Standby, now, CauseFailover, true
+	s.State, s.Since, s.Cause, s.Reason, s.FailedOver = Active, now, CauseFailover, why, false
+	r.eventLocked(Event{Time: now, Binding: b.Key, Member: a.Name, What: "demoted", Why: a.Reason, Cause: CauseFailover})
+	r.eventLocked(Event{Time: now, Binding: b.Key, Member: s.Name, What: "promoted", Why: why, Cause: CauseFailover})
 }
 
 // discardLogger is the registry's logger when Options.Logger is nil.

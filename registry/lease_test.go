@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -235,8 +236,8 @@ func TestRenew(t *testing.T) {
 func TestExpire(t *testing.T) {
 	const ttl = 10 * time.Second
 	tExp := t0.Add(ttl)
-	failedOver := func(m Member) Member { m.FailedOver, m.Down = true, true; return m }
-	down := func(m Member) Member { m.Down = true; return m }
+	failedOver := func(m Member) Member { m.FailedOver, m.Down, m.DownCause = true, true, DownLease; return m }
+	down := func(m Member) Member { m.Down, m.DownCause = true, DownLease; return m }
 	tests := []struct {
 		name       string
 		setup      []Registration
@@ -520,7 +521,7 @@ func TestSetHealth(t *testing.T) {
 			reports: []report{{t1, "web-a", false}},
 			key:     k80,
 			want: []Binding{{Key: k80, Members: []Member{
-				{Name: "web-a", Backend: be80A, State: Standby, Since: t1, Down: true, FailedOver: true},
+				{Name: "web-a", Backend: be80A, State: Standby, Since: t1, Down: true, DownCause: DownHealth, FailedOver: true},
 				member("web-b", be80B, Active, t1),
 			}}},
 			wantEvents: []string{
@@ -572,7 +573,7 @@ func TestSetHealth(t *testing.T) {
 			key:     k80,
 			want: []Binding{{Key: k80, Members: []Member{
 				member("web-a", be80A, Active, t0),
-				{Name: "web-b", Backend: be80B, State: Standby, Since: t1, Down: true},
+				{Name: "web-b", Backend: be80B, State: Standby, Since: t1, Down: true, DownCause: DownHealth},
 			}}},
 			wantEvents: []string{"down web-b 198.18.0.100:80: connect refused"},
 			wantLook:   "web-a",
@@ -583,7 +584,7 @@ func TestSetHealth(t *testing.T) {
 			reports: []report{{t1, "web-b", false}, {t1, "web-a", false}, {t2, "web-b", true}},
 			key:     k80,
 			want: []Binding{{Key: k80, Members: []Member{
-				{Name: "web-a", Backend: be80A, State: Standby, Since: t2, Down: true, FailedOver: true},
+				{Name: "web-a", Backend: be80A, State: Standby, Since: t2, Down: true, DownCause: DownHealth, FailedOver: true},
 				member("web-b", be80B, Active, t2),
 			}}},
 			wantLook: "web-b",
@@ -625,6 +626,63 @@ func TestSetHealth(t *testing.T) {
 			got, _, ok := r.Lookup(tc.key.IP, tc.key.Port)
 			if ok != (tc.wantLook != "") || got.Name != tc.wantLook {
 				t.Errorf("Lookup(%s) = %q, %v; want %q", tc.key, got.Name, ok, tc.wantLook)
+			}
+		})
+	}
+}
+
+// TestSetHealthUpAfterLeaseExpired is the race between a health probe and
+// a lease: the checker reads the table (the member is down by its health
+// check, or a standby that failed over), its probe passes, and the lease
+// runs out before the checker's SetHealth(up) arrives. The report was made
+// against a table that no longer stands: the member stays down, by its
+// lease, until it renews or registers again.
+func TestSetHealthUpAfterLeaseExpired(t *testing.T) {
+	const ttl = 10 * time.Second
+	tExp := t0.Add(ttl)
+	tests := []struct {
+		name     string
+		failback bool
+	}{
+		{name: "health-down standby"},
+		{name: "failed-over former active with failback", failback: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := &clock{t: t0}
+			r, err := New(Options{Networks: front, Now: clk.Now, Failback: tc.failback})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustRegister(t, r,
+				Registration{Name: "web-a", IP: ipShared, Port: 80, Backend: be80A, TTL: ttl},
+				Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: be80B},
+			)
+			clk.Set(t0.Add(ttl / 2))
+			if err := r.SetHealth(k80, "web-a", false, "health check failed: refused"); err != nil {
+				t.Fatalf("SetHealth(web-a down): %v", err)
+			}
+			// The checker's snapshot: web-a is down by its health check,
+			// so a passing probe reports it up.
+			snap, _ := r.Table().Binding(k80)
+			if i := slices.IndexFunc(snap.Members, func(m Member) bool { return m.Name == "web-a" }); i < 0 || !snap.Members[i].Down {
+				t.Fatalf("web-a before the expiry: %+v, want down", snap.Members)
+			}
+			// The lease runs out between the read and the report.
+			clk.Set(tExp)
+			if n := r.Expire(); n != 1 {
+				t.Fatalf("Expire() = %d, want 1", n)
+			}
+			if err := r.SetHealth(k80, "web-a", true, "health check passed"); err != nil {
+				t.Fatalf("SetHealth(web-a up): %v", err)
+			}
+			b, _ := r.Table().Binding(k80)
+			i := slices.IndexFunc(b.Members, func(m Member) bool { return m.Name == "web-a" })
+			if m := b.Members[i]; !m.Down || m.State != Standby {
+				t.Errorf("web-a after its lease expired and a stale probe reported it up: down=%v state=%s reason=%q; want down (lease) and standby", m.Down, m.State, m.Reason)
+			}
+			if got, _, ok := r.Lookup(ipShared, 80); !ok || got.Name != "web-b" {
+				t.Errorf("Lookup(%s) = %q, %v; want web-b", k80, got.Name, ok)
 			}
 		})
 	}

@@ -21,69 +21,13 @@
 package registry
 
 import (
-	"cmp"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"regexp"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-)
-
-// Sentinel errors; callers branch with errors.Is.
-var (
-	// ErrInvalid reports a request whose fields are malformed or out of range.
-	ErrInvalid = errors.New("invalid request")
-	// ErrConflict reports a request that contradicts the current table.
-	ErrConflict = errors.New("conflict")
-	// ErrNotFound reports a binding or member that does not exist.
-	ErrNotFound = errors.New("not found")
-)
-
-// FieldError is an error that names the request field at fault. Its kind
-// is ErrInvalid unless Kind says otherwise (ErrConflict, ErrNotFound).
-type FieldError struct {
-	// Field is the request field, as the API and CLI spell it ("ip", "name").
-	Field string
-	// Msg says what is wrong with it.
-	Msg string
-	// Kind is the sentinel that errors.Is matches; nil means ErrInvalid.
-	Kind error
-}
-
-// Error implements error.
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
-// Is makes errors.Is(err, kind) true, where kind is e.Kind or ErrInvalid.
-func (e *FieldError) Is(target error) bool {
-	if e.Kind == nil {
-		return target == ErrInvalid
-	}
-	return target == e.Kind
-}
-
-// fieldErr returns a FieldError of kind for field.
-func fieldErr(kind error, field, format string, args ...any) error {
-	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...), Kind: kind}
-}
-
-// Invalid returns a FieldError for field with a formatted message.
-func Invalid(field, format string, args ...any) error {
-	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
-}
-
-// State is a member's state within its binding.
-type State string
-
-// Member states.
-const (
-	// Active members receive new connections; a binding has at most one.
-	Active State = "active"
-	// Standby members wait for a switch.
-	Standby State = "standby"
 )
 
 // MaxNameLen is the longest server name accepted.
@@ -104,360 +48,6 @@ func ValidateName(name string) error {
 		return Invalid("name", "%q: use letters, digits, '.', '_' and '-', starting with a letter or digit", name)
 	}
 	return nil
-}
-
-// Key identifies a binding. Port 0 means every port of IP.
-type Key struct {
-	IP   netip.Addr `json:"ip"`
-	Port uint16     `json:"port"`
-}
-
-// String formats the key as ip:port, or ip:* for every port.
-func (k Key) String() string {
-	if k.Port == 0 {
-		if k.IP.Is6() {
-			return "[" + k.IP.String() + "]:*"
-		}
-		return k.IP.String() + ":*"
-	}
-	return netip.AddrPortFrom(k.IP, k.Port).String()
-}
-
-// Member is one server computer in a binding.
-type Member struct {
-	// Name is the server computer's name, unique within the binding.
-	Name string `json:"name"`
-	// Backend is where its connections go; port 0 means the port that the
-	// client dialled.
-	Backend netip.AddrPort `json:"backend"`
-	// State is active or standby.
-	State State `json:"state"`
-	// Since is when the member entered State.
-	Since time.Time `json:"since"`
-	// TTL is the member's lease; zero means permanent (the patent's
-	// registration). A leased member must be renewed before Expires.
-	TTL time.Duration `json:"ttl,omitempty"`
-	// Expires is when the lease runs out; zero without a lease.
-	Expires time.Time `json:"expires,omitzero"`
-	// Down marks a member that its health check or its lease declared
-	// gone; a down member receives no connections.
-	Down bool `json:"down,omitempty"`
-	// FailedOver marks a former active that automatic failover demoted.
-	FailedOver bool `json:"failed_over,omitempty"`
-	// Reason says why State or Down last changed.
-	Reason string `json:"reason,omitempty"`
-	// ProxyProtocol is the PROXY protocol header that the gateway writes
-	// to each of the member's backend connections; ProxyNone writes none.
-	// State files from before this field load as ProxyNone.
-	ProxyProtocol ProxyProtocol `json:"proxy_protocol,omitempty"`
-}
-
-// Binding is one row of the table: a key and its ordered members.
-type Binding struct {
-	Key
-	Members []Member `json:"members"`
-}
-
-// Active returns the binding's active member, down or not.
-func (b *Binding) Active() (Member, bool) {
-	for _, m := range b.Members {
-		if m.State == Active {
-			return m, true
-		}
-	}
-	return Member{}, false
-}
-
-// Serving returns the member that new connections go to: the active
-// member unless it is down.
-func (b *Binding) Serving() (Member, bool) {
-	m, ok := b.Active()
-	if !ok || m.Down {
-		return Member{}, false
-	}
-	return m, true
-}
-
-// Has reports whether name is a member of b.
-func (b *Binding) Has(name string) bool { return b.index(name) >= 0 }
-
-func (b *Binding) index(name string) int {
-	return slices.IndexFunc(b.Members, func(m Member) bool { return m.Name == name })
-}
-
-// Table is an immutable snapshot of every binding. Never modify a Table
-// obtained from the registry.
-//
-// A table is persistent: the registry derives the next table from the
-// current one by copying only the path to what changed (see trie), so a
-// change costs the same whatever the table's size, and the tables of two
-// moments share every binding that did not change between them.
-type Table struct {
-	bindings trie[Key, *Binding]
-	// ports are the bindings with a port (mode 2), also in bindings: a
-	// table of 10,000 mode-1 addresses has a handful of them, which health
-	// checks walk on every change.
-	ports trie[Key, *Binding]
-	// leased are the bindings with a member on a lease (also in
-	// bindings): Expire looks at them every 100 ms, not at the whole
-	// table.
-	leased trie[Key, *Binding]
-	// ips counts, per IP, the bindings and drains that hold it: the
-	// addresses that the stack must hold, kept up to date change by
-	// change instead of recomputed from the whole table.
-	ips trie[addrKey, int]
-	// drains are deregistered members whose connections still run; see
-	// Drain. Shared between tables: copied before any change.
-	drains []Drain
-	// parts are the tables of a union (see Union), which has no bindings
-	// of its own; their addresses are its addresses.
-	parts []*Table
-	// changes counts the binding and drain changes that led to this
-	// table since the registry started: two tables whose counts are close
-	// differ in few entries (see AddrDiff).
-	changes uint64
-	// addrs caches Addrs: a table no longer changes once anything reads
-	// its addresses.
-	addrs atomic.Pointer[map[netip.Addr]struct{}]
-}
-
-// Lookup returns the member that a connection to (ip, port) goes to: the
-// active member of the exact (ip, port) binding if that binding exists,
-// otherwise the active member of (ip, *). A port binding without an active
-// member does not fall back to the every-port binding.
-func (t *Table) Lookup(ip netip.Addr, port uint16) (Member, Key, bool) {
-	k := Key{IP: ip, Port: port}
-	b, ok := t.bindings.get(k)
-	if !ok {
-		k.Port = 0
-		if b, ok = t.bindings.get(k); !ok {
-			return Member{}, k, false
-		}
-	}
-	m, ok := b.Serving()
-	return m, k, ok
-}
-
-// member finds member name of binding k, or returns a not-found
-// FieldError naming the binding's field or nameField.
-func (t *Table) member(k Key, name, nameField string) (*Binding, int, error) {
-	b, ok := t.bindings.get(k)
-	if !ok {
-		return nil, -1, fieldErr(ErrNotFound, keyField(k), "nothing is registered on %s", k)
-	}
-	i := b.index(name)
-	if i < 0 {
-		return nil, -1, fieldErr(ErrNotFound, nameField, "%s is not registered on %s", name, k)
-	}
-	return b, i, nil
-}
-
-// Binding returns the binding at k.
-func (t *Table) Binding(k Key) (*Binding, bool) {
-	return t.bindings.get(k)
-}
-
-// Bindings returns every binding ordered by IP, then port.
-func (t *Table) Bindings() []*Binding {
-	out := make([]*Binding, 0, t.bindings.Len())
-	for _, b := range t.bindings.All() {
-		out = append(out, b)
-	}
-	sortBindings(out)
-	return out
-}
-
-// PortBindings returns the bindings with a port (mode 2) ordered by IP,
-// then port. Its cost follows their number, not the table's size: a
-// table of many mode-1 addresses has few of them.
-func (t *Table) PortBindings() []*Binding {
-	out := make([]*Binding, 0, t.ports.Len())
-	for _, b := range t.ports.All() {
-		out = append(out, b)
-	}
-	sortBindings(out)
-	return out
-}
-
-// sortBindings orders bs by IP, then port.
-func sortBindings(bs []*Binding) {
-	slices.SortFunc(bs, func(a, b *Binding) int {
-		if c := a.IP.Compare(b.IP); c != 0 {
-			return c
-		}
-		return int(a.Port) - int(b.Port)
-	})
-}
-
-// Addrs returns the set of IPs that the table holds. The set is computed
-// once per table and shared: callers must not modify it. It costs a pass
-// over the whole table: Holds and AddrDiff answer the usual questions
-// without one.
-func (t *Table) Addrs() map[netip.Addr]struct{} {
-	if p := t.addrs.Load(); p != nil {
-		return *p
-	}
-	out := make(map[netip.Addr]struct{}, t.ips.Len())
-	for a := range t.ips.All() {
-		out[a.Addr] = struct{}{}
-	}
-	for _, p := range t.parts {
-		for ip := range p.Addrs() {
-			out[ip] = struct{}{}
-		}
-	}
-	t.addrs.Store(&out)
-	return out
-}
-
-// Holds reports whether the table holds ip.
-func (t *Table) Holds(ip netip.Addr) bool {
-	if t.parts != nil {
-		return slices.ContainsFunc(t.parts, func(p *Table) bool { return p.Holds(ip) })
-	}
-	_, ok := t.ips.get(addrKey{ip})
-	return ok
-}
-
-// AddrDiff returns the addresses that a holds and b does not, in no
-// particular order. Its cost follows the number of changes between the two
-// tables, not their size: it compares only what they do not share.
-// Either may be a union (see Union).
-func AddrDiff(a, b *Table) []netip.Addr {
-	switch {
-	case len(a.parts) > 0:
-		var out []netip.Addr
-		for _, p := range a.parts {
-			out = append(out, AddrDiff(p, b)...)
-		}
-		slices.SortFunc(out, netip.Addr.Compare)
-		return slices.Compact(out)
-	case len(b.parts) > 0:
-		// a - (b1 ∪ b2) = (a - bi) minus what the others hold; diff
-		// against the part nearest to a (fewest changes apart), which
-		// shares the most with it.
-		near := slices.MinFunc(b.parts, func(x, y *Table) int {
-			return cmpDistance(a.changes, x.changes, y.changes)
-		})
-		out := AddrDiff(a, near)
-		return slices.DeleteFunc(out, func(ip netip.Addr) bool {
-			return slices.ContainsFunc(b.parts, func(p *Table) bool { return p != near && p.Holds(ip) })
-		})
-	}
-	var out []netip.Addr
-	diff(a.ips, b.ips, func(k addrKey, _ int, inA bool, _ int, inB bool) {
-		if inA && !inB {
-			out = append(out, k.Addr)
-		}
-	})
-	return out
-}
-
-// cmpDistance compares the distances of x and y from c.
-func cmpDistance(c, x, y uint64) int {
-	dist := func(v uint64) uint64 {
-		if v > c {
-			return v - c
-		}
-		return c - v
-	}
-	return cmp.Compare(dist(x), dist(y))
-}
-
-// Len returns the number of bindings.
-func (t *Table) Len() int { return t.bindings.Len() }
-
-// clone returns a table for update to change: it shares everything with t
-// (the persistent tries and, until it changes them, the drains).
-func (t *Table) clone() *Table {
-	return &Table{bindings: t.bindings, ports: t.ports, leased: t.leased, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
-}
-
-// set puts b at its key, replacing what was there; t is a table being
-// built.
-func (t *Table) set(b *Binding) {
-	if _, had := t.bindings.get(b.Key); !had {
-		t.hold(b.IP, 1)
-	}
-	t.bindings = t.bindings.with(b.Key, b)
-	if b.Port != 0 {
-		t.ports = t.ports.with(b.Key, b)
-	}
-	if slices.ContainsFunc(b.Members, func(m Member) bool { return m.TTL > 0 }) {
-		t.leased = t.leased.with(b.Key, b)
-	} else {
-		t.leased = t.leased.without(b.Key)
-	}
-	t.changes++
-}
-
-// del removes the binding at k, if any; t is a table being built.
-func (t *Table) del(k Key) {
-	if _, had := t.bindings.get(k); !had {
-		return
-	}
-	t.bindings = t.bindings.without(k)
-	if k.Port != 0 {
-		t.ports = t.ports.without(k)
-	}
-	t.leased = t.leased.without(k)
-	t.hold(k.IP, -1)
-	t.changes++
-}
-
-// hold adds d to ip's count of holders, removing ip at zero.
-func (t *Table) hold(ip netip.Addr, d int) {
-	k := addrKey{ip}
-	n, _ := t.ips.get(k)
-	if n += d; n > 0 {
-		t.ips = t.ips.with(k, n)
-	} else {
-		t.ips = t.ips.without(k)
-	}
-}
-
-// addDrain appends d to the drains; t is a table being built.
-func (t *Table) addDrain(d Drain) {
-	t.drains = append(t.drains[:len(t.drains):len(t.drains)], d)
-	t.hold(d.Key.IP, 1)
-	t.changes++
-}
-
-// deleteDrains removes the drains for which del is true, calling del once
-// per drain; t is a table being built. It copies the drains only when one
-// goes.
-func (t *Table) deleteDrains(del func(Drain) bool) {
-	var kept []Drain
-	for i, d := range t.drains {
-		if !del(d) {
-			if kept != nil {
-				kept = append(kept, d)
-			}
-			continue
-		}
-		if kept == nil {
-			kept = append(make([]Drain, 0, len(t.drains)), t.drains[:i]...)
-		}
-		t.hold(d.Key.IP, -1)
-		t.changes++
-	}
-	if kept != nil {
-		t.drains = kept
-	}
-}
-
-// clone returns a copy of b that shares no memory with it, for handing out
-// of the registry: the caller may modify it without touching the snapshot.
-func (b *Binding) clone() Binding {
-	return Binding{Key: b.Key, Members: slices.Clone(b.Members)}
-}
-
-// cloneBinding returns a deep copy of b (or a new empty binding at k).
-func cloneBinding(k Key, b *Binding) *Binding {
-	if b == nil {
-		return &Binding{Key: k}
-	}
-	return &Binding{Key: b.Key, Members: slices.Clone(b.Members)}
 }
 
 // Applier makes the world follow the table (for the stack: hold the
@@ -549,9 +139,11 @@ func New(opts Options) (*Registry, error) {
 			now := r.now()
 			for _, b := range t.bindings.All() {
 				for i := range b.Members {
-					if m := &b.Members[i]; m.TTL > 0 {
+					m := &b.Members[i]
+					if m.TTL > 0 {
 						m.Expires = now.Add(m.TTL)
 					}
+					m.DownCause = downCauseOf(*m)
 				}
 			}
 		}
@@ -638,22 +230,6 @@ func (r *Registry) Register(reg Registration) (Binding, error) {
 	return out, nil
 }
 
-// BatchError is the error of RegisterBatch: the registration at Index (from
-// 0) that could not be applied, and why. Nothing of the batch was applied.
-type BatchError struct {
-	// Index is the position of the registration in the batch.
-	Index int
-	// Err is its error, as Register would return it.
-	Err error
-}
-
-// Error implements error.
-func (e *BatchError) Error() string { return fmt.Sprintf("registration %d: %v", e.Index, e.Err) }
-
-// Unwrap returns Err, so that errors.Is and errors.As see the kind and the
-// field of the registration's error.
-func (e *BatchError) Unwrap() error { return e.Err }
-
 // RegisterBatch applies regs in order as one change: one durable save, one
 // new table, one Prepare of the applier for all the new addresses. It is
 // all or nothing: if any registration is invalid or conflicts with the
@@ -712,7 +288,7 @@ func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "state", "%s already has active server %s; register as standby and use switch to change the active server", k, active.Name))
 	}
 	if i < 0 {
-		b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Reason: "registered"})
+		b.Members = append(b.Members, Member{Name: reg.Name, State: state, Since: now, Cause: CauseRegister, Reason: "registered"})
 		i = len(b.Members) - 1
 	}
 	m := &b.Members[i]
@@ -722,10 +298,10 @@ func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 		m.Expires = now.Add(reg.TTL)
 	}
 	if m.State != state {
-		m.State, m.Since, m.Reason, m.FailedOver = state, now, "registered", false
+		m.State, m.Since, m.Cause, m.Reason, m.FailedOver = state, now, CauseRegister, "registered", false
 	}
 	if m.Down { // a registration is proof of life
-		m.Down, m.Since, m.Reason = false, now, "registered again"
+		m.Down, m.DownCause, m.Since, m.Cause, m.Reason = false, DownNone, now, CauseRegister, "registered again"
 	}
 	r.failover(b, now)
 	t.set(b)
@@ -763,9 +339,9 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			m := &b.Members[j]
 			switch {
 			case j == i:
-				m.State, m.Since, m.Reason = Active, now, "switch"
+				m.State, m.Since, m.Cause, m.Reason = Active, now, CauseSwitch, "switch"
 			case m.State == Active:
-				m.State, m.Since, m.Reason = Standby, now, "switch to "+to
+				m.State, m.Since, m.Cause, m.Reason = Standby, now, CauseSwitch, "switch to "+to
 			}
 			m.FailedOver = false
 		}
@@ -777,189 +353,6 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 		return Binding{}, err
 	}
 	return out, nil
-}
-
-// errNoChange tells update that fn succeeded without changing anything.
-var errNoChange = errors.New("no change")
-
-// update applies fn to a copy of the newest table and, if fn succeeds,
-// makes the copy durable and visible: prepare, save, publish, watchers,
-// commit. It returns once the change is durable and published, or failed.
-//
-// Saves are group-committed: changes made while a save is running wait
-// together and the next save makes them all durable at once, so N
-// concurrent writers cost one fsync, not N. A change is applied to the
-// newest table (r.pending), which runs ahead of the published one
-// (r.snap) by at most two batches, the one being saved and the one
-// waiting; Table only ever shows durable tables, and so does Lookup except
-// for a change of states only, which it routes by while it is being saved
-// (routesEarly).
-func (r *Registry) update(fn func(*Table) error) error {
-	r.mu.Lock()
-	next := r.pending.clone()
-	if err := fn(next); err != nil {
-		r.mu.Unlock()
-		if errors.Is(err, errNoChange) {
-			return nil
-		}
-		return err
-	}
-	if r.applier != nil {
-		// The stack still holds what the published table holds even if
-		// a pending change dropped it: only add what neither has.
-		if err := r.applier.Prepare(r.heldLocked(), next); err != nil {
-			r.mu.Unlock()
-			return err
-		}
-	}
-	r.pending = next
-	if r.opts.Store == nil {
-		prev := r.snap.Load()
-		r.publishLocked(prev, next)
-		r.mu.Unlock()
-		return nil
-	}
-	if routesEarly(r.route.Load(), next) {
-		// Only states changed (a switch, a failover): new connections
-		// follow it now, while it is being saved, so that a switch takes
-		// effect after the request rather than after the disk. The answer,
-		// Table, the watchers (events, metrics, pruning) and the release of
-		// anything wait until it is durable; if the save fails, route goes
-		// back with pending and nothing ever reports the change. What can
-		// be seen of a change that failed: the connections that arrived
-		// during the save went to a member that is still in its binding.
-		r.route.Store(next)
-	}
-	b := r.open
-	if b == nil {
-		b = &batch{done: make(chan struct{}), lead: make(chan struct{}, 1)}
-		r.open = b
-	}
-	lead := !r.saving
-	if lead {
-		r.saving = true
-		r.open, b.table = nil, r.pending
-	}
-	r.mu.Unlock()
-	if !lead {
-		select {
-		case <-b.done:
-			return b.err
-		case <-b.lead: // the previous save handed over: save this batch
-		}
-	}
-	r.save(b)
-	return b.err
-}
-
-// batch is a group of changes that one save makes durable.
-type batch struct {
-	// table is the table to save: the newest one when the batch closed.
-	table *Table
-	// done is closed when the batch is published or has failed (err).
-	done chan struct{}
-	// lead receives once, to make one of the batch's writers its saver.
-	lead chan struct{}
-	err  error
-}
-
-// save makes b durable, then publishes it, or rolls back every change not
-// yet durable if the save fails. It hands the next open batch to one of its
-// writers.
-func (r *Registry) save(b *batch) {
-	err := r.opts.Store.Save(b.table)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	defer close(b.done)
-	prev := r.snap.Load()
-	if err != nil {
-		b.err = fmt.Errorf("save table: %w", err)
-		// Later changes were built on this one: they fail with it.
-		if r.applier != nil {
-			r.applier.Commit(r.pending, prev) // release what Prepare took
-		}
-		r.pending = prev
-		r.route.Store(prev)
-		if o := r.open; o != nil {
-			o.err = fmt.Errorf("save table (with an earlier change): %w", err)
-			r.open = nil
-			close(o.done)
-		}
-		r.saving = false
-		return
-	}
-	r.publishLocked(prev, b.table)
-	if o := r.open; o != nil {
-		r.open, o.table = nil, r.pending
-		o.lead <- struct{}{}
-		return
-	}
-	r.saving = false
-}
-
-// publishLocked makes next (durable) the published table and releases what
-// prev held that neither next nor a pending change holds; r.mu is held.
-func (r *Registry) publishLocked(prev, next *Table) {
-	r.snap.Store(next)
-	// A table routed early that is newer than next (a switch made while
-	// next was being saved) holds next's changes: it stays.
-	if cur := r.route.Load(); cur.changes <= next.changes {
-		r.route.Store(next)
-	}
-	for _, w := range r.watchers {
-		w(prev, next)
-	}
-	if r.applier != nil {
-		r.applier.Commit(prev, Union(next, r.pending))
-	}
-}
-
-// routesEarly reports whether next may be routed (Lookup) before it is
-// durable: it has the same bindings as cur, with the same members in the
-// same order, backends and PROXY settings, and the same drains; only
-// members' states, health and leases differ. Such a change adds and
-// releases nothing and ends no connection, so undoing it is as safe as
-// doing it. The cost follows the size of the change (see diff).
-func routesEarly(cur, next *Table) bool {
-	if len(cur.parts) > 0 || len(next.parts) > 0 || !slices.Equal(cur.drains, next.drains) {
-		return false
-	}
-	same := true
-	diff(cur.bindings, next.bindings, func(_ Key, a *Binding, inCur bool, b *Binding, inNext bool) {
-		if !same {
-			return
-		}
-		if !inCur || !inNext || len(a.Members) != len(b.Members) {
-			same = false
-			return
-		}
-		for i := range a.Members {
-			x, y := &a.Members[i], &b.Members[i]
-			if x.Name != y.Name || x.Backend != y.Backend || x.ProxyProtocol != y.ProxyProtocol {
-				same = false
-				return
-			}
-		}
-	})
-	return same
-}
-
-// heldLocked returns a table that holds every address the applier holds:
-// the published table's and the pending one's; r.mu is held.
-func (r *Registry) heldLocked() *Table {
-	return Union(r.snap.Load(), r.pending)
-}
-
-// Union returns a table, for Addrs and Holds only (it has no bindings of
-// its own), that holds the addresses of both; a itself when b is a. It
-// copies nothing. The registry hands its Applier such tables while a change
-// is being saved: what the stack holds is then the published table's
-// addresses and the pending one's.
-func Union(a, b *Table) *Table {
-	if a == b {
-		return a
-	}
-	return &Table{parts: []*Table{a, b}}
 }
 
 func (r *Registry) checkRegistration(reg Registration) error {
@@ -1048,6 +441,11 @@ func (r *Registry) checkTable(t *Table) error {
 			}
 			if m.State == "" {
 				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("state", "missing"))
+			}
+			switch m.DownCause {
+			case DownNone, DownHealth, DownLease:
+			default:
+				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("down_cause", "%q: use %q or %q", m.DownCause, DownHealth, DownLease))
 			}
 			if seen[m.Name] {
 				return fmt.Errorf("binding %s: member %q appears twice", k, m.Name)

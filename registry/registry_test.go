@@ -38,7 +38,7 @@ var (
 // values compare with their Equal method.
 // cmpOpts compares tables; Reason is free text, checked where it matters
 // (lease_test.go).
-var cmpOpts = cmp.Options{cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}), cmpopts.IgnoreFields(Member{}, "Reason")}
+var cmpOpts = cmp.Options{cmpopts.EquateComparable(netip.Addr{}, netip.AddrPort{}), cmpopts.IgnoreFields(Member{}, "Reason", "Cause")}
 
 // clock is a settable Options.Now.
 type clock struct {

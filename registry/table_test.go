@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -124,5 +125,62 @@ func TestTableIndexes(t *testing.T) {
 		}
 	}); !slices.Equal(got, []string{"198.18.0.10:80"}) {
 		t.Errorf("restored PortBindings() = %v, want [198.18.0.10:80]", got)
+	}
+}
+
+func TestBindingMember(t *testing.T) {
+	r, _ := newRegistry(t,
+		Registration{Name: "web-a", IP: ipShared, Port: 80, Backend: be80A},
+		Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: be80B},
+	)
+	b, ok := r.Table().Binding(k80)
+	if !ok {
+		t.Fatalf("no binding %s", k80)
+	}
+	tests := []struct {
+		name        string
+		wantOK      bool
+		wantBackend netip.AddrPort
+	}{
+		{name: "web-a", wantOK: true, wantBackend: be80A},
+		{name: "web-b", wantOK: true, wantBackend: be80B},
+		{name: "web-c"},
+		{name: ""},
+	}
+	for _, tc := range tests {
+		m, ok := b.Member(tc.name)
+		if ok != tc.wantOK || m.Backend != tc.wantBackend || (ok && m.Name != tc.name) {
+			t.Errorf("Member(%q) = %s %s, %v; want backend %s, %v", tc.name, m.Name, m.Backend, ok, tc.wantBackend, tc.wantOK)
+		}
+	}
+}
+
+func TestMemberOrDraining(t *testing.T) {
+	r, _ := newRegistry(t,
+		Registration{Name: "web-a", IP: ipShared, Port: 80, Backend: be80A},
+		Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: be80B},
+		Registration{Name: "web-c", IP: ipShared, Port: 80, Backend: be80C},
+	)
+	if err := r.DeregisterDrain("web-b", k80, time.Minute); err != nil {
+		t.Fatalf("DeregisterDrain(web-b): %v", err)
+	}
+	if err := r.Deregister("web-c", k80); err != nil {
+		t.Fatalf("Deregister(web-c): %v", err)
+	}
+	tests := []struct {
+		name string
+		key  Key
+		want bool
+	}{
+		{name: "web-a", key: k80, want: true},  // member
+		{name: "web-b", key: k80, want: true},  // draining
+		{name: "web-c", key: k80, want: false}, // gone
+		{name: "web-a", key: Key{IP: ipShared, Port: 81}, want: false},
+		{name: "web-b", key: Key{IP: ipShared, Port: 81}, want: false},
+	}
+	for _, tc := range tests {
+		if got := r.Table().MemberOrDraining(tc.key, tc.name); got != tc.want {
+			t.Errorf("MemberOrDraining(%s, %s) = %v, want %v", tc.key, tc.name, got, tc.want)
+		}
 	}
 }

@@ -1,0 +1,178 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// errNoChange tells update that fn succeeded without changing anything.
+var errNoChange = errors.New("no change")
+
+// update applies fn to a copy of the newest table and, if fn succeeds,
+// makes the copy durable and visible: prepare, save, publish, watchers,
+// commit. It returns once the change is durable and published, or failed.
+//
+// Saves are group-committed: changes made while a save is running wait
+// together and the next save makes them all durable at once, so N
+// concurrent writers cost one fsync, not N. A change is applied to the
+// newest table (r.pending), which runs ahead of the published one
+// (r.snap) by at most two batches, the one being saved and the one
+// waiting; Table only ever shows durable tables, and so does Lookup except
+// for a change of states only, which it routes by while it is being saved
+// (routesEarly).
+func (r *Registry) update(fn func(*Table) error) error {
+	r.mu.Lock()
+	next := r.pending.clone()
+	if err := fn(next); err != nil {
+		r.mu.Unlock()
+		if errors.Is(err, errNoChange) {
+			return nil
+		}
+		return err
+	}
+	if r.applier != nil {
+		// The stack still holds what the published table holds even if
+		// a pending change dropped it: only add what neither has.
+		if err := r.applier.Prepare(r.heldLocked(), next); err != nil {
+			r.mu.Unlock()
+			return err
+		}
+	}
+	r.pending = next
+	if r.opts.Store == nil {
+		prev := r.snap.Load()
+		r.publishLocked(prev, next)
+		r.mu.Unlock()
+		return nil
+	}
+	if routesEarly(r.route.Load(), next) {
+		// Only states changed (a switch, a failover): new connections
+		// follow it now, while it is being saved, so that a switch takes
+		// effect after the request rather than after the disk. The answer,
+		// Table, the watchers (events, metrics, pruning) and the release of
+		// anything wait until it is durable; if the save fails, route goes
+		// back with pending and nothing ever reports the change. What can
+		// be seen of a change that failed: the connections that arrived
+		// during the save went to a member that is still in its binding.
+		r.route.Store(next)
+	}
+	b := r.open
+	if b == nil {
+		b = &batch{done: make(chan struct{}), lead: make(chan struct{}, 1)}
+		r.open = b
+	}
+	lead := !r.saving
+	if lead {
+		r.saving = true
+		r.open, b.table = nil, r.pending
+	}
+	r.mu.Unlock()
+	if !lead {
+		select {
+		case <-b.done:
+			return b.err
+		case <-b.lead: // the previous save handed over: save this batch
+		}
+	}
+	r.save(b)
+	return b.err
+}
+
+// batch is a group of changes that one save makes durable.
+type batch struct {
+	// table is the table to save: the newest one when the batch closed.
+	table *Table
+	// done is closed when the batch is published or has failed (err).
+	done chan struct{}
+	// lead receives once, to make one of the batch's writers its saver.
+	lead chan struct{}
+	err  error
+}
+
+// save makes b durable, then publishes it, or rolls back every change not
+// yet durable if the save fails. It hands the next open batch to one of its
+// writers.
+func (r *Registry) save(b *batch) {
+	err := r.opts.Store.Save(b.table)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer close(b.done)
+	prev := r.snap.Load()
+	if err != nil {
+		b.err = fmt.Errorf("save table: %w", err)
+		// Later changes were built on this one: they fail with it.
+		if r.applier != nil {
+			r.applier.Commit(r.pending, prev) // release what Prepare took
+		}
+		r.pending = prev
+		r.route.Store(prev)
+		if o := r.open; o != nil {
+			o.err = fmt.Errorf("save table (with an earlier change): %w", err)
+			r.open = nil
+			close(o.done)
+		}
+		r.saving = false
+		return
+	}
+	r.publishLocked(prev, b.table)
+	if o := r.open; o != nil {
+		r.open, o.table = nil, r.pending
+		o.lead <- struct{}{}
+		return
+	}
+	r.saving = false
+}
+
+// publishLocked makes next (durable) the published table and releases what
+// prev held that neither next nor a pending change holds; r.mu is held.
+func (r *Registry) publishLocked(prev, next *Table) {
+	r.snap.Store(next)
+	// A table routed early that is newer than next (a switch made while
+	// next was being saved) holds next's changes: it stays.
+	if cur := r.route.Load(); cur.changes <= next.changes {
+		r.route.Store(next)
+	}
+	for _, w := range r.watchers {
+		w(prev, next)
+	}
+	if r.applier != nil {
+		r.applier.Commit(prev, Union(next, r.pending))
+	}
+}
+
+// routesEarly reports whether next may be routed (Lookup) before it is
+// durable: it has the same bindings as cur, with the same members in the
+// same order, backends and PROXY settings, and the same drains; only
+// members' states, health and leases differ. Such a change adds and
+// releases nothing and ends no connection, so undoing it is as safe as
+// doing it. The cost follows the size of the change (see diff).
+func routesEarly(cur, next *Table) bool {
+	if len(cur.parts) > 0 || len(next.parts) > 0 || !slices.Equal(cur.drains, next.drains) {
+		return false
+	}
+	same := true
+	diff(cur.bindings, next.bindings, func(_ Key, a *Binding, inCur bool, b *Binding, inNext bool) {
+		if !same {
+			return
+		}
+		if !inCur || !inNext || len(a.Members) != len(b.Members) {
+			same = false
+			return
+		}
+		for i := range a.Members {
+			x, y := &a.Members[i], &b.Members[i]
+			if x.Name != y.Name || x.Backend != y.Backend || x.ProxyProtocol != y.ProxyProtocol {
+				same = false
+				return
+			}
+		}
+	})
+	return same
+}
+
+// heldLocked returns a table that holds every address the applier holds:
+// the published table's and the pending one's; r.mu is held.
+func (r *Registry) heldLocked() *Table {
+	return Union(r.snap.Load(), r.pending)
+}
