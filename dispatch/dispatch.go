@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/vipmux/vipmux/registry"
+	"github.com/vipmux/vipmux/stack"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -258,8 +259,8 @@ func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	}
 	defer f.wg.Done()
 	id := r.ID()
-	dst := fromTCPIP(id.LocalAddress)
-	src := netip.AddrPortFrom(fromTCPIP(id.RemoteAddress), id.RemotePort)
+	dst := stack.FromAddr(id.LocalAddress)
+	src := netip.AddrPortFrom(stack.FromAddr(id.RemoteAddress), id.RemotePort)
 
 	m, key, ok := f.table.Lookup(dst, id.LocalPort)
 	mk := memberKey{key: key, name: m.Name}
@@ -794,9 +795,4 @@ func pipe(dst, src net.Conn, total *atomic.Uint64) (uint64, error) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.ETIMEDOUT)
-}
-
-func fromTCPIP(a tcpip.Address) netip.Addr {
-	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return ip
 }

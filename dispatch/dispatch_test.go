@@ -124,7 +124,7 @@ func newClientStack(t testing.TB, link gstack.LinkEndpoint) *gstack.Stack {
 	}
 	pa := tcpip.ProtocolAddress{
 		Protocol:          ipv4.ProtocolNumber,
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(clientIP.As4()), PrefixLen: frontNet.Bits()},
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: stack.ToAddr(clientIP), PrefixLen: frontNet.Bits()},
 	}
 	if err := s.AddProtocolAddress(clientNIC, pa, gstack.AddressProperties{}); err != nil {
 		t.Fatalf("client AddProtocolAddress(%s): %s", clientIP, err)
@@ -145,7 +145,7 @@ func (e *env) register(t testing.TB, reg registry.Registration) {
 func (e *env) dial(dst netip.AddrPort) (*gonet.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return gonet.DialContextTCP(ctx, e.client, tcpip.FullAddress{NIC: clientNIC, Addr: tcpip.AddrFrom4(dst.Addr().As4()), Port: dst.Port()}, ipv4.ProtocolNumber)
+	return gonet.DialContextTCP(ctx, e.client, tcpip.FullAddress{NIC: clientNIC, Addr: stack.ToAddr(dst.Addr()), Port: dst.Port()}, ipv4.ProtocolNumber)
 }
 
 // mustDial is dial that fails t on error and closes the connection in

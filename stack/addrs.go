@@ -141,7 +141,7 @@ func (st *Stack) diff(a, b *registry.Table) []netip.Addr {
 func (st *Stack) Addrs() []netip.Addr {
 	var out []netip.Addr
 	for _, pa := range st.s.NICInfo()[nicID].ProtocolAddresses {
-		if a, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice()); ok {
+		if a := FromAddr(pa.AddressWithPrefix.Address); a.IsValid() {
 			out = append(out, a)
 		}
 	}
@@ -168,7 +168,7 @@ func (st *Stack) add(a netip.Addr) error {
 	}
 	pa := tcpip.ProtocolAddress{
 		Protocol:          proto,
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toAddr(a), PrefixLen: bits},
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: ToAddr(a), PrefixLen: bits},
 	}
 	if err := st.s.AddProtocolAddress(nicID, pa, gstack.AddressProperties{}); err != nil {
 		return fmt.Errorf("hold %s: %s", a, err)
@@ -182,21 +182,31 @@ func (st *Stack) add(a netip.Addr) error {
 // remove releases a and stops its announcements; st.mu must be held.
 func (st *Stack) remove(a netip.Addr) {
 	st.announcer.stop(a)
-	if err := st.s.RemoveAddress(nicID, toAddr(a)); err != nil {
+	if err := st.s.RemoveAddress(nicID, ToAddr(a)); err != nil {
 		st.log.Warn("release address", "ip", a, "err", err.String())
 	}
 }
 
-// toAddr converts a netip.Addr to gVisor's address type.
-func toAddr(a netip.Addr) tcpip.Address {
+// ToAddr converts a to gVisor's address type. It is the one conversion
+// from netip to gVisor in vipmux: packages that meet gVisor's addresses
+// (dispatch, tests building frames) use it and FromAddr.
+func ToAddr(a netip.Addr) tcpip.Address {
 	if a.Is4() {
 		return tcpip.AddrFrom4(a.As4())
 	}
 	return tcpip.AddrFrom16(a.As16())
 }
 
-// FromAddr converts gVisor's address type to a netip.Addr.
+// FromAddr converts gVisor's address type to a netip.Addr: a 4-byte
+// address becomes IPv4, a 16-byte one IPv6 (an IPv4-mapped one stays
+// mapped), anything else the zero Addr. It does not allocate; dispatch
+// calls it twice on every SYN.
 func FromAddr(a tcpip.Address) netip.Addr {
-	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return ip
+	switch a.Len() {
+	case 4:
+		return netip.AddrFrom4(a.As4())
+	case 16:
+		return netip.AddrFrom16(a.As16())
+	}
+	return netip.Addr{}
 }

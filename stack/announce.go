@@ -178,7 +178,7 @@ func (st *Stack) garpAnnounce(a netip.Addr) {
 // existing neighbour entry for a to that MAC (state STALE) and creates
 // none, as with gratuitous ARP.
 func (st *Stack) advertise(a netip.Addr) {
-	b := neighborAdvert(toAddr(a), st.mac)
+	b := neighborAdvert(ToAddr(a), st.mac)
 	dst := header.EthernetAddressFromMulticastIPv6Address(header.IPv6AllNodesMulticastAddress)
 	if err := st.s.WritePacketToRemote(nicID, dst, ipv6.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
 		st.log.Warn("unsolicited neighbor advertisement", "ip", a, "err", err.String())

@@ -53,7 +53,7 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 		// it only hands the result over (the channel has room for every
 		// result).
 		h := func(r gstack.DADResult) { results <- result{a, r} }
-		disp, err := st.s.CheckDuplicateAddress(nicID, proto, toAddr(a), h)
+		disp, err := st.s.CheckDuplicateAddress(nicID, proto, ToAddr(a), h)
 		if err != nil {
 			return fmt.Errorf("probe %s: %s", a, err)
 		}

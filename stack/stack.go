@@ -338,7 +338,7 @@ func (st *Stack) configure(opts Options) error {
 	}
 	var routes []tcpip.Route
 	for _, p := range opts.Networks {
-		sub, err := tcpip.NewSubnet(toAddr(p.Masked().Addr()), tcpip.MaskFromBytes(prefixMask(p)))
+		sub, err := tcpip.NewSubnet(ToAddr(p.Masked().Addr()), tcpip.MaskFromBytes(prefixMask(p)))
 		if err != nil {
 			return fmt.Errorf("route for %s: %v", p, err)
 		}
@@ -349,7 +349,7 @@ func (st *Stack) configure(opts Options) error {
 		if opts.Router.Is6() {
 			dst = header.IPv6EmptySubnet
 		}
-		routes = append(routes, tcpip.Route{Destination: dst, Gateway: toAddr(opts.Router), NIC: nicID})
+		routes = append(routes, tcpip.Route{Destination: dst, Gateway: ToAddr(opts.Router), NIC: nicID})
 	}
 	st.s.SetRouteTable(routes)
 	st.mu.Lock()
