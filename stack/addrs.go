@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,9 +11,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
-
-// ErrNotInNetworks reports an address outside every front network.
-var ErrNotInNetworks = errors.New("address outside the front networks")
 
 var _ registry.Applier = (*Stack)(nil)
 

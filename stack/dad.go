@@ -3,18 +3,15 @@ package stack
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
 
-	"github.com/vipmux/vipmux/registry"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
-
-// errClosed reports a Prepare interrupted by Close.
-var errClosed = errors.New("stack closed")
 
 // probeLocked runs duplicate address detection for the addresses of addrs
 // that are not restored ones, all at once (ARP for IPv4, NDP for IPv6), and
@@ -89,18 +86,13 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 	if len(conflicts) > 0 {
 		slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
 		c := conflicts[0]
-		holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress
-		by := holder.String()
-		if holder == "" {
+		conflict := &ConflictError{Addr: c.ip}
+		if holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress; holder != "" {
 			// An NDP advertisement may leave out the holder's MAC.
-			by = "another host"
+			conflict.MAC = net.HardwareAddr(holder)
 		}
-		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", by)
-		return &registry.FieldError{
-			Field: "ip",
-			Kind:  registry.ErrConflict,
-			Msg:   fmt.Sprintf("%s is already in use on the front link by %s (duplicate address)", c.ip, by),
-		}
+		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", holderName(conflict.MAC))
+		return conflict
 	}
 	return failed
 }

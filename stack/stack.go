@@ -105,9 +105,8 @@ type Options struct {
 	// for IPv4, NDP duplicate address detection Neighbor Solicitations
 	// (source ::, to the address's solicited-node group) for IPv6. If
 	// another host answers for the address within DADProbes x
-	// DADInterval, Prepare fails with a *registry.FieldError of kind
-	// registry.ErrConflict naming the address and the MAC that answered,
-	// and holds nothing. The addresses of one Prepare are probed at once,
+	// DADInterval, Prepare fails with a *ConflictError (ErrAddressInUse)
+	// naming the address and the MAC that answered, and holds nothing. The addresses of one Prepare are probed at once,
 	// so a change waits DADProbes x DADInterval (the default 200ms) in
 	// all, with the registry's write lock held. Static addresses and
 	// Restored ones are not probed. A conflict is an ARP reply for the
