@@ -251,126 +251,125 @@ func New(opts Options) *Forwarder {
 
 // Handle turns one SYN into a proxied connection or a RST. The stack calls
 // it on a goroutine of its own; Handle returns when the connection is over.
+//
+// A SYN goes through three steps, each of which returns Proxied to go on
+// or the outcome that refuses it: route (the table's member), connect (the
+// backend, with redispatch) and handshake (the client's side). A refused
+// SYN takes the one refusal path, refuse; an accepted one is proxied.
 func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	a := attempt{
+		src:   netip.AddrPortFrom(stack.FromAddr(id.RemoteAddress), id.RemotePort),
+		front: netip.AddrPortFrom(stack.FromAddr(id.LocalAddress), id.LocalPort),
+	}
 	if !f.enter() {
-		f.count(nil, NoRoute)
-		r.Complete(true)
+		a.why = "forwarder closed"
+		f.refuse(r, &a, NoRoute)
 		return
 	}
 	defer f.wg.Done()
-	id := r.ID()
-	dst := stack.FromAddr(id.LocalAddress)
-	src := netip.AddrPortFrom(stack.FromAddr(id.RemoteAddress), id.RemotePort)
-
-	m, key, ok := f.table.Lookup(dst, id.LocalPort)
-	mk := memberKey{key: key, name: m.Name}
-	c := f.counters(mk)
-	if !ok {
-		f.count(c, NoRoute)
-		r.Complete(true)
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("no active member", "client", src, "dst", netip.AddrPortFrom(dst, id.LocalPort))
-		}
+	o := f.route(&a)
+	if o == Proxied {
+		o = f.connect(&a)
+	}
+	if o == Proxied {
+		o = f.handshake(r, &a)
+	}
+	if o != Proxied {
+		f.refuse(r, &a, o)
 		return
 	}
-	front := netip.AddrPortFrom(dst, id.LocalPort)
-	bc, m, c := f.connect(m, key, c, src, front)
-	if bc == nil {
-		r.Complete(true)
-		return
-	}
-	mk = memberKey{key: key, name: m.Name}
-	backend := backendAddr(m, front.Port())
-
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
-	if terr != nil {
-		f.count(c, HandshakeFailed)
-		r.Complete(true)
-		bc.Close()
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("client handshake failed", "client", src, "binding", key, "err", terr.String())
-		}
-		return
-	}
-	r.Complete(false)
-	setClientOptions(ep)
-	cc := gonet.NewTCPConn(&wq, ep)
-	f.count(c, Proxied)
-
-	p := &proxied{client: cc, ep: ep, backend: bc, member: mk, counters: c}
-	if !f.track(p) {
-		p.close()
-		return
-	}
-	defer f.untrack(p)
-	// Per-connection lines are debug only; the check keeps the arguments
-	// from being built when debug is off.
-	debug := f.log.Enabled(context.Background(), slog.LevelDebug)
-	var start time.Time
-	if debug {
-		start = time.Now()
-		f.log.Debug("connection accepted", "client", src, "binding", key, "member", m.Name, "backend", backend)
-	}
-	toBackend, toClient := p.splice()
-	if debug {
-		f.log.Debug("connection closed", "client", src, "binding", key, "member", m.Name, "backend", backend,
-			"bytes_to_backend", toBackend, "bytes_to_client", toClient, "duration", time.Since(start))
-	}
+	f.count(a.counters, Proxied)
+	f.proxy(&a)
 }
 
-// connect dials m's backend for a client connection from src to front and
-// writes m's PROXY protocol header. When the dial fails and the Observer
-// answers that the member is under automatic failover, or the table marked
-// the member down while the dial waited (see dialScope), it redispatches
-// (HAProxy's "retries" with "option redispatch"): it dials the binding's
-// other members that are up, the serving one first, then the others in
-// the binding's order, each at most once, each attempt bounded by the dial
-// timeout. The client's handshake is still pending meanwhile, so a
-// redispatched client sees nothing of the failure.
+// attempt is what Handle's steps learn about one SYN on its way to a
+// proxied connection. It lives on Handle's stack.
+type attempt struct {
+	// src is the client, front the address and port that it dialled.
+	src, front netip.AddrPort
+	// key is the binding that the SYN was looked up in, member the member
+	// that it goes to (after a redispatch, the last one tried), counters
+	// that member's; counters is nil until route has run.
+	key      registry.Key
+	member   registry.Member
+	counters *counters
+	// backend is the backend connection, once connect has dialled it.
+	backend net.Conn
+	// client and ep are the client's side, once handshake has completed it.
+	client *gonet.TCPConn
+	ep     tcpip.Endpoint
+	// why and err say why a step refused the SYN: the refusal's debug line.
+	why string
+	err error
+}
+
+// route looks the SYN's destination up in the table: Proxied with the
+// member to dial, or NoRoute when the address or port has no binding or
+// the binding no active member. Either way the SYN gets the counters of
+// what it found.
+func (f *Forwarder) route(a *attempt) Outcome {
+	m, key, ok := f.table.Lookup(a.front.Addr(), a.front.Port())
+	a.key, a.member = key, m
+	a.counters = f.counters(memberKey{key: key, name: m.Name})
+	if !ok {
+		a.why = "no active member"
+		return NoRoute
+	}
+	return Proxied
+}
+
+// connect dials the member's backend for the client connection and writes
+// the member's PROXY protocol header: Proxied with a.backend set, or the
+// outcome of the last failed attempt (Refused, DialTimeout).
 //
-// It returns the backend connection, the member that it reaches and that
-// member's counters; or a nil connection when every attempt failed, with
-// the SYN's outcome counted on the last member tried. Every attempt but
-// the last one counts as a redispatch of its member.
+// When a dial fails and the Observer answers that the member is under
+// automatic failover, or the table marked the member down while the dial
+// waited (see dialScope), it redispatches (HAProxy's "retries" with
+// "option redispatch"): it dials the binding's other members that are up,
+// the serving one first, then the others in the binding's order, each at
+// most once, each attempt bounded by the dial timeout. The client's
+// handshake is still pending meanwhile, so a redispatched client sees
+// nothing of the failure. a.member and a.counters follow the member being
+// tried; every attempt but the last one counts as a redispatch of its
+// member.
 //
-// The success path of the first attempt costs nothing more than before:
+// The success path of the first attempt costs nothing more than a dial:
 // the table is only read again after a failure.
-func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (net.Conn, registry.Member, *counters) {
+func (f *Forwarder) connect(a *attempt) Outcome {
 	var tried []string // names of the members tried, once one failed
 	for {
-		bc, o, failover, err := f.dialMember(m, key, c, src, front)
-		if err == nil {
-			return bc, m, c
+		o, failover := f.dialMember(a)
+		if o == Proxied || !failover {
+			return o
 		}
-		if !failover {
-			f.count(c, o)
-			return nil, m, c
-		}
-		tried = append(tried, m.Name)
-		next, ok := nextMember(f.table.Table(), key, tried)
+		tried = append(tried, a.member.Name)
+		next, ok := nextMember(f.table.Table(), a.key, tried)
 		if !ok {
-			f.count(c, o)
-			return nil, m, c
+			return o
 		}
-		c.redispatched.Add(1)
+		a.counters.redispatched.Add(1)
 		f.redispatched.Add(1)
 		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("redispatching", "client", src, "binding", key, "failed_member", m.Name, "failed_outcome", o, "err", err, "member", next.Name)
+			f.log.Debug("redispatching", "client", a.src, "binding", a.key, "failed_member", a.member.Name,
+				"failed_backend", backendAddr(a.member, a.front.Port()), "failed_outcome", o, "err", a.err, "member", next.Name)
 		}
-		m, c = next, f.counters(memberKey{key: key, name: next.Name})
+		a.member, a.counters = next, f.counters(memberKey{key: a.key, name: next.Name})
+		a.why, a.err = "", nil
 	}
 }
 
-// dialMember dials m's backend (c are m's counters) and writes m's PROXY
-// protocol header. On a failure it returns the outcome that the SYN would
-// end in (Refused or DialTimeout) and whether the connection may be
-// redispatched: yes if the table marked m down during the dial; otherwise
-// it reports the failed dial to the Observer, which answers, unless the
-// forwarder is closing (a dial cut short says nothing of the member).
-func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (conn net.Conn, o Outcome, failover bool, err error) {
-	backend := backendAddr(m, front.Port())
-	ctx, cancel := context.WithTimeout(f.dialParent(c), time.Duration(f.dialTimeout.Load()))
+// dialMember dials a.member's backend and writes its PROXY protocol
+// header: Proxied with a.backend set, or the outcome that the SYN would
+// end in (Refused or DialTimeout), with a.why and a.err, and whether the
+// connection may be redispatched: yes if the table marked the member down
+// during the dial; otherwise it reports the failed dial to the Observer,
+// which answers, unless the forwarder is closing (a dial cut short says
+// nothing of the member).
+func (f *Forwarder) dialMember(a *attempt) (o Outcome, failover bool) {
+	m := a.member
+	backend := backendAddr(m, a.front.Port())
+	ctx, cancel := context.WithTimeout(f.dialParent(a.counters), time.Duration(f.dialTimeout.Load()))
 	bc, err := f.dial(ctx, "tcp", backend.String())
 	cause := context.Cause(ctx)
 	cancel()
@@ -387,12 +386,10 @@ func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters,
 			// the health check has spoken, and another member is up.
 			o, failover = DialTimeout, true
 		case f.observer != nil:
-			failover = f.observer.DialFailed(key, m.Name, err)
+			failover = f.observer.DialFailed(a.key, m.Name, err)
 		}
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "failover", failover, "err", err)
-		}
-		return nil, o, failover, err
+		a.why, a.err = "backend dial failed", err
+		return o, failover
 	}
 	if m.ProxyProtocol != registry.ProxyNone {
 		// The header goes first, before the client's handshake completes:
@@ -400,15 +397,81 @@ func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters,
 		// refused dial does. It is no health failure (the backend did
 		// accept the connection), and a member that takes no header is
 		// misconfigured, not dead: no redispatch.
-		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
+		if err := writeProxyHeader(bc, m.ProxyProtocol, a.src, a.front, time.Now().Add(f.DialTimeout())); err != nil {
 			bc.Close()
-			if f.log.Enabled(context.Background(), slog.LevelDebug) {
-				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
-			}
-			return nil, Refused, false, err
+			a.why, a.err = "backend refused the PROXY protocol header", err
+			return Refused, false
 		}
 	}
-	return bc, Proxied, false, nil
+	a.backend = bc
+	return Proxied, false
+}
+
+// handshake completes the client's handshake: Proxied with a.client and
+// a.ep set, or HandshakeFailed when the client went away.
+func (f *Forwarder) handshake(r *tcp.ForwarderRequest, a *attempt) Outcome {
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		a.why, a.err = "client handshake failed", errors.New(terr.String())
+		return HandshakeFailed
+	}
+	r.Complete(false)
+	setClientOptions(ep)
+	a.client, a.ep = gonet.NewTCPConn(&wq, ep), ep
+	return Proxied
+}
+
+// refuse is the one end of a refused SYN: it counts outcome o (on the
+// member's counters when route found any), answers the client with RST,
+// closes the backend connection if one was dialled, and logs one debug
+// line saying why.
+func (f *Forwarder) refuse(r *tcp.ForwarderRequest, a *attempt, o Outcome) {
+	f.count(a.counters, o)
+	r.Complete(true)
+	if a.backend != nil {
+		a.backend.Close()
+	}
+	// Per-connection lines are debug only; the check keeps the arguments
+	// from being built when debug is off.
+	if !f.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	args := []any{"client", a.src, "dst", a.front, "outcome", o}
+	if a.counters != nil {
+		args = append(args, "binding", a.key)
+	}
+	if a.member.Name != "" {
+		args = append(args, "member", a.member.Name, "backend", backendAddr(a.member, a.front.Port()))
+	}
+	if a.err != nil {
+		args = append(args, "err", a.err)
+	}
+	f.log.Debug(a.why, args...)
+}
+
+// proxy splices an accepted connection until both sides are done, tracked
+// so that Prune and Close can end it.
+func (f *Forwarder) proxy(a *attempt) {
+	p := &proxied{client: a.client, ep: a.ep, backend: a.backend, member: memberKey{key: a.key, name: a.member.Name}, counters: a.counters}
+	if !f.track(p) {
+		p.close()
+		return
+	}
+	defer f.untrack(p)
+	// Per-connection lines are debug only; the check keeps the arguments
+	// from being built when debug is off.
+	debug := f.log.Enabled(context.Background(), slog.LevelDebug)
+	var start time.Time
+	if debug {
+		start = time.Now()
+		f.log.Debug("connection accepted", "client", a.src, "binding", a.key, "member", a.member.Name, "backend", backendAddr(a.member, a.front.Port()))
+	}
+	toBackend, toClient := p.splice()
+	if debug {
+		f.log.Debug("connection closed", "client", a.src, "binding", a.key, "member", a.member.Name, "backend", backendAddr(a.member, a.front.Port()),
+			"bytes_to_backend", toBackend, "bytes_to_client", toClient, "duration", time.Since(start))
+	}
 }
 
 // nextMember returns the member that a connection to binding k goes to

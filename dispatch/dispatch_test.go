@@ -1066,3 +1066,79 @@ func TestConnectionLog(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalLog checks that a refused SYN, whatever refused it, logs one
+// debug line that says why and what became of it, and is counted once.
+func TestRefusalLog(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup registers bindings (closing fwd for the closed case) and
+		// returns the address to dial.
+		setup       func(t *testing.T, e *env, fwd *dispatch.Forwarder) netip.AddrPort
+		wantOutcome dispatch.Outcome
+		want        []string // substrings of the one line
+	}{
+		{
+			name: "no active member",
+			setup: func(t *testing.T, e *env, _ *dispatch.Forwarder) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: shared, Port: 8080, Backend: netip.MustParseAddrPort("127.0.0.1:9"), State: registry.Standby})
+				return netip.AddrPortFrom(shared, 8080)
+			},
+			wantOutcome: dispatch.NoRoute,
+			want:        []string{"no active member ", "client=198.18.0.1:", "outcome=no_route", "binding=" + shared.String() + ":8080"},
+		},
+		{
+			name: "backend refused",
+			setup: func(t *testing.T, e *env, _ *dispatch.Forwarder) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: closedPort(t)})
+				return netip.AddrPortFrom(vip, 80)
+			},
+			wantOutcome: dispatch.Refused,
+			want:        []string{"backend dial failed ", "outcome=refused", "member=srv", "backend=127.0.0.1:", "err="},
+		},
+		{
+			name: "forwarder closed",
+			setup: func(t *testing.T, e *env, fwd *dispatch.Forwarder) netip.AddrPort {
+				be := newBackend(t, echo)
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+				fwd.Close()
+				return netip.AddrPortFrom(vip, 80)
+			},
+			wantOutcome: dispatch.NoRoute,
+			want:        []string{"forwarder closed ", "outcome=no_route", "dst=" + vip.String() + ":80"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &recordHandler{level: slog.LevelDebug}
+			e := newEnv(t, dispatch.Options{})
+			e.fwd.Close() // replaced by one that logs to h
+			fwd := dispatch.New(dispatch.Options{Table: e.reg, Logger: slog.New(h)})
+			t.Cleanup(fwd.Close)
+			e.st.HandleTCP(64, fwd.Handle)
+			dst := tc.setup(t, e, fwd)
+			if c, err := e.dial(dst); err == nil {
+				c.Close()
+				t.Fatalf("DialContextTCP(%s) succeeded, want connection refused", dst)
+			}
+			var lines []string
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(lines) == 0; time.Sleep(10 * time.Millisecond) {
+				lines = h.lines()
+			}
+			fwd.Close() // every Handle done: nothing more can be logged
+			lines = h.lines()
+			if len(lines) != 1 {
+				t.Fatalf("logged %q, want one line", lines)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("line %q, want it to contain %q", lines[0], w)
+				}
+			}
+			want := map[dispatch.Outcome]uint64{tc.wantOutcome: 1}
+			if diff := cmp.Diff(want, nonZero(fwd.Outcomes())); diff != "" {
+				t.Errorf("Outcomes() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
