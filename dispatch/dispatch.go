@@ -177,14 +177,18 @@ type Forwarder struct {
 	// dial to another member of the binding.
 	redispatched atomic.Uint64
 
+	// members maps a memberKey to the *counters of every member that a
+	// connection went (or was refused) to, and of bindings without an
+	// active member (name ""); Prune forgets those whose member left the
+	// table. Every SYN reads it without a lock (a member's entry is added
+	// once and only Prune deletes it); mu serializes the adds and deletes,
+	// so that mode2 stays in step.
+	members sync.Map
+
 	// mu guards the following fields.
 	mu     sync.Mutex
 	closed bool
 	conns  map[*proxied]struct{}
-	// members are the counters of every member that a connection went (or
-	// was refused) to, and of bindings without an active member (name "");
-	// Prune forgets those whose member left the table.
-	members map[memberKey]*counters
 	// mode2 are the entries of members that belong to mode-2 members:
 	// those with a dial scope, which Prune keeps in step with the table.
 	mode2 map[memberKey]*counters
@@ -237,7 +241,6 @@ func New(opts Options) *Forwarder {
 		log:      opts.Logger,
 		observer: opts.Observer,
 		conns:    map[*proxied]struct{}{},
-		members:  map[memberKey]*counters{},
 		mode2:    map[memberKey]*counters{},
 	}
 	f.SetDialTimeout(opts.DialTimeout)
@@ -519,13 +522,11 @@ func (f *Forwarder) DialTimeout() time.Duration { return time.Duration(f.dialTim
 // Conns returns the number of live connections of member name in binding
 // k. It implements control.Conns.
 func (f *Forwarder) Conns(k registry.Key, name string) int64 {
-	f.mu.Lock()
-	c := f.members[memberKey{key: k, name: name}]
-	f.mu.Unlock()
-	if c == nil {
+	c, ok := f.members.Load(memberKey{key: k, name: name})
+	if !ok {
 		return 0
 	}
-	return c.active.Load()
+	return c.(*counters).active.Load()
 }
 
 // Stats returns the counters of every member that connections went (or
@@ -533,16 +534,10 @@ func (f *Forwarder) Conns(k registry.Key, name string) int64 {
 // order. The counters of a member that leaves the table are dropped (see
 // Prune); they start from zero if it comes back.
 func (f *Forwarder) Stats() []MemberStats {
-	f.mu.Lock()
-	out := make([]MemberStats, 0, len(f.members))
-	cs := make([]*counters, 0, len(f.members))
-	for mk, c := range f.members {
-		out = append(out, MemberStats{Binding: mk.key, Member: mk.name})
-		cs = append(cs, c)
-	}
-	f.mu.Unlock()
-	for i, c := range cs {
-		s := &out[i]
+	out := []MemberStats{}
+	f.members.Range(func(k, v any) bool {
+		mk, c := k.(memberKey), v.(*counters)
+		s := MemberStats{Binding: mk.key, Member: mk.name}
 		for o := range numOutcomes {
 			s.Outcomes[o] = c.outcomes[o].Load()
 		}
@@ -550,7 +545,9 @@ func (f *Forwarder) Stats() []MemberStats {
 		s.Active = c.active.Load()
 		s.BytesToBackend = c.toBackend.Load()
 		s.BytesToClient = c.toClient.Load()
-	}
+		out = append(out, s)
+		return true
+	})
 	return out
 }
 
@@ -581,10 +578,18 @@ func (f *Forwarder) Close() {
 	f.mu.Lock()
 	f.closed = true
 	f.cancel()
+	// Collected under the lock, closed after it: closing a connection
+	// takes gVisor's and the kernel's locks, and the SYNs and connections
+	// that end meanwhile need f.mu (untrack). No connection is tracked
+	// once closed is set.
+	conns := make([]*proxied, 0, len(f.conns))
 	for p := range f.conns {
-		p.close()
+		conns = append(conns, p)
 	}
 	f.mu.Unlock()
+	for _, p := range conns {
+		p.close()
+	}
 	f.wg.Wait()
 }
 
@@ -596,19 +601,23 @@ func (f *Forwarder) count(c *counters, o Outcome) {
 	}
 }
 
-// counters returns mk's counters, creating them on first use.
+// counters returns mk's counters, creating them on first use. Every SYN
+// calls it: after a member's first connection it takes no lock.
 func (f *Forwarder) counters(mk memberKey) *counters {
+	if c, ok := f.members.Load(mk); ok {
+		return c.(*counters)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c := f.members[mk]
-	if c == nil {
-		c = &counters{}
-		f.members[mk] = c
-		if mk.key.Port != 0 && mk.name != "" {
-			c.scope.Store(f.newScope())
-			f.mode2[mk] = c
-		}
+	if c, ok := f.members.Load(mk); ok {
+		return c.(*counters)
 	}
+	c := &counters{}
+	if mk.key.Port != 0 && mk.name != "" {
+		c.scope.Store(f.newScope())
+		f.mode2[mk] = c
+	}
+	f.members.Store(mk, c)
 	return c
 }
 
@@ -678,32 +687,46 @@ func (f *Forwarder) enter() bool {
 // the drain; the table holds its address until then. Prune also forgets
 // the counters (Stats) of members that left. Give Prune to registry.Watch.
 func (f *Forwarder) Prune(prev, next *registry.Table) {
+	// Aborted after the lock is released (see Close), in the order
+	// collected.
+	for _, p := range f.pruneTable(prev, next) {
+		p.abort()
+	}
+}
+
+// pruneTable does Prune's work under f.mu, which it takes, and returns
+// the connections to abort.
+func (f *Forwarder) pruneTable(prev, next *registry.Table) []*proxied {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.scopesLocked(next)
 	if !registry.MembersLeft(prev, next) {
-		return // renewals, health reports, switches: no connection to end
+		return nil // renewals, health reports, switches: no connection to end
 	}
+	var gone []*proxied
 	for p := range f.conns {
 		if !inTable(next, p.member) {
-			p.abort()
+			gone = append(gone, p)
 		}
 	}
-	for mk := range f.members {
+	f.members.Range(func(k, _ any) bool {
+		mk := k.(memberKey)
 		if mk.name == "" {
 			// Refusals without a member: kept while the address is held.
 			if next.Holds(mk.key.IP) {
-				continue
+				return true
 			}
 		} else if inTable(next, mk) {
-			continue
+			return true
 		}
 		if c := f.mode2[mk]; c != nil {
 			c.scope.Load().cancel(errMemberDown)
 			delete(f.mode2, mk)
 		}
-		delete(f.members, mk)
-	}
+		f.members.Delete(mk)
+		return true
+	})
+	return gone
 }
 
 // inTable reports whether mk is a member of t, or a member whose drain

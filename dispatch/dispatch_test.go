@@ -1142,3 +1142,70 @@ func TestRefusalLog(t *testing.T) {
 		})
 	}
 }
+
+// reentrantConn is a backend connection whose Close calls back into the
+// forwarder (onClose) before closing, as closing a real connection may
+// wait on what the forwarder's own goroutines hold.
+type reentrantConn struct {
+	*net.TCPConn
+	onClose func()
+}
+
+func (c *reentrantConn) Close() error {
+	c.onClose()
+	return c.TCPConn.Close()
+}
+
+// TestEndOutsideLock checks that Prune and Close end connections after
+// releasing the forwarder's lock: a backend connection whose Close asks
+// the forwarder for its Active count is closed without waiting on it.
+func TestEndOutsideLock(t *testing.T) {
+	tests := []struct {
+		name string
+		end  func(t *testing.T, e *env)
+	}{
+		{"Prune", func(t *testing.T, e *env) {
+			if err := e.reg.Deregister("srv", registry.Key{IP: vip}); err != nil {
+				t.Fatalf("Deregister: %v", err)
+			}
+		}},
+		{"Close", func(t *testing.T, e *env) { closeWithin(t, e.fwd, 5*time.Second) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				fwd     atomic.Pointer[dispatch.Forwarder]
+				blocked atomic.Int32
+			)
+			onClose := func() {
+				done := make(chan struct{})
+				go func() { fwd.Load().Active(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(2 * time.Second): // a deadlock, not a delay
+					blocked.Add(1)
+				}
+			}
+			var d net.Dialer
+			e := newEnv(t, dispatch.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := d.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &reentrantConn{TCPConn: c.(*net.TCPConn), onClose: onClose}, nil
+			}})
+			fwd.Store(e.fwd)
+			be := newBackend(t, echo)
+			e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+			c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+			defer c.Close()
+			echoOnce(t, c, "open")
+
+			tc.end(t, e)
+			e.waitConns(t, registry.Key{IP: vip}, "srv", 0)
+			if n := blocked.Load(); n != 0 {
+				t.Errorf("%s: a backend connection's Close waited on the forwarder's lock (%d times), want it closed after the lock is released", tc.name, n)
+			}
+		})
+	}
+}
