@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/vipmux/vipmux/registry"
+	"github.com/vipmux/vipmux/stack"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -176,14 +177,18 @@ type Forwarder struct {
 	// dial to another member of the binding.
 	redispatched atomic.Uint64
 
+	// members maps a memberKey to the *counters of every member that a
+	// connection went (or was refused) to, and of bindings without an
+	// active member (name ""); Prune forgets those whose member left the
+	// table. Every SYN reads it without a lock (a member's entry is added
+	// once and only Prune deletes it); mu serializes the adds and deletes,
+	// so that mode2 stays in step.
+	members sync.Map
+
 	// mu guards the following fields.
 	mu     sync.Mutex
 	closed bool
 	conns  map[*proxied]struct{}
-	// members are the counters of every member that a connection went (or
-	// was refused) to, and of bindings without an active member (name "");
-	// Prune forgets those whose member left the table.
-	members map[memberKey]*counters
 	// mode2 are the entries of members that belong to mode-2 members:
 	// those with a dial scope, which Prune keeps in step with the table.
 	mode2 map[memberKey]*counters
@@ -236,7 +241,6 @@ func New(opts Options) *Forwarder {
 		log:      opts.Logger,
 		observer: opts.Observer,
 		conns:    map[*proxied]struct{}{},
-		members:  map[memberKey]*counters{},
 		mode2:    map[memberKey]*counters{},
 	}
 	f.SetDialTimeout(opts.DialTimeout)
@@ -250,126 +254,125 @@ func New(opts Options) *Forwarder {
 
 // Handle turns one SYN into a proxied connection or a RST. The stack calls
 // it on a goroutine of its own; Handle returns when the connection is over.
+//
+// A SYN goes through three steps, each of which returns Proxied to go on
+// or the outcome that refuses it: route (the table's member), connect (the
+// backend, with redispatch) and handshake (the client's side). A refused
+// SYN takes the one refusal path, refuse; an accepted one is proxied.
 func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	a := attempt{
+		src:   netip.AddrPortFrom(stack.FromAddr(id.RemoteAddress), id.RemotePort),
+		front: netip.AddrPortFrom(stack.FromAddr(id.LocalAddress), id.LocalPort),
+	}
 	if !f.enter() {
-		f.count(nil, NoRoute)
-		r.Complete(true)
+		a.why = "forwarder closed"
+		f.refuse(r, &a, NoRoute)
 		return
 	}
 	defer f.wg.Done()
-	id := r.ID()
-	dst := fromTCPIP(id.LocalAddress)
-	src := netip.AddrPortFrom(fromTCPIP(id.RemoteAddress), id.RemotePort)
-
-	m, key, ok := f.table.Lookup(dst, id.LocalPort)
-	mk := memberKey{key: key, name: m.Name}
-	c := f.counters(mk)
-	if !ok {
-		f.count(c, NoRoute)
-		r.Complete(true)
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("no active member", "client", src, "dst", netip.AddrPortFrom(dst, id.LocalPort))
-		}
+	o := f.route(&a)
+	if o == Proxied {
+		o = f.connect(&a)
+	}
+	if o == Proxied {
+		o = f.handshake(r, &a)
+	}
+	if o != Proxied {
+		f.refuse(r, &a, o)
 		return
 	}
-	front := netip.AddrPortFrom(dst, id.LocalPort)
-	bc, m, c := f.connect(m, key, c, src, front)
-	if bc == nil {
-		r.Complete(true)
-		return
-	}
-	mk = memberKey{key: key, name: m.Name}
-	backend := backendAddr(m, front.Port())
-
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
-	if terr != nil {
-		f.count(c, HandshakeFailed)
-		r.Complete(true)
-		bc.Close()
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("client handshake failed", "client", src, "binding", key, "err", terr.String())
-		}
-		return
-	}
-	r.Complete(false)
-	setClientOptions(ep)
-	cc := gonet.NewTCPConn(&wq, ep)
-	f.count(c, Proxied)
-
-	p := &proxied{client: cc, ep: ep, backend: bc, member: mk, counters: c}
-	if !f.track(p) {
-		p.close()
-		return
-	}
-	defer f.untrack(p)
-	// Per-connection lines are debug only; the check keeps the arguments
-	// from being built when debug is off.
-	debug := f.log.Enabled(context.Background(), slog.LevelDebug)
-	var start time.Time
-	if debug {
-		start = time.Now()
-		f.log.Debug("connection accepted", "client", src, "binding", key, "member", m.Name, "backend", backend)
-	}
-	toBackend, toClient := p.splice()
-	if debug {
-		f.log.Debug("connection closed", "client", src, "binding", key, "member", m.Name, "backend", backend,
-			"bytes_to_backend", toBackend, "bytes_to_client", toClient, "duration", time.Since(start))
-	}
+	f.count(a.counters, Proxied)
+	f.proxy(&a)
 }
 
-// connect dials m's backend for a client connection from src to front and
-// writes m's PROXY protocol header. When the dial fails and the Observer
-// answers that the member is under automatic failover, or the table marked
-// the member down while the dial waited (see dialScope), it redispatches
-// (HAProxy's "retries" with "option redispatch"): it dials the binding's
-// other members that are up, the serving one first, then the others in
-// the binding's order, each at most once, each attempt bounded by the dial
-// timeout. The client's handshake is still pending meanwhile, so a
-// redispatched client sees nothing of the failure.
+// attempt is what Handle's steps learn about one SYN on its way to a
+// proxied connection. It lives on Handle's stack.
+type attempt struct {
+	// src is the client, front the address and port that it dialled.
+	src, front netip.AddrPort
+	// key is the binding that the SYN was looked up in, member the member
+	// that it goes to (after a redispatch, the last one tried), counters
+	// that member's; counters is nil until route has run.
+	key      registry.Key
+	member   registry.Member
+	counters *counters
+	// backend is the backend connection, once connect has dialled it.
+	backend net.Conn
+	// client and ep are the client's side, once handshake has completed it.
+	client *gonet.TCPConn
+	ep     tcpip.Endpoint
+	// why and err say why a step refused the SYN: the refusal's debug line.
+	why string
+	err error
+}
+
+// route looks the SYN's destination up in the table: Proxied with the
+// member to dial, or NoRoute when the address or port has no binding or
+// the binding no active member. Either way the SYN gets the counters of
+// what it found.
+func (f *Forwarder) route(a *attempt) Outcome {
+	m, key, ok := f.table.Lookup(a.front.Addr(), a.front.Port())
+	a.key, a.member = key, m
+	a.counters = f.counters(memberKey{key: key, name: m.Name})
+	if !ok {
+		a.why = "no active member"
+		return NoRoute
+	}
+	return Proxied
+}
+
+// connect dials the member's backend for the client connection and writes
+// the member's PROXY protocol header: Proxied with a.backend set, or the
+// outcome of the last failed attempt (Refused, DialTimeout).
 //
-// It returns the backend connection, the member that it reaches and that
-// member's counters; or a nil connection when every attempt failed, with
-// the SYN's outcome counted on the last member tried. Every attempt but
-// the last one counts as a redispatch of its member.
+// When a dial fails and the Observer answers that the member is under
+// automatic failover, or the table marked the member down while the dial
+// waited (see dialScope), it redispatches (HAProxy's "retries" with
+// "option redispatch"): it dials the binding's other members that are up,
+// the serving one first, then the others in the binding's order, each at
+// most once, each attempt bounded by the dial timeout. The client's
+// handshake is still pending meanwhile, so a redispatched client sees
+// nothing of the failure. a.member and a.counters follow the member being
+// tried; every attempt but the last one counts as a redispatch of its
+// member.
 //
-// The success path of the first attempt costs nothing more than before:
+// The success path of the first attempt costs nothing more than a dial:
 // the table is only read again after a failure.
-func (f *Forwarder) connect(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (net.Conn, registry.Member, *counters) {
+func (f *Forwarder) connect(a *attempt) Outcome {
 	var tried []string // names of the members tried, once one failed
 	for {
-		bc, o, failover, err := f.dialMember(m, key, c, src, front)
-		if err == nil {
-			return bc, m, c
+		o, failover := f.dialMember(a)
+		if o == Proxied || !failover {
+			return o
 		}
-		if !failover {
-			f.count(c, o)
-			return nil, m, c
-		}
-		tried = append(tried, m.Name)
-		next, ok := nextMember(f.table.Table(), key, tried)
+		tried = append(tried, a.member.Name)
+		next, ok := nextMember(f.table.Table(), a.key, tried)
 		if !ok {
-			f.count(c, o)
-			return nil, m, c
+			return o
 		}
-		c.redispatched.Add(1)
+		a.counters.redispatched.Add(1)
 		f.redispatched.Add(1)
 		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("redispatching", "client", src, "binding", key, "failed_member", m.Name, "failed_outcome", o, "err", err, "member", next.Name)
+			f.log.Debug("redispatching", "client", a.src, "binding", a.key, "failed_member", a.member.Name,
+				"failed_backend", backendAddr(a.member, a.front.Port()), "failed_outcome", o, "err", a.err, "member", next.Name)
 		}
-		m, c = next, f.counters(memberKey{key: key, name: next.Name})
+		a.member, a.counters = next, f.counters(memberKey{key: a.key, name: next.Name})
+		a.why, a.err = "", nil
 	}
 }
 
-// dialMember dials m's backend (c are m's counters) and writes m's PROXY
-// protocol header. On a failure it returns the outcome that the SYN would
-// end in (Refused or DialTimeout) and whether the connection may be
-// redispatched: yes if the table marked m down during the dial; otherwise
-// it reports the failed dial to the Observer, which answers, unless the
-// forwarder is closing (a dial cut short says nothing of the member).
-func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters, src, front netip.AddrPort) (conn net.Conn, o Outcome, failover bool, err error) {
-	backend := backendAddr(m, front.Port())
-	ctx, cancel := context.WithTimeout(f.dialParent(c), time.Duration(f.dialTimeout.Load()))
+// dialMember dials a.member's backend and writes its PROXY protocol
+// header: Proxied with a.backend set, or the outcome that the SYN would
+// end in (Refused or DialTimeout), with a.why and a.err, and whether the
+// connection may be redispatched: yes if the table marked the member down
+// during the dial; otherwise it reports the failed dial to the Observer,
+// which answers, unless the forwarder is closing (a dial cut short says
+// nothing of the member).
+func (f *Forwarder) dialMember(a *attempt) (o Outcome, failover bool) {
+	m := a.member
+	backend := backendAddr(m, a.front.Port())
+	ctx, cancel := context.WithTimeout(f.dialParent(a.counters), time.Duration(f.dialTimeout.Load()))
 	bc, err := f.dial(ctx, "tcp", backend.String())
 	cause := context.Cause(ctx)
 	cancel()
@@ -386,12 +389,10 @@ func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters,
 			// the health check has spoken, and another member is up.
 			o, failover = DialTimeout, true
 		case f.observer != nil:
-			failover = f.observer.DialFailed(key, m.Name, err)
+			failover = f.observer.DialFailed(a.key, m.Name, err)
 		}
-		if f.log.Enabled(context.Background(), slog.LevelDebug) {
-			f.log.Debug("backend dial failed", "client", src, "binding", key, "member", m.Name, "backend", backend, "outcome", o, "failover", failover, "err", err)
-		}
-		return nil, o, failover, err
+		a.why, a.err = "backend dial failed", err
+		return o, failover
 	}
 	if m.ProxyProtocol != registry.ProxyNone {
 		// The header goes first, before the client's handshake completes:
@@ -399,15 +400,81 @@ func (f *Forwarder) dialMember(m registry.Member, key registry.Key, c *counters,
 		// refused dial does. It is no health failure (the backend did
 		// accept the connection), and a member that takes no header is
 		// misconfigured, not dead: no redispatch.
-		if err := writeProxyHeader(bc, m.ProxyProtocol, src, front, time.Now().Add(f.DialTimeout())); err != nil {
+		if err := writeProxyHeader(bc, m.ProxyProtocol, a.src, a.front, time.Now().Add(f.DialTimeout())); err != nil {
 			bc.Close()
-			if f.log.Enabled(context.Background(), slog.LevelDebug) {
-				f.log.Debug("backend refused the PROXY protocol header", "client", src, "binding", key, "member", m.Name, "backend", backend, "err", err)
-			}
-			return nil, Refused, false, err
+			a.why, a.err = "backend refused the PROXY protocol header", err
+			return Refused, false
 		}
 	}
-	return bc, Proxied, false, nil
+	a.backend = bc
+	return Proxied, false
+}
+
+// handshake completes the client's handshake: Proxied with a.client and
+// a.ep set, or HandshakeFailed when the client went away.
+func (f *Forwarder) handshake(r *tcp.ForwarderRequest, a *attempt) Outcome {
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		a.why, a.err = "client handshake failed", errors.New(terr.String())
+		return HandshakeFailed
+	}
+	r.Complete(false)
+	setClientOptions(ep)
+	a.client, a.ep = gonet.NewTCPConn(&wq, ep), ep
+	return Proxied
+}
+
+// refuse is the one end of a refused SYN: it counts outcome o (on the
+// member's counters when route found any), answers the client with RST,
+// closes the backend connection if one was dialled, and logs one debug
+// line saying why.
+func (f *Forwarder) refuse(r *tcp.ForwarderRequest, a *attempt, o Outcome) {
+	f.count(a.counters, o)
+	r.Complete(true)
+	if a.backend != nil {
+		a.backend.Close()
+	}
+	// Per-connection lines are debug only; the check keeps the arguments
+	// from being built when debug is off.
+	if !f.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	args := []any{"client", a.src, "dst", a.front, "outcome", o}
+	if a.counters != nil {
+		args = append(args, "binding", a.key)
+	}
+	if a.member.Name != "" {
+		args = append(args, "member", a.member.Name, "backend", backendAddr(a.member, a.front.Port()))
+	}
+	if a.err != nil {
+		args = append(args, "err", a.err)
+	}
+	f.log.Debug(a.why, args...)
+}
+
+// proxy splices an accepted connection until both sides are done, tracked
+// so that Prune and Close can end it.
+func (f *Forwarder) proxy(a *attempt) {
+	p := &proxied{client: a.client, ep: a.ep, backend: a.backend, member: memberKey{key: a.key, name: a.member.Name}, counters: a.counters}
+	if !f.track(p) {
+		p.close()
+		return
+	}
+	defer f.untrack(p)
+	// Per-connection lines are debug only; the check keeps the arguments
+	// from being built when debug is off.
+	debug := f.log.Enabled(context.Background(), slog.LevelDebug)
+	var start time.Time
+	if debug {
+		start = time.Now()
+		f.log.Debug("connection accepted", "client", a.src, "binding", a.key, "member", a.member.Name, "backend", backendAddr(a.member, a.front.Port()))
+	}
+	toBackend, toClient := p.splice()
+	if debug {
+		f.log.Debug("connection closed", "client", a.src, "binding", a.key, "member", a.member.Name, "backend", backendAddr(a.member, a.front.Port()),
+			"bytes_to_backend", toBackend, "bytes_to_client", toClient, "duration", time.Since(start))
+	}
 }
 
 // nextMember returns the member that a connection to binding k goes to
@@ -455,13 +522,11 @@ func (f *Forwarder) DialTimeout() time.Duration { return time.Duration(f.dialTim
 // Conns returns the number of live connections of member name in binding
 // k. It implements control.Conns.
 func (f *Forwarder) Conns(k registry.Key, name string) int64 {
-	f.mu.Lock()
-	c := f.members[memberKey{key: k, name: name}]
-	f.mu.Unlock()
-	if c == nil {
+	c, ok := f.members.Load(memberKey{key: k, name: name})
+	if !ok {
 		return 0
 	}
-	return c.active.Load()
+	return c.(*counters).active.Load()
 }
 
 // Stats returns the counters of every member that connections went (or
@@ -469,16 +534,10 @@ func (f *Forwarder) Conns(k registry.Key, name string) int64 {
 // order. The counters of a member that leaves the table are dropped (see
 // Prune); they start from zero if it comes back.
 func (f *Forwarder) Stats() []MemberStats {
-	f.mu.Lock()
-	out := make([]MemberStats, 0, len(f.members))
-	cs := make([]*counters, 0, len(f.members))
-	for mk, c := range f.members {
-		out = append(out, MemberStats{Binding: mk.key, Member: mk.name})
-		cs = append(cs, c)
-	}
-	f.mu.Unlock()
-	for i, c := range cs {
-		s := &out[i]
+	out := []MemberStats{}
+	f.members.Range(func(k, v any) bool {
+		mk, c := k.(memberKey), v.(*counters)
+		s := MemberStats{Binding: mk.key, Member: mk.name}
 		for o := range numOutcomes {
 			s.Outcomes[o] = c.outcomes[o].Load()
 		}
@@ -486,7 +545,9 @@ func (f *Forwarder) Stats() []MemberStats {
 		s.Active = c.active.Load()
 		s.BytesToBackend = c.toBackend.Load()
 		s.BytesToClient = c.toClient.Load()
-	}
+		out = append(out, s)
+		return true
+	})
 	return out
 }
 
@@ -517,10 +578,18 @@ func (f *Forwarder) Close() {
 	f.mu.Lock()
 	f.closed = true
 	f.cancel()
+	// Collected under the lock, closed after it: closing a connection
+	// takes gVisor's and the kernel's locks, and the SYNs and connections
+	// that end meanwhile need f.mu (untrack). No connection is tracked
+	// once closed is set.
+	conns := make([]*proxied, 0, len(f.conns))
 	for p := range f.conns {
-		p.close()
+		conns = append(conns, p)
 	}
 	f.mu.Unlock()
+	for _, p := range conns {
+		p.close()
+	}
 	f.wg.Wait()
 }
 
@@ -532,19 +601,23 @@ func (f *Forwarder) count(c *counters, o Outcome) {
 	}
 }
 
-// counters returns mk's counters, creating them on first use.
+// counters returns mk's counters, creating them on first use. Every SYN
+// calls it: after a member's first connection it takes no lock.
 func (f *Forwarder) counters(mk memberKey) *counters {
+	if c, ok := f.members.Load(mk); ok {
+		return c.(*counters)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c := f.members[mk]
-	if c == nil {
-		c = &counters{}
-		f.members[mk] = c
-		if mk.key.Port != 0 && mk.name != "" {
-			c.scope.Store(f.newScope())
-			f.mode2[mk] = c
-		}
+	if c, ok := f.members.Load(mk); ok {
+		return c.(*counters)
 	}
+	c := &counters{}
+	if mk.key.Port != 0 && mk.name != "" {
+		c.scope.Store(f.newScope())
+		f.mode2[mk] = c
+	}
+	f.members.Store(mk, c)
 	return c
 }
 
@@ -614,32 +687,46 @@ func (f *Forwarder) enter() bool {
 // the drain; the table holds its address until then. Prune also forgets
 // the counters (Stats) of members that left. Give Prune to registry.Watch.
 func (f *Forwarder) Prune(prev, next *registry.Table) {
+	// Aborted after the lock is released (see Close), in the order
+	// collected.
+	for _, p := range f.pruneTable(prev, next) {
+		p.abort()
+	}
+}
+
+// pruneTable does Prune's work under f.mu, which it takes, and returns
+// the connections to abort.
+func (f *Forwarder) pruneTable(prev, next *registry.Table) []*proxied {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.scopesLocked(next)
 	if !registry.MembersLeft(prev, next) {
-		return // renewals, health reports, switches: no connection to end
+		return nil // renewals, health reports, switches: no connection to end
 	}
+	var gone []*proxied
 	for p := range f.conns {
 		if !inTable(next, p.member) {
-			p.abort()
+			gone = append(gone, p)
 		}
 	}
-	for mk := range f.members {
+	f.members.Range(func(k, _ any) bool {
+		mk := k.(memberKey)
 		if mk.name == "" {
 			// Refusals without a member: kept while the address is held.
 			if next.Holds(mk.key.IP) {
-				continue
+				return true
 			}
 		} else if inTable(next, mk) {
-			continue
+			return true
 		}
 		if c := f.mode2[mk]; c != nil {
 			c.scope.Load().cancel(errMemberDown)
 			delete(f.mode2, mk)
 		}
-		delete(f.members, mk)
-	}
+		f.members.Delete(mk)
+		return true
+	})
+	return gone
 }
 
 // inTable reports whether mk is a member of t, or a member whose drain
@@ -794,9 +881,4 @@ func pipe(dst, src net.Conn, total *atomic.Uint64) (uint64, error) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.ETIMEDOUT)
-}
-
-func fromTCPIP(a tcpip.Address) netip.Addr {
-	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return ip
 }

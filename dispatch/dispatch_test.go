@@ -124,7 +124,7 @@ func newClientStack(t testing.TB, link gstack.LinkEndpoint) *gstack.Stack {
 	}
 	pa := tcpip.ProtocolAddress{
 		Protocol:          ipv4.ProtocolNumber,
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(clientIP.As4()), PrefixLen: frontNet.Bits()},
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: stack.ToAddr(clientIP), PrefixLen: frontNet.Bits()},
 	}
 	if err := s.AddProtocolAddress(clientNIC, pa, gstack.AddressProperties{}); err != nil {
 		t.Fatalf("client AddProtocolAddress(%s): %s", clientIP, err)
@@ -145,7 +145,7 @@ func (e *env) register(t testing.TB, reg registry.Registration) {
 func (e *env) dial(dst netip.AddrPort) (*gonet.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return gonet.DialContextTCP(ctx, e.client, tcpip.FullAddress{NIC: clientNIC, Addr: tcpip.AddrFrom4(dst.Addr().As4()), Port: dst.Port()}, ipv4.ProtocolNumber)
+	return gonet.DialContextTCP(ctx, e.client, tcpip.FullAddress{NIC: clientNIC, Addr: stack.ToAddr(dst.Addr()), Port: dst.Port()}, ipv4.ProtocolNumber)
 }
 
 // mustDial is dial that fails t on error and closes the connection in
@@ -1062,6 +1062,149 @@ func TestConnectionLog(t *testing.T) {
 				if !strings.Contains(lines[1], w) {
 					t.Errorf("closed line %q, want it to contain %q", lines[1], w)
 				}
+			}
+		})
+	}
+}
+
+// TestRefusalLog checks that a refused SYN, whatever refused it, logs one
+// debug line that says why and what became of it, and is counted once.
+func TestRefusalLog(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup registers bindings (closing fwd for the closed case) and
+		// returns the address to dial.
+		setup       func(t *testing.T, e *env, fwd *dispatch.Forwarder) netip.AddrPort
+		wantOutcome dispatch.Outcome
+		want        []string // substrings of the one line
+	}{
+		{
+			name: "no active member",
+			setup: func(t *testing.T, e *env, _ *dispatch.Forwarder) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: shared, Port: 8080, Backend: netip.MustParseAddrPort("127.0.0.1:9"), State: registry.Standby})
+				return netip.AddrPortFrom(shared, 8080)
+			},
+			wantOutcome: dispatch.NoRoute,
+			want:        []string{"no active member ", "client=198.18.0.1:", "outcome=no_route", "binding=" + shared.String() + ":8080"},
+		},
+		{
+			name: "backend refused",
+			setup: func(t *testing.T, e *env, _ *dispatch.Forwarder) netip.AddrPort {
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: closedPort(t)})
+				return netip.AddrPortFrom(vip, 80)
+			},
+			wantOutcome: dispatch.Refused,
+			want:        []string{"backend dial failed ", "outcome=refused", "member=srv", "backend=127.0.0.1:", "err="},
+		},
+		{
+			name: "forwarder closed",
+			setup: func(t *testing.T, e *env, fwd *dispatch.Forwarder) netip.AddrPort {
+				be := newBackend(t, echo)
+				e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+				fwd.Close()
+				return netip.AddrPortFrom(vip, 80)
+			},
+			wantOutcome: dispatch.NoRoute,
+			want:        []string{"forwarder closed ", "outcome=no_route", "dst=" + vip.String() + ":80"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &recordHandler{level: slog.LevelDebug}
+			e := newEnv(t, dispatch.Options{})
+			e.fwd.Close() // replaced by one that logs to h
+			fwd := dispatch.New(dispatch.Options{Table: e.reg, Logger: slog.New(h)})
+			t.Cleanup(fwd.Close)
+			e.st.HandleTCP(64, fwd.Handle)
+			dst := tc.setup(t, e, fwd)
+			if c, err := e.dial(dst); err == nil {
+				c.Close()
+				t.Fatalf("DialContextTCP(%s) succeeded, want connection refused", dst)
+			}
+			var lines []string
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(lines) == 0; time.Sleep(10 * time.Millisecond) {
+				lines = h.lines()
+			}
+			fwd.Close() // every Handle done: nothing more can be logged
+			lines = h.lines()
+			if len(lines) != 1 {
+				t.Fatalf("logged %q, want one line", lines)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("line %q, want it to contain %q", lines[0], w)
+				}
+			}
+			want := map[dispatch.Outcome]uint64{tc.wantOutcome: 1}
+			if diff := cmp.Diff(want, nonZero(fwd.Outcomes())); diff != "" {
+				t.Errorf("Outcomes() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// reentrantConn is a backend connection whose Close calls back into the
+// forwarder (onClose) before closing, as closing a real connection may
+// wait on what the forwarder's own goroutines hold.
+type reentrantConn struct {
+	*net.TCPConn
+	onClose func()
+}
+
+func (c *reentrantConn) Close() error {
+	c.onClose()
+	return c.TCPConn.Close()
+}
+
+// TestEndOutsideLock checks that Prune and Close end connections after
+// releasing the forwarder's lock: a backend connection whose Close asks
+// the forwarder for its Active count is closed without waiting on it.
+func TestEndOutsideLock(t *testing.T) {
+	tests := []struct {
+		name string
+		end  func(t *testing.T, e *env)
+	}{
+		{"Prune", func(t *testing.T, e *env) {
+			if err := e.reg.Deregister("srv", registry.Key{IP: vip}); err != nil {
+				t.Fatalf("Deregister: %v", err)
+			}
+		}},
+		{"Close", func(t *testing.T, e *env) { closeWithin(t, e.fwd, 5*time.Second) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				fwd     atomic.Pointer[dispatch.Forwarder]
+				blocked atomic.Int32
+			)
+			onClose := func() {
+				done := make(chan struct{})
+				go func() { fwd.Load().Active(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(2 * time.Second): // a deadlock, not a delay
+					blocked.Add(1)
+				}
+			}
+			var d net.Dialer
+			e := newEnv(t, dispatch.Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := d.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &reentrantConn{TCPConn: c.(*net.TCPConn), onClose: onClose}, nil
+			}})
+			fwd.Store(e.fwd)
+			be := newBackend(t, echo)
+			e.register(t, registry.Registration{Name: "srv", IP: vip, Backend: be.addr})
+			c := e.mustDial(t, netip.AddrPortFrom(vip, 80))
+			defer c.Close()
+			echoOnce(t, c, "open")
+
+			tc.end(t, e)
+			e.waitConns(t, registry.Key{IP: vip}, "srv", 0)
+			if n := blocked.Load(); n != 0 {
+				t.Errorf("%s: a backend connection's Close waited on the forwarder's lock (%d times), want it closed after the lock is released", tc.name, n)
 			}
 		})
 	}

@@ -6,6 +6,12 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 )
 
 // announcer sends the repeated announcements of the held addresses
@@ -119,4 +125,89 @@ func (an *announcer) sendDue(now time.Time) time.Duration {
 		}
 	}
 	return -1
+}
+
+// announceConfig is how the stack announces an address.
+type announceConfig struct {
+	count    int
+	interval time.Duration
+}
+
+// startAnnounce sends the first announcement of a (gratuitous ARP or
+// unsolicited Neighbor Advertisement) now and has the announcer send the
+// others; releasing a or closing st stops them.
+func (st *Stack) startAnnounce(a netip.Addr) {
+	st.announcer.stop(a)
+	st.announce(a)
+	if cfg := st.garp; cfg.count > 1 {
+		st.announcer.start(a, cfg.count-1, cfg.interval)
+	}
+}
+
+// announce sends one announcement of a: gratuitous ARP for IPv4, an
+// unsolicited Neighbor Advertisement for IPv6.
+func (st *Stack) announce(a netip.Addr) {
+	if a.Is6() {
+		st.advertise(a)
+		return
+	}
+	st.garpAnnounce(a)
+}
+
+// garpAnnounce sends one gratuitous ARP for a: an ARP request from the
+// NIC's MAC to broadcast whose sender and target IP are both a (an RFC 5227
+// ARP announcement; Linux updates an existing cache entry from it and
+// creates none).
+func (st *Stack) garpAnnounce(a netip.Addr) {
+	b := make([]byte, header.ARPSize)
+	h := header.ARP(b)
+	h.SetIPv4OverEthernet()
+	h.SetOp(header.ARPRequest)
+	copy(h.HardwareAddressSender(), st.mac)
+	copy(h.ProtocolAddressSender(), a.AsSlice())
+	copy(h.ProtocolAddressTarget(), a.AsSlice())
+	if err := st.s.WritePacketToRemote(nicID, header.EthernetBroadcastAddress, arp.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
+		st.log.Warn("gratuitous ARP", "ip", a, "err", err.String())
+	}
+}
+
+// advertise sends one unsolicited Neighbor Advertisement for the IPv6
+// address a (RFC 4861 section 7.2.6): from a to all-nodes ff02::1, hop
+// limit 255, Override set and Solicited and Router clear, target a, with
+// the NIC's MAC as the target link-layer address option. Linux moves an
+// existing neighbour entry for a to that MAC (state STALE) and creates
+// none, as with gratuitous ARP.
+func (st *Stack) advertise(a netip.Addr) {
+	b := neighborAdvert(ToAddr(a), st.mac)
+	dst := header.EthernetAddressFromMulticastIPv6Address(header.IPv6AllNodesMulticastAddress)
+	if err := st.s.WritePacketToRemote(nicID, dst, ipv6.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
+		st.log.Warn("unsolicited neighbor advertisement", "ip", a, "err", err.String())
+	}
+}
+
+// neighborAdvert returns the IPv6 packet of an unsolicited Neighbor
+// Advertisement of target at mac, to all-nodes.
+func neighborAdvert(target tcpip.Address, mac tcpip.LinkAddress) []byte {
+	opts := header.NDPOptionsSerializer{header.NDPTargetLinkLayerAddressOption(mac)}
+	size := header.ICMPv6NeighborAdvertMinimumSize + opts.Length()
+	b := make([]byte, header.IPv6MinimumSize+size)
+	header.IPv6(b).Encode(&header.IPv6Fields{
+		PayloadLength:     uint16(size),
+		TransportProtocol: header.ICMPv6ProtocolNumber,
+		HopLimit:          header.NDPHopLimit,
+		SrcAddr:           target,
+		DstAddr:           header.IPv6AllNodesMulticastAddress,
+	})
+	icmp := header.ICMPv6(b[header.IPv6MinimumSize:])
+	icmp.SetType(header.ICMPv6NeighborAdvert)
+	na := header.NDPNeighborAdvert(icmp.MessageBody())
+	na.SetOverrideFlag(true)
+	na.SetTargetAddress(target)
+	na.Options().Serialize(opts)
+	icmp.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+		Header: icmp,
+		Src:    target,
+		Dst:    header.IPv6AllNodesMulticastAddress,
+	}))
+	return b
 }

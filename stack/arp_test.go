@@ -287,7 +287,7 @@ func TestDuplicateAddress(t *testing.T) {
 		restored []netip.Addr
 		owned    []netip.Addr // by the fake host
 		add      []netip.Addr
-		// wantConflict is the FieldError's message; "" means success.
+		// wantConflict is the ConflictError's message; "" means success.
 		wantConflict string
 		wantAddrs    []netip.Addr
 		wantProbes   []arpFrame

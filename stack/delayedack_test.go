@@ -11,7 +11,6 @@ import (
 	"github.com/vipmux/vipmux/internal/leakcheck"
 	"github.com/vipmux/vipmux/stack"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
@@ -140,7 +139,7 @@ func (h *tcpHarness) send(flags header.TCPFlags, payload, opts []byte) {
 func (h *tcpHarness) sendAt(seq uint32, flags header.TCPFlags, payload, opts []byte) {
 	tcpLen := header.TCPMinimumSize + len(opts)
 	b := make([]byte, header.IPv4MinimumSize+tcpLen+len(payload))
-	src, dst := tcpip.AddrFrom4(peerIP.As4()), tcpip.AddrFrom4(gatewayIP.As4())
+	src, dst := stack.ToAddr(peerIP), stack.ToAddr(gatewayIP)
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{
 		TotalLength: uint16(len(b)),

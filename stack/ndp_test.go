@@ -136,7 +136,7 @@ func ndpPacket(typ header.ICMPv6Type, srcMAC tcpip.LinkAddress, src, dst, target
 		opts = header.NDPOptionsSerializer{header.NDPSourceLinkLayerAddressOption(linkAddr)}
 	}
 	size += opts.Length()
-	ethDst := header.EthernetAddressFromMulticastIPv6Address(toTCPIP(dst))
+	ethDst := header.EthernetAddressFromMulticastIPv6Address(stack.ToAddr(dst))
 	if !dst.IsMulticast() {
 		ethDst = nicMAC
 	}
@@ -146,35 +146,28 @@ func ndpPacket(typ header.ICMPv6Type, srcMAC tcpip.LinkAddress, src, dst, target
 		PayloadLength:     uint16(size),
 		TransportProtocol: header.ICMPv6ProtocolNumber,
 		HopLimit:          header.NDPHopLimit,
-		SrcAddr:           toTCPIP(src),
-		DstAddr:           toTCPIP(dst),
+		SrcAddr:           stack.ToAddr(src),
+		DstAddr:           stack.ToAddr(dst),
 	})
 	icmp := header.ICMPv6(b[header.EthernetMinimumSize+header.IPv6MinimumSize:])
 	icmp.SetType(typ)
 	if typ == header.ICMPv6NeighborAdvert {
 		na := header.NDPNeighborAdvert(icmp.MessageBody())
 		na.SetOverrideFlag(true)
-		na.SetTargetAddress(toTCPIP(target))
+		na.SetTargetAddress(stack.ToAddr(target))
 		na.Options().Serialize(opts)
 	} else {
 		ns := header.NDPNeighborSolicit(icmp.MessageBody())
-		ns.SetTargetAddress(toTCPIP(target))
+		ns.SetTargetAddress(stack.ToAddr(target))
 		ns.Options().Serialize(opts)
 	}
-	icmp.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: icmp, Src: toTCPIP(src), Dst: toTCPIP(dst)}))
+	icmp.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: icmp, Src: stack.ToAddr(src), Dst: stack.ToAddr(dst)}))
 	return gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-}
-
-func toTCPIP(a netip.Addr) tcpip.Address {
-	if a.Is4() {
-		return tcpip.AddrFrom4(a.As4())
-	}
-	return tcpip.AddrFrom16(a.As16())
 }
 
 // solicitedNode returns the solicited-node multicast group of a.
 func solicitedNode(a netip.Addr) netip.Addr {
-	return stack.FromAddr(header.SolicitedNodeAddr(toTCPIP(a)))
+	return stack.FromAddr(header.SolicitedNodeAddr(stack.ToAddr(a)))
 }
 
 // neighborSolicit returns the NS in which peerIP6 at peerMAC asks for
@@ -205,7 +198,7 @@ func unsolicitedNA(ip netip.Addr) ndpFrame {
 func dadSolicit(ip netip.Addr) ndpFrame {
 	snm := solicitedNode(ip)
 	return ndpFrame{
-		EthSrc: nicMAC, EthDst: header.EthernetAddressFromMulticastIPv6Address(toTCPIP(snm)),
+		EthSrc: nicMAC, EthDst: header.EthernetAddressFromMulticastIPv6Address(stack.ToAddr(snm)),
 		Src: netip.IPv6Unspecified(), Dst: snm, HopLimit: header.NDPHopLimit,
 		Type: header.ICMPv6NeighborSolicit, Target: ip, ChecksumOK: true,
 	}

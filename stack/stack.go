@@ -31,12 +31,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/vipmux/vipmux/registry"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
@@ -57,9 +55,6 @@ const (
 	tcpBufferDefault = 256 << 10
 	tcpBufferMax     = 8 << 20
 )
-
-// ErrNotInNetworks reports an address outside every front network.
-var ErrNotInNetworks = errors.New("address outside the front networks")
 
 // Options configures New.
 type Options struct {
@@ -110,9 +105,8 @@ type Options struct {
 	// for IPv4, NDP duplicate address detection Neighbor Solicitations
 	// (source ::, to the address's solicited-node group) for IPv6. If
 	// another host answers for the address within DADProbes x
-	// DADInterval, Prepare fails with a *registry.FieldError of kind
-	// registry.ErrConflict naming the address and the MAC that answered,
-	// and holds nothing. The addresses of one Prepare are probed at once,
+	// DADInterval, Prepare fails with a *ConflictError (ErrAddressInUse)
+	// naming the address and the MAC that answered, and holds nothing. The addresses of one Prepare are probed at once,
 	// so a change waits DADProbes x DADInterval (the default 200ms) in
 	// all, with the registry's write lock held. Static addresses and
 	// Restored ones are not probed. A conflict is an ARP reply for the
@@ -136,9 +130,6 @@ type Options struct {
 	// Logger receives address changes. Required.
 	Logger *slog.Logger
 }
-
-// errClosed reports a Prepare interrupted by Close.
-var errClosed = errors.New("stack closed")
 
 // Stack is the gateway's userspace stack with its one front NIC.
 type Stack struct {
@@ -171,12 +162,6 @@ type Stack struct {
 	restored map[netip.Addr]struct{}
 
 	closeOnce sync.Once
-}
-
-// announceConfig is how the stack announces an address.
-type announceConfig struct {
-	count    int
-	interval time.Duration
 }
 
 // ARPSettings are how the stack claims its IPv4 addresses on the front
@@ -256,52 +241,6 @@ func (st *Stack) SetDelayedAck(d time.Duration) error {
 	}
 	return nil
 }
-
-// SetStatic replaces the Static addresses (mode 2's shared address) while
-// the stack runs. A new one is held and announced at once, not probed (as
-// in New); if the table holds it already, it only becomes static. One that
-// is no longer static is released, unless the table holds it: the table
-// owns it from then on. On an error nothing changes.
-func (st *Stack) SetStatic(addrs []netip.Addr) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	var inTable map[netip.Addr]struct{}
-	if st.table != nil {
-		inTable = st.table.Addrs()
-	}
-	want := make(map[netip.Addr]struct{}, len(addrs))
-	var added []netip.Addr
-	for _, a := range addrs {
-		want[a] = struct{}{}
-		_, static := st.static[a]
-		_, held := inTable[a]
-		if static || held {
-			continue
-		}
-		if err := st.add(a); err != nil {
-			for _, b := range added {
-				st.remove(b)
-			}
-			return fmt.Errorf("set static addresses: %w", err)
-		}
-		added = append(added, a)
-	}
-	var removed []netip.Addr
-	for a := range st.static {
-		_, keep := want[a]
-		_, held := inTable[a]
-		if !keep && !held {
-			st.remove(a)
-			removed = append(removed, a)
-		}
-	}
-	st.static = want
-	st.logAddrs("holding", added)
-	st.logAddrs("released", removed)
-	return nil
-}
-
-var _ registry.Applier = (*Stack)(nil)
 
 // New builds the stack on opts.Link. The link is attached (its goroutines
 // start) before New returns.
@@ -398,7 +337,7 @@ func (st *Stack) configure(opts Options) error {
 	}
 	var routes []tcpip.Route
 	for _, p := range opts.Networks {
-		sub, err := tcpip.NewSubnet(toAddr(p.Masked().Addr()), tcpip.MaskFromBytes(prefixMask(p)))
+		sub, err := tcpip.NewSubnet(ToAddr(p.Masked().Addr()), tcpip.MaskFromBytes(prefixMask(p)))
 		if err != nil {
 			return fmt.Errorf("route for %s: %v", p, err)
 		}
@@ -409,7 +348,7 @@ func (st *Stack) configure(opts Options) error {
 		if opts.Router.Is6() {
 			dst = header.IPv6EmptySubnet
 		}
-		routes = append(routes, tcpip.Route{Destination: dst, Gateway: toAddr(opts.Router), NIC: nicID})
+		routes = append(routes, tcpip.Route{Destination: dst, Gateway: ToAddr(opts.Router), NIC: nicID})
 	}
 	st.s.SetRouteTable(routes)
 	st.mu.Lock()
@@ -433,217 +372,6 @@ func (st *Stack) HandleTCP(maxInFlight int, h func(*tcp.ForwarderRequest)) {
 	st.s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
 }
 
-// Prepare implements registry.Applier: it adds the addresses that next
-// holds and prev does not, after probing the front link for another holder
-// of each new address (see Options.DADProbes; this takes DADProbes x
-// DADInterval). If a probe is answered or an add fails, nothing is held:
-// the addresses added so far are removed again.
-func (st *Stack) Prepare(prev, next *registry.Table) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	news := st.diff(next, prev)
-	if err := st.probeLocked(news); err != nil {
-		return err
-	}
-	var added []netip.Addr
-	for _, a := range news {
-		if err := st.add(a); err != nil {
-			for _, b := range added {
-				st.remove(b)
-			}
-			return err
-		}
-		added = append(added, a)
-	}
-	for _, a := range news {
-		delete(st.restored, a)
-	}
-	st.logAddrs("holding", news)
-	// Prepare only adds: what prev holds stays held until a Commit.
-	st.table = registry.Union(prev, next)
-	return nil
-}
-
-// probeLocked runs duplicate address detection for the addresses of addrs
-// that are not restored ones, all at once (ARP for IPv4, NDP for IPv6), and
-// returns a conflict error for the first (lowest) address that another host
-// answered for.
-func (st *Stack) probeLocked(addrs []netip.Addr) error {
-	if st.dad.DupAddrDetectTransmits == 0 {
-		return nil
-	}
-	type result struct {
-		ip  netip.Addr
-		res gstack.DADResult
-	}
-	results := make(chan result, len(addrs))
-	n := 0
-	ndpOn := false
-	for _, a := range addrs {
-		if _, ok := st.restored[a]; ok {
-			continue
-		}
-		proto := ipv4.ProtocolNumber
-		if a.Is6() {
-			proto = ipv6.ProtocolNumber
-			if !ndpOn {
-				if err := st.enableNDPDADLocked(); err != nil {
-					return fmt.Errorf("probe %s: %w", a, err)
-				}
-				// Off again before any address is added (see New): by
-				// then every probe has reported, or been abandoned.
-				defer st.disableNDPDADLocked()
-				ndpOn = true
-			}
-		}
-		// The handler runs on a gVisor timer goroutine or the one that
-		// delivered the reply, with the ARP or IPv6 endpoint's lock held:
-		// it only hands the result over (the channel has room for every
-		// result).
-		h := func(r gstack.DADResult) { results <- result{a, r} }
-		disp, err := st.s.CheckDuplicateAddress(nicID, proto, toAddr(a), h)
-		if err != nil {
-			return fmt.Errorf("probe %s: %s", a, err)
-		}
-		if disp == gstack.DADDisabled {
-			continue
-		}
-		n++
-	}
-	// gVisor reports after DADProbes x DADInterval; the margin covers a
-	// busy machine, the limit a result that never comes.
-	limit := time.NewTimer(time.Duration(st.dad.DupAddrDetectTransmits)*st.dad.RetransmitTimer + 5*time.Second)
-	defer limit.Stop()
-	var conflicts []result
-	var failed error
-	for range n {
-		select {
-		case r := <-results:
-			switch res := r.res.(type) {
-			case *gstack.DADSucceeded:
-			case *gstack.DADDupAddrDetected:
-				conflicts = append(conflicts, r)
-			case *gstack.DADError:
-				failed = errors.Join(failed, fmt.Errorf("probe %s: %s", r.ip, res.Err))
-			default:
-				failed = errors.Join(failed, fmt.Errorf("probe %s: %T", r.ip, res))
-			}
-		case <-limit.C:
-			return fmt.Errorf("probe %v: no result from duplicate address detection", addrs)
-		case <-st.ctx.Done():
-			return fmt.Errorf("probe %v: %w", addrs, errClosed)
-		}
-	}
-	if len(conflicts) > 0 {
-		slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
-		c := conflicts[0]
-		holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress
-		by := holder.String()
-		if holder == "" {
-			// An NDP advertisement may leave out the holder's MAC.
-			by = "another host"
-		}
-		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", by)
-		return &registry.FieldError{
-			Field: "ip",
-			Kind:  registry.ErrConflict,
-			Msg:   fmt.Sprintf("%s is already in use on the front link by %s (duplicate address)", c.ip, by),
-		}
-	}
-	return failed
-}
-
-// ndpDAD returns the NIC's IPv6 endpoint as a duplicate address detector.
-func (st *Stack) ndpDAD() (gstack.DuplicateAddressDetector, error) {
-	ep, err := st.s.GetNetworkEndpoint(nicID, ipv6.ProtocolNumber)
-	if err != nil {
-		return nil, fmt.Errorf("ipv6 endpoint: %s", err)
-	}
-	d, ok := ep.(gstack.DuplicateAddressDetector)
-	if !ok {
-		return nil, fmt.Errorf("ipv6 endpoint %T does no duplicate address detection", ep)
-	}
-	return d, nil
-}
-
-// enableNDPDADLocked turns on the IPv6 endpoint's duplicate address
-// detection with the stack's settings; st.mu must be held. gVisor uses one
-// setting for probing an address (CheckDuplicateAddress) and for the DAD
-// it runs on each address added, so it is on only while probeLocked waits
-// for its probes, when no address is added.
-func (st *Stack) enableNDPDADLocked() error {
-	d, err := st.ndpDAD()
-	if err != nil {
-		return err
-	}
-	d.SetDADConfigurations(st.dad)
-	return nil
-}
-
-// disableNDPDADLocked turns the IPv6 endpoint's duplicate address
-// detection off again; st.mu must be held.
-func (st *Stack) disableNDPDADLocked() {
-	if d, err := st.ndpDAD(); err == nil {
-		d.SetDADConfigurations(gstack.DADConfigurations{})
-	}
-}
-
-// Commit implements registry.Applier: it removes the addresses that prev
-// holds and next does not. Connections on them stop receiving.
-func (st *Stack) Commit(prev, next *registry.Table) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	gone := st.diff(prev, next)
-	for _, a := range gone {
-		st.remove(a)
-	}
-	st.logAddrs("released", gone)
-	st.table = next
-}
-
-// maxAddrLines is how many addresses one change logs one line each; a
-// larger change (a batch of registrations) logs one line for all.
-const maxAddrLines = 8
-
-// logAddrs logs that the stack is holding or released addrs (sorted): a
-// line per address, or one line with their number and range for a batch.
-func (st *Stack) logAddrs(what string, addrs []netip.Addr) {
-	switch {
-	case len(addrs) == 0:
-	case len(addrs) <= maxAddrLines:
-		for _, a := range addrs {
-			st.log.Info(what+" address", "ip", a)
-		}
-	default:
-		st.log.Info(what+" addresses", "count", len(addrs), "first", addrs[0], "last", addrs[len(addrs)-1])
-	}
-}
-
-// diff returns the addresses of a that b does not hold, static ones left
-// out, sorted. It looks only at what the two tables do not share
-// (registry.AddrDiff), so a change of one binding costs the same in a table
-// of 10,000 addresses as in one of 10.
-func (st *Stack) diff(a, b *registry.Table) []netip.Addr {
-	d := slices.DeleteFunc(registry.AddrDiff(a, b), func(ip netip.Addr) bool {
-		_, static := st.static[ip]
-		return static
-	})
-	slices.SortFunc(d, netip.Addr.Compare)
-	return d
-}
-
-// Addrs returns the addresses that the NIC holds, sorted.
-func (st *Stack) Addrs() []netip.Addr {
-	var out []netip.Addr
-	for _, pa := range st.s.NICInfo()[nicID].ProtocolAddresses {
-		if a, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice()); ok {
-			out = append(out, a)
-		}
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
-}
-
 // Stats returns gVisor's counters for the stack.
 func (st *Stack) Stats() tcpip.Stats { return st.s.Stats() }
 
@@ -656,137 +384,6 @@ func (st *Stack) Close() {
 		st.s.Close()
 		st.s.Wait()
 	})
-}
-
-// add holds a and starts announcing it; st.mu must be held (or st not yet
-// shared).
-func (st *Stack) add(a netip.Addr) error {
-	bits := -1
-	for _, p := range st.networks {
-		if p.Contains(a) {
-			bits = p.Bits()
-			break
-		}
-	}
-	if bits < 0 {
-		return fmt.Errorf("hold %s: %w %v", a, ErrNotInNetworks, st.networks)
-	}
-	proto := ipv4.ProtocolNumber
-	if a.Is6() {
-		proto = ipv6.ProtocolNumber
-	}
-	pa := tcpip.ProtocolAddress{
-		Protocol:          proto,
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toAddr(a), PrefixLen: bits},
-	}
-	if err := st.s.AddProtocolAddress(nicID, pa, gstack.AddressProperties{}); err != nil {
-		return fmt.Errorf("hold %s: %s", a, err)
-	}
-	if st.garp.count > 0 {
-		st.startAnnounce(a)
-	}
-	return nil
-}
-
-// startAnnounce sends the first announcement of a (gratuitous ARP or
-// unsolicited Neighbor Advertisement) now and has the announcer send the
-// others; releasing a or closing st stops them.
-func (st *Stack) startAnnounce(a netip.Addr) {
-	st.announcer.stop(a)
-	st.announce(a)
-	if cfg := st.garp; cfg.count > 1 {
-		st.announcer.start(a, cfg.count-1, cfg.interval)
-	}
-}
-
-// announce sends one announcement of a: gratuitous ARP for IPv4, an
-// unsolicited Neighbor Advertisement for IPv6.
-func (st *Stack) announce(a netip.Addr) {
-	if a.Is6() {
-		st.advertise(a)
-		return
-	}
-	st.garpAnnounce(a)
-}
-
-// garpAnnounce sends one gratuitous ARP for a: an ARP request from the
-// NIC's MAC to broadcast whose sender and target IP are both a (an RFC 5227
-// ARP announcement; Linux updates an existing cache entry from it and
-// creates none).
-func (st *Stack) garpAnnounce(a netip.Addr) {
-	b := make([]byte, header.ARPSize)
-	h := header.ARP(b)
-	h.SetIPv4OverEthernet()
-	h.SetOp(header.ARPRequest)
-	copy(h.HardwareAddressSender(), st.mac)
-	copy(h.ProtocolAddressSender(), a.AsSlice())
-	copy(h.ProtocolAddressTarget(), a.AsSlice())
-	if err := st.s.WritePacketToRemote(nicID, header.EthernetBroadcastAddress, arp.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
-		st.log.Warn("gratuitous ARP", "ip", a, "err", err.String())
-	}
-}
-
-// advertise sends one unsolicited Neighbor Advertisement for the IPv6
-// address a (RFC 4861 section 7.2.6): from a to all-nodes ff02::1, hop
-// limit 255, Override set and Solicited and Router clear, target a, with
-// the NIC's MAC as the target link-layer address option. Linux moves an
-// existing neighbour entry for a to that MAC (state STALE) and creates
-// none, as with gratuitous ARP.
-func (st *Stack) advertise(a netip.Addr) {
-	b := neighborAdvert(toAddr(a), st.mac)
-	dst := header.EthernetAddressFromMulticastIPv6Address(header.IPv6AllNodesMulticastAddress)
-	if err := st.s.WritePacketToRemote(nicID, dst, ipv6.ProtocolNumber, buffer.MakeWithData(b)); err != nil {
-		st.log.Warn("unsolicited neighbor advertisement", "ip", a, "err", err.String())
-	}
-}
-
-// neighborAdvert returns the IPv6 packet of an unsolicited Neighbor
-// Advertisement of target at mac, to all-nodes.
-func neighborAdvert(target tcpip.Address, mac tcpip.LinkAddress) []byte {
-	opts := header.NDPOptionsSerializer{header.NDPTargetLinkLayerAddressOption(mac)}
-	size := header.ICMPv6NeighborAdvertMinimumSize + opts.Length()
-	b := make([]byte, header.IPv6MinimumSize+size)
-	header.IPv6(b).Encode(&header.IPv6Fields{
-		PayloadLength:     uint16(size),
-		TransportProtocol: header.ICMPv6ProtocolNumber,
-		HopLimit:          header.NDPHopLimit,
-		SrcAddr:           target,
-		DstAddr:           header.IPv6AllNodesMulticastAddress,
-	})
-	icmp := header.ICMPv6(b[header.IPv6MinimumSize:])
-	icmp.SetType(header.ICMPv6NeighborAdvert)
-	na := header.NDPNeighborAdvert(icmp.MessageBody())
-	na.SetOverrideFlag(true)
-	na.SetTargetAddress(target)
-	na.Options().Serialize(opts)
-	icmp.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
-		Header: icmp,
-		Src:    target,
-		Dst:    header.IPv6AllNodesMulticastAddress,
-	}))
-	return b
-}
-
-// remove releases a and stops its announcements; st.mu must be held.
-func (st *Stack) remove(a netip.Addr) {
-	st.announcer.stop(a)
-	if err := st.s.RemoveAddress(nicID, toAddr(a)); err != nil {
-		st.log.Warn("release address", "ip", a, "err", err.String())
-	}
-}
-
-// toAddr converts a netip.Addr to gVisor's address type.
-func toAddr(a netip.Addr) tcpip.Address {
-	if a.Is4() {
-		return tcpip.AddrFrom4(a.As4())
-	}
-	return tcpip.AddrFrom16(a.As16())
-}
-
-// FromAddr converts gVisor's address type to a netip.Addr.
-func FromAddr(a tcpip.Address) netip.Addr {
-	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return ip
 }
 
 func prefixMask(p netip.Prefix) []byte {

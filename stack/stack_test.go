@@ -387,8 +387,10 @@ func TestCloseIdempotent(t *testing.T) {
 // prepareAndCheck runs Prepare(+add) from an empty table, Commit when that
 // succeeds, then stop (the fake host on the wire), and checks the outcome:
 // success, taking at least minTook, when wantConflict is empty; otherwise a
-// *registry.FieldError of kind ErrConflict on "ip" whose message is
-// wantConflict. It returns Prepare's error.
+// *stack.ConflictError whose message is wantConflict, matching
+// stack.ErrAddressInUse and registry.ErrConflict, that the control API
+// sees as a *registry.FieldError on "ip" with the same message. It returns
+// Prepare's error.
 func prepareAndCheck(t *testing.T, st *stack.Stack, add []netip.Addr, stop func(), wantConflict string, minTook time.Duration) error {
 	t.Helper()
 	prev, next := table(t), table(t, add...)
@@ -408,12 +410,24 @@ func prepareAndCheck(t *testing.T, st *stack.Stack, add []netip.Addr, stop func(
 		}
 		return nil
 	}
-	var fe *registry.FieldError
-	if !errors.Is(err, registry.ErrConflict) || !errors.As(err, &fe) {
-		t.Fatalf("Prepare(+%v) = %v, want a *registry.FieldError of kind ErrConflict", add, err)
+	var ce *stack.ConflictError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Prepare(+%v) = %v (%T), want a *stack.ConflictError", add, err, err)
 	}
-	if fe.Field != "ip" || fe.Msg != wantConflict {
-		t.Errorf("Prepare(+%v) = FieldError{Field: %q, Msg: %q}, want {Field: \"ip\", Msg: %q}", add, fe.Field, fe.Msg, wantConflict)
+	if ce.Error() != wantConflict {
+		t.Errorf("Prepare(+%v) = %q, want %q", add, ce.Error(), wantConflict)
+	}
+	for _, target := range []error{stack.ErrAddressInUse, registry.ErrConflict} {
+		if !errors.Is(err, target) {
+			t.Errorf("errors.Is(Prepare(+%v) = %v, %v) = false, want true", add, err, target)
+		}
+	}
+	var fe *registry.FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("Prepare(+%v) = %v: errors.As *registry.FieldError = false, want true (the API names the field)", add, err)
+	}
+	if fe.Field != "ip" || fe.Msg != wantConflict || !errors.Is(fe, registry.ErrConflict) {
+		t.Errorf("Prepare(+%v) as FieldError = {Field: %q, Msg: %q, Kind: %v}, want {Field: \"ip\", Msg: %q, Kind: %v}", add, fe.Field, fe.Msg, fe.Kind, wantConflict, registry.ErrConflict)
 	}
 	return err
 }

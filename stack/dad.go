@@ -1,0 +1,133 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// probeLocked runs duplicate address detection for the addresses of addrs
+// that are not restored ones, all at once (ARP for IPv4, NDP for IPv6), and
+// returns a conflict error for the first (lowest) address that another host
+// answered for.
+func (st *Stack) probeLocked(addrs []netip.Addr) error {
+	if st.dad.DupAddrDetectTransmits == 0 {
+		return nil
+	}
+	type result struct {
+		ip  netip.Addr
+		res gstack.DADResult
+	}
+	results := make(chan result, len(addrs))
+	n := 0
+	ndpOn := false
+	for _, a := range addrs {
+		if _, ok := st.restored[a]; ok {
+			continue
+		}
+		proto := ipv4.ProtocolNumber
+		if a.Is6() {
+			proto = ipv6.ProtocolNumber
+			if !ndpOn {
+				if err := st.enableNDPDADLocked(); err != nil {
+					return fmt.Errorf("probe %s: %w", a, err)
+				}
+				// Off again before any address is added (see New): by
+				// then every probe has reported, or been abandoned.
+				defer st.disableNDPDADLocked()
+				ndpOn = true
+			}
+		}
+		// The handler runs on a gVisor timer goroutine or the one that
+		// delivered the reply, with the ARP or IPv6 endpoint's lock held:
+		// it only hands the result over (the channel has room for every
+		// result).
+		h := func(r gstack.DADResult) { results <- result{a, r} }
+		disp, err := st.s.CheckDuplicateAddress(nicID, proto, ToAddr(a), h)
+		if err != nil {
+			return fmt.Errorf("probe %s: %s", a, err)
+		}
+		if disp == gstack.DADDisabled {
+			continue
+		}
+		n++
+	}
+	// gVisor reports after DADProbes x DADInterval; the margin covers a
+	// busy machine, the limit a result that never comes.
+	limit := time.NewTimer(time.Duration(st.dad.DupAddrDetectTransmits)*st.dad.RetransmitTimer + 5*time.Second)
+	defer limit.Stop()
+	var conflicts []result
+	var failed error
+	for range n {
+		select {
+		case r := <-results:
+			switch res := r.res.(type) {
+			case *gstack.DADSucceeded:
+			case *gstack.DADDupAddrDetected:
+				conflicts = append(conflicts, r)
+			case *gstack.DADError:
+				failed = errors.Join(failed, fmt.Errorf("probe %s: %s", r.ip, res.Err))
+			default:
+				failed = errors.Join(failed, fmt.Errorf("probe %s: %T", r.ip, res))
+			}
+		case <-limit.C:
+			return fmt.Errorf("probe %v: no result from duplicate address detection", addrs)
+		case <-st.ctx.Done():
+			return fmt.Errorf("probe %v: %w", addrs, errClosed)
+		}
+	}
+	if len(conflicts) > 0 {
+		slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
+		c := conflicts[0]
+		conflict := &ConflictError{Addr: c.ip}
+		if holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress; holder != "" {
+			// An NDP advertisement may leave out the holder's MAC.
+			conflict.MAC = net.HardwareAddr(holder)
+		}
+		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", holderName(conflict.MAC))
+		return conflict
+	}
+	return failed
+}
+
+// ndpDAD returns the NIC's IPv6 endpoint as a duplicate address detector.
+func (st *Stack) ndpDAD() (gstack.DuplicateAddressDetector, error) {
+	ep, err := st.s.GetNetworkEndpoint(nicID, ipv6.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("ipv6 endpoint: %s", err)
+	}
+	d, ok := ep.(gstack.DuplicateAddressDetector)
+	if !ok {
+		return nil, fmt.Errorf("ipv6 endpoint %T does no duplicate address detection", ep)
+	}
+	return d, nil
+}
+
+// enableNDPDADLocked turns on the IPv6 endpoint's duplicate address
+// detection with the stack's settings; st.mu must be held. gVisor uses one
+// setting for probing an address (CheckDuplicateAddress) and for the DAD
+// it runs on each address added, so it is on only while probeLocked waits
+// for its probes, when no address is added.
+func (st *Stack) enableNDPDADLocked() error {
+	d, err := st.ndpDAD()
+	if err != nil {
+		return err
+	}
+	d.SetDADConfigurations(st.dad)
+	return nil
+}
+
+// disableNDPDADLocked turns the IPv6 endpoint's duplicate address
+// detection off again; st.mu must be held.
+func (st *Stack) disableNDPDADLocked() {
+	if d, err := st.ndpDAD(); err == nil {
+		d.SetDADConfigurations(gstack.DADConfigurations{})
+	}
+}
