@@ -162,7 +162,7 @@ func TestChangeString(t *testing.T) {
 	for _, c := range changed {
 		got = append(got, c.String())
 	}
-	want := []string{`health.interval: "100ms" -> "1s"`, `log.level: "info" -> "debug"`, `shared.address: none -> 198.18.0.100`}
+	want := []string{`health.interval: "100ms" -> "1s"`, `log.level: "info" -> "debug"`, `shared.address: none -> "198.18.0.100"`}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Changes() strings (-want +got):\n%s", diff)
 	}
@@ -186,7 +186,7 @@ func TestParseKeyError(t *testing.T) {
 	if !errors.As(err, &ke) {
 		t.Fatalf("Parse() error = %v, want a *KeyError", err)
 	}
-	if !strings.Contains(err.Error(), "unknown key nic.x") || !strings.Contains(err.Error(), "health.rise: 0 is out of range") {
+	if !strings.Contains(err.Error(), "nic.x: line 8: unknown key") || !strings.Contains(err.Error(), "health.rise: 0 is out of range") {
 		t.Errorf("Parse() error = %v, want it to name nic.x and health.rise", err)
 	}
 	if ke.Key != "nic.x" {
