@@ -1,7 +1,10 @@
 // Package config reads vipmux's configuration file: TOML decoded strictly
-// into typed structs, with every default in Default and every rule in
-// Validate. Each problem that Parse or Validate reports names its key as
-// "section.key" (and, where there is one, the bad value), so that an
+// into typed structs. Every key is described once, in the table in
+// keys.go (its name, default, kind, check, and whether a running gateway
+// can apply a change), which Default, Parse, Validate, Changes and
+// Reloadable all walk. Each problem that Parse or Validate reports names
+// its key as "section.key" (and, where there is one, the bad value; for a
+// value of the wrong type, its line and what to write), so that an
 // operator can fix the file without reading this code.
 //
 // The package knows the shape of the configuration, not what the other
@@ -58,7 +61,8 @@ type NIC struct {
 	MTU int
 	// Networks is [nic] networks: the on-link front subnets, at least one,
 	// e.g. "198.18.0.0/24" or "2001:db8:18::/64"; IPv4 and IPv6 may be
-	// mixed. Parse stores them Masked.
+	// mixed. Each must be a subnet as written, without host bits set
+	// ("198.18.0.5/24" is refused, naming "198.18.0.0/24").
 	Networks []netip.Prefix
 	// Router is [nic] router: optional next hop for off-link clients of
 	// its family (IPv4 or IPv6); it must lie in one of Networks. The zero
@@ -269,13 +273,15 @@ func Parse(data []byte) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// bad holds the keys and tables that failed to parse, so that
+	// validate does not pile its own complaints about the same (default)
+	// values on top.
+	bad := map[string]bool{}
 	var errs []error
 	for _, e := range file.unknownKeys(nil) {
+		bad[e.Key] = true
 		errs = append(errs, e)
 	}
-	// bad holds the keys that failed to parse, so that validate does not
-	// pile its own complaints about the same (default) values on top.
-	bad := map[string]bool{}
 	report := func(name string, line int, err error) {
 		for _, e := range keyErrors(name, err) {
 			e.Line = line
@@ -348,7 +354,7 @@ func (c *Config) validate(skip map[string]bool) []error {
 		}
 	}
 	for _, k := range keys {
-		if slices.ContainsFunc(k.dependsOn(), func(d string) bool { return skip[d] }) {
+		if slices.ContainsFunc(k.dependsOn(), func(d string) bool { return skip[d] }) || skipTable(k.keyName(), skip) {
 			continue
 		}
 		add(k.keyName(), k.validate(c))
@@ -364,6 +370,17 @@ func (c *Config) validate(skip map[string]bool) []error {
 		}
 	}
 	return errs
+}
+
+// skipTable reports whether a table that holds the key name is in skip:
+// one that is not a table in the file.
+func skipTable(name string, skip map[string]bool) bool {
+	for i := range len(name) {
+		if name[i] == '.' && skip[name[:i]] {
+			return true
+		}
+	}
+	return false
 }
 
 // oneOf checks that v is one of choices.
