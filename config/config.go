@@ -312,13 +312,13 @@ func (c *Config) parsePorts(ports *node, report func(name string, line int, err 
 	}
 	for _, name := range ports.sortedKeys() {
 		n, key := ports.keys[name], portTable+"."+name
+		if n.keys == nil {
+			continue // not a table: unknownKeys reports it
+		}
 		port, err := strconv.ParseUint(name, 10, 16)
 		if err != nil || port == 0 {
 			report(key, n.line, fmt.Errorf("%q is not a port number 1..65535", name))
 			continue
-		}
-		if n.keys == nil {
-			continue // unknownKeys reports it
 		}
 		var p HealthPort
 		for _, k := range portKeys() {

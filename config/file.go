@@ -149,7 +149,7 @@ func (e *syntaxError) Unwrap() error { return e.pe }
 func unknownKey(path []string) error {
 	var names []string
 	for _, p := range patterns() {
-		if len(p) > len(path) && slices.EqualFunc(path, p[:len(path)], func(a, b string) bool { return a == b || b == "*" }) && !slices.Contains(names, p[len(path)]) {
+		if len(p) > len(path) && within(path, p) && !slices.Contains(names, p[len(path)]) {
 			names = append(names, p[len(path)])
 		}
 	}

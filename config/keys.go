@@ -286,8 +286,9 @@ type field[T any] struct {
 	kind kind[T]
 	// def is the default, the value of a key that the file leaves out.
 	def T
-	// example is a value to show an operator, written as in the file,
-	// for a key whose default is empty; the default otherwise.
+	// example, if set, is the value that "want ..." messages show,
+	// written as in the file, instead of the default: for a key whose
+	// default is empty, or says nothing of the syntax (nic.mtu's 0).
 	example string
 	// reloadable: a running gateway applies a change of the key. Every
 	// other key is fixed at start-up.
@@ -382,24 +383,36 @@ func portKeys() []key {
 	return out
 }
 
-// patterns are the names of every key that the file may hold, as
+// paths are the names under which k may appear in the file, as
 // dot-separated segments; "*" stands for a port number.
+func paths(k key) [][]string {
+	out := [][]string{strings.Split(k.keyName(), ".")}
+	if k.perPort() {
+		out = append(out, append(strings.Split(portTable, "."), "*", lastName(k.keyName())))
+	}
+	return out
+}
+
+// patterns are the paths of every key.
 func patterns() [][]string {
 	var out [][]string
 	for _, k := range keys {
-		out = append(out, strings.Split(k.keyName(), "."))
-		if k.perPort() {
-			out = append(out, append(strings.Split(portTable, "."), "*", lastName(k.keyName())))
-		}
+		out = append(out, paths(k)...)
 	}
 	return out
+}
+
+// within reports whether path is pattern, or a table on the way to it.
+func within(path, pattern []string) bool {
+	return len(path) <= len(pattern) &&
+		slices.EqualFunc(path, pattern[:len(path)], func(a, b string) bool { return a == b || b == "*" })
 }
 
 // match reports whether path is a key of the file (leaf) or a table on the
 // way to one (section).
 func match(path []string) (leaf, section bool) {
 	for _, p := range patterns() {
-		if len(path) > len(p) || !slices.EqualFunc(path, p[:len(path)], func(a, b string) bool { return a == b || b == "*" }) {
+		if !within(path, p) {
 			continue
 		}
 		if len(path) == len(p) {

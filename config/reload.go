@@ -47,13 +47,8 @@ func Reloadable(name string) bool {
 	want := strings.Split(name, ".")
 	found := false
 	for _, k := range keys {
-		names := []string{k.keyName()}
-		if k.perPort() {
-			names = append(names, portTable+".*."+lastName(k.keyName()))
-		}
-		for _, n := range names {
-			p := strings.Split(n, ".")
-			if len(want) > len(p) || !slices.EqualFunc(want, p[:len(want)], func(a, b string) bool { return a == b || b == "*" }) {
+		for _, p := range paths(k) {
+			if !within(want, p) {
 				continue
 			}
 			found = true
