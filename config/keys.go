@@ -260,6 +260,8 @@ type key interface {
 	// format renders the key's value in c as the file would write it;
 	// "none" for an empty value without a default.
 	format(c *Config) string
+	// show renders the key's value in c for a Change.
+	show(c *Config) string
 	equal(a, b *Config) bool
 	// literal is the key's example value as the file would write it:
 	// its default, or an example for a key without one.
@@ -352,7 +354,15 @@ func (f *field[T]) checkValue(c *Config, v T) error {
 
 func (f *field[T]) validate(c *Config) error { return f.checkValue(c, *f.get(c)) }
 func (f *field[T]) format(c *Config) string  { return f.kind.format(*f.get(c)) }
-func (f *field[T]) equal(a, b *Config) bool  { return f.kind.equal(*f.get(a), *f.get(b)) }
+
+func (f *field[T]) show(c *Config) string {
+	if f.kind.show != nil {
+		return f.kind.show(*f.get(c))
+	}
+	return f.format(c)
+}
+
+func (f *field[T]) equal(a, b *Config) bool { return f.kind.equal(*f.get(a), *f.get(b)) }
 
 func (f *field[T]) inherit(p *HealthPort, c *Config)      { *f.port(p) = *f.get(c) }
 func (f *field[T]) decodePort(p *HealthPort, v any) error { return f.decodeInto(f.port(p), v) }

@@ -332,7 +332,7 @@ func TestChangesEveryKey(t *testing.T) {
 				t.Fatalf("no value in %v changes %s", otherValues, k.keyName())
 			}
 			d := diff(old, next)
-			want := []Change{{Key: k.keyName(), Old: k.format(old), New: k.format(next)}}
+			want := []Change{{Key: k.keyName(), Old: k.show(old), New: k.show(next)}}
 			if diff := cmp.Diff(want, d); diff != "" {
 				t.Fatalf("diff() (-want +got):\n%s", diff)
 			}

@@ -26,7 +26,9 @@ type kind[T any] struct {
 	decode func(v any) (T, error)
 	// format writes a value as the file would, "none" for an empty value.
 	format func(T) string
-	equal  func(a, b T) bool
+	// show, if set, is how a Change shows a value instead of format.
+	show  func(T) string
+	equal func(a, b T) bool
 }
 
 // Aliases, so that the table reads as the types it describes.
@@ -128,6 +130,14 @@ var ipAddr = kind[addr]{
 			return "none"
 		}
 		return strconv.Quote(a.String())
+	},
+	// Bare, as reloads have always logged an address change
+	// ("shared.address: none -> 198.18.0.100").
+	show: func(a addr) string {
+		if !a.IsValid() {
+			return "none"
+		}
+		return a.String()
 	},
 	equal: equal[addr],
 }

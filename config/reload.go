@@ -100,7 +100,7 @@ func diff(a, b *Config) []Change {
 	var out []Change
 	for _, k := range keys {
 		if !k.equal(a, b) {
-			out = append(out, Change{Key: k.keyName(), Old: k.format(a), New: k.format(b)})
+			out = append(out, Change{Key: k.keyName(), Old: k.show(a), New: k.show(b)})
 		}
 	}
 	ports := slices.Collect(maps.Keys(a.Health.Port))

@@ -162,7 +162,7 @@ func TestChangeString(t *testing.T) {
 	for _, c := range changed {
 		got = append(got, c.String())
 	}
-	want := []string{`health.interval: "100ms" -> "1s"`, `log.level: "info" -> "debug"`, `shared.address: none -> "198.18.0.100"`}
+	want := []string{`health.interval: "100ms" -> "1s"`, `log.level: "info" -> "debug"`, `shared.address: none -> 198.18.0.100`}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Changes() strings (-want +got):\n%s", diff)
 	}
