@@ -354,7 +354,7 @@ func (c *Config) validate(skip map[string]bool) []error {
 		}
 	}
 	for _, k := range keys {
-		if slices.ContainsFunc(k.dependsOn(), func(d string) bool { return skip[d] }) || skipTable(k.keyName(), skip) {
+		if skipTable(k.keyName(), skip) || slices.ContainsFunc(k.dependsOn(), func(d string) bool { return skip[d] || skipTable(d, skip) }) {
 			continue
 		}
 		add(k.keyName(), k.validate(c))

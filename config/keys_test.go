@@ -116,8 +116,8 @@ func TestParseTypeErrors(t *testing.T) {
 			want: []string{`health.port.8080.fall: line 7: want an integer such as 2`},
 		},
 		{
-			name: "section that is not a table",
-			in:   "nic = 5\n",
+			name: "section that is not a table, and a key that reads it",
+			in:   "nic = 5\n[shared]\naddress = \"198.18.0.100\"\n",
 			want: []string{`nic: line 1: want a table: [nic] on a line of its own, then its keys`},
 		},
 		{
