@@ -1,7 +1,10 @@
 // Package config reads vipmux's configuration file: TOML decoded strictly
-// into typed structs, with every default in Default and every rule in
-// Validate. Each problem that Parse or Validate reports names its key as
-// "section.key" (and, where there is one, the bad value), so that an
+// into typed structs. Every key is described once, in the table in
+// keys.go (its name, default, kind, check, and whether a running gateway
+// can apply a change), which Default, Parse, Validate, Changes and
+// Reloadable all walk. Each problem that Parse or Validate reports names
+// its key as "section.key" (and, where there is one, the bad value; for a
+// value of the wrong type, its line and what to write), so that an
 // operator can fix the file without reading this code.
 //
 // The package knows the shape of the configuration, not what the other
@@ -16,7 +19,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -27,8 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // Config is vipmux's configuration file.
@@ -61,7 +61,8 @@ type NIC struct {
 	MTU int
 	// Networks is [nic] networks: the on-link front subnets, at least one,
 	// e.g. "198.18.0.0/24" or "2001:db8:18::/64"; IPv4 and IPv6 may be
-	// mixed. Parse stores them Masked.
+	// mixed. Each must be a subnet as written, without host bits set
+	// ("198.18.0.5/24" is refused, naming "198.18.0.0/24").
 	Networks []netip.Prefix
 	// Router is [nic] router: optional next hop for off-link clients of
 	// its family (IPv4 or IPv6); it must lie in one of Networks. The zero
@@ -219,7 +220,8 @@ func (d Duration) MarshalText() ([]byte, error) {
 	return []byte(d.Duration.String()), nil
 }
 
-// Limits and choices that Validate enforces.
+// Limits and choices that only config enforces. The limits that another
+// package enforces at run time are that package's constants, used in keys.
 const (
 	minMTU         = 576
 	maxMTU         = 65535
@@ -228,17 +230,6 @@ const (
 	maxDelayedAck  = 500 * time.Millisecond
 	maxInFlight    = 65536
 	maxIfNameLen   = 15 // IFNAMSIZ - 1
-
-	minHealthInterval = 10 * time.Millisecond
-	maxHealthInterval = time.Hour
-	minHealthTimeout  = time.Millisecond
-	maxHealthTimeout  = time.Minute
-	maxHealthCount    = 100
-
-	maxGARPCount   = 100
-	maxDADProbes   = 20
-	minARPInterval = 10 * time.Millisecond
-	maxARPInterval = 10 * time.Second
 )
 
 var (
@@ -251,40 +242,11 @@ var (
 // keys without a default empty (nic.driver, nic.interface, nic.networks),
 // so it does not pass Validate on its own.
 func Default() *Config {
-	return &Config{
-		NIC: NIC{
-			Offload: true,
-		},
-		Control: Control{
-			Listen: "127.0.0.1:7070",
-		},
-		State: State{
-			Path: "/var/lib/vipmux/state.json",
-		},
-		Dispatch: Dispatch{
-			DialTimeout: Duration{3 * time.Second},
-			MaxInFlight: 8192,
-			TimeWait:    Duration{10 * time.Millisecond},
-			DelayedAck:  Duration{2 * time.Millisecond},
-		},
-		Health: Health{
-			Enabled:  true,
-			Interval: Duration{100 * time.Millisecond},
-			Timeout:  Duration{100 * time.Millisecond},
-			Rise:     2,
-			Fall:     2,
-		},
-		ARP: ARP{
-			GARPCount:    3,
-			GARPInterval: Duration{200 * time.Millisecond},
-			DADProbes:    2,
-			DADInterval:  Duration{100 * time.Millisecond},
-		},
-		Log: Log{
-			Level:  "info",
-			Format: "text",
-		},
+	c := &Config{}
+	for _, k := range keys {
+		k.setDefault(c)
 	}
+	return c
 }
 
 // Load reads the file at path and parses it with Parse.
@@ -300,188 +262,40 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// raw is the file as TOML sees it: the keys that need parsing with their
-// own error messages (addresses, prefixes, durations) are strings here, so
-// that Parse can name the key and the value in every error.
-type raw struct {
-	NIC struct {
-		Driver    string   `toml:"driver"`
-		Interface string   `toml:"interface"`
-		MAC       string   `toml:"mac"`
-		MTU       int      `toml:"mtu"`
-		Networks  []string `toml:"networks"`
-		Router    string   `toml:"router"`
-		Offload   bool     `toml:"offload"`
-	} `toml:"nic"`
-	Control struct {
-		Listen    string `toml:"listen"`
-		TokenFile string `toml:"token_file"`
-	} `toml:"control"`
-	State struct {
-		Path string `toml:"path"`
-	} `toml:"state"`
-	Shared struct {
-		Address string `toml:"address"`
-	} `toml:"shared"`
-	Dispatch struct {
-		DialTimeout string `toml:"dial_timeout"`
-		MaxInFlight int    `toml:"max_in_flight"`
-		TimeWait    string `toml:"time_wait"`
-		DelayedAck  string `toml:"delayed_ack"`
-	} `toml:"dispatch"`
-	Health struct {
-		Enabled  bool                     `toml:"enabled"`
-		Interval string                   `toml:"interval"`
-		Timeout  string                   `toml:"timeout"`
-		Rise     int                      `toml:"rise"`
-		Fall     int                      `toml:"fall"`
-		Failback bool                     `toml:"failback"`
-		Port     map[string]rawHealthPort `toml:"port"`
-	} `toml:"health"`
-	ARP struct {
-		GARPCount    int    `toml:"garp_count"`
-		GARPInterval string `toml:"garp_interval"`
-		DADProbes    int    `toml:"dad_probes"`
-		DADInterval  string `toml:"dad_interval"`
-	} `toml:"arp"`
-	Log struct {
-		Level  string `toml:"level"`
-		Format string `toml:"format"`
-	} `toml:"log"`
-	Metrics struct {
-		Listen string `toml:"listen"`
-	} `toml:"metrics"`
-}
-
-// rawHealthPort is one [health.port.PORT] table; nil is a key left out.
-type rawHealthPort struct {
-	Interval *string `toml:"interval"`
-	Timeout  *string `toml:"timeout"`
-	Rise     *int    `toml:"rise"`
-	Fall     *int    `toml:"fall"`
-}
-
 // Parse decodes data strictly (an unknown key is an error), fills in the
 // defaults for the keys that it leaves out and validates the result. The
-// error lists every problem found, each naming its key.
+// error lists every problem found, one *KeyError per line, each naming its
+// key, and the line of the file for a value that is not what the key
+// takes. Only a TOML syntax error, after which the file cannot be read
+// further, comes alone (with its line and column).
 func Parse(data []byte) (*Config, error) {
-	def := Default()
-	var r raw
-	// Start from the defaults; the decoder overwrites only the keys present.
-	r.NIC.Offload = def.NIC.Offload
-	r.Control.Listen = def.Control.Listen
-	r.State.Path = def.State.Path
-	r.Dispatch.DialTimeout = def.Dispatch.DialTimeout.String()
-	r.Dispatch.MaxInFlight = def.Dispatch.MaxInFlight
-	r.Dispatch.TimeWait = def.Dispatch.TimeWait.String()
-	r.Dispatch.DelayedAck = def.Dispatch.DelayedAck.String()
-	r.ARP.GARPCount = def.ARP.GARPCount
-	r.ARP.GARPInterval = def.ARP.GARPInterval.String()
-	r.ARP.DADProbes = def.ARP.DADProbes
-	r.ARP.DADInterval = def.ARP.DADInterval.String()
-	r.Health.Enabled = def.Health.Enabled
-	r.Health.Interval = def.Health.Interval.String()
-	r.Health.Timeout = def.Health.Timeout.String()
-	r.Health.Rise = def.Health.Rise
-	r.Health.Fall = def.Health.Fall
-	r.Log.Level = def.Log.Level
-	r.Log.Format = def.Log.Format
-
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&r)
+	file, err := readTOML(data)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &syntaxError{pe: pe}
-		}
 		return nil, err
 	}
-
-	var errs []error
-	errs = append(errs, unknownKeys(md.Undecoded())...)
-
-	// bad holds the keys that failed to parse, so that Validate does not
-	// pile its own complaints about the same (now zero) values on top.
+	// bad holds the keys and tables that failed to parse, so that
+	// validate does not pile its own complaints about the same (default)
+	// values on top.
 	bad := map[string]bool{}
-	fail := func(key string, format string, args ...any) {
-		bad[key] = true
-		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
+	var errs []error
+	for _, e := range file.unknownKeys(nil) {
+		bad[e.Key] = true
+		errs = append(errs, e)
 	}
-
-	c := def
-	c.NIC.Driver = r.NIC.Driver
-	c.NIC.Interface = r.NIC.Interface
-	c.NIC.MTU = r.NIC.MTU
-	c.NIC.Offload = r.NIC.Offload
-	if r.NIC.MAC != "" {
-		mac, err := net.ParseMAC(r.NIC.MAC)
-		if err != nil {
-			fail("nic.mac", "%q is not a MAC address", r.NIC.MAC)
-		} else {
-			c.NIC.MAC = mac
+	report := func(name string, line int, err error) {
+		for _, e := range keyErrors(name, err) {
+			e.Line = line
+			bad[name], bad[e.Key] = true, true
+			errs = append(errs, e)
 		}
 	}
-	for i, s := range r.NIC.Networks {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			// Keep an invalid placeholder so that later indices still
-			// match the file.
-			bad["nic.networks"] = true
-			fail(fmt.Sprintf("nic.networks[%d]", i), "%q is not a CIDR prefix", s)
-		}
-		c.NIC.Networks = append(c.NIC.Networks, p.Masked())
-	}
-	if r.NIC.Router != "" {
-		a, err := netip.ParseAddr(r.NIC.Router)
-		if err != nil {
-			fail("nic.router", "%q is not an IP address", r.NIC.Router)
-		} else {
-			c.NIC.Router = a
+	c := Default()
+	for _, k := range keys {
+		if n := file.lookup(k.keyName()); n != nil {
+			report(k.keyName(), n.line, k.decode(c, n.value))
 		}
 	}
-	c.Control.Listen = r.Control.Listen
-	c.Control.TokenFile = r.Control.TokenFile
-	c.State.Path = r.State.Path
-	if r.Shared.Address != "" {
-		a, err := netip.ParseAddr(r.Shared.Address)
-		if err != nil {
-			fail("shared.address", "%q is not an IP address", r.Shared.Address)
-		} else {
-			c.Shared.Address = a
-		}
-	}
-	if d, err := time.ParseDuration(r.Dispatch.DialTimeout); err != nil {
-		fail("dispatch.dial_timeout", "%q is not a duration such as \"3s\"", r.Dispatch.DialTimeout)
-	} else {
-		c.Dispatch.DialTimeout = Duration{d}
-	}
-	c.Dispatch.MaxInFlight = r.Dispatch.MaxInFlight
-	if d, err := time.ParseDuration(r.Dispatch.TimeWait); err != nil {
-		fail("dispatch.time_wait", "%q is not a duration such as \"1s\"", r.Dispatch.TimeWait)
-	} else {
-		c.Dispatch.TimeWait = Duration{d}
-	}
-	if d, err := time.ParseDuration(r.Dispatch.DelayedAck); err != nil {
-		fail("dispatch.delayed_ack", "%q is not a duration such as \"2ms\"", r.Dispatch.DelayedAck)
-	} else {
-		c.Dispatch.DelayedAck = Duration{d}
-	}
-	parseHealth(c, &r, fail)
-	c.ARP.GARPCount = r.ARP.GARPCount
-	if d, err := time.ParseDuration(r.ARP.GARPInterval); err != nil {
-		fail("arp.garp_interval", "%q is not a duration such as \"200ms\"", r.ARP.GARPInterval)
-	} else {
-		c.ARP.GARPInterval = Duration{d}
-	}
-	c.ARP.DADProbes = r.ARP.DADProbes
-	if d, err := time.ParseDuration(r.ARP.DADInterval); err != nil {
-		fail("arp.dad_interval", "%q is not a duration such as \"100ms\"", r.ARP.DADInterval)
-	} else {
-		c.ARP.DADInterval = Duration{d}
-	}
-	c.Log.Level = r.Log.Level
-	c.Log.Format = r.Log.Format
-	c.Metrics.Listen = r.Metrics.Listen
-
+	c.parsePorts(file.lookup(portTable), report)
 	errs = append(errs, c.validate(bad)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -489,239 +303,84 @@ func Parse(data []byte) (*Config, error) {
 	return c, nil
 }
 
-// parseHealth fills c.Health from r's [health] and [health.port.PORT]
-// tables, reporting the keys that do not parse with fail.
-func parseHealth(c *Config, r *raw, fail func(key, format string, args ...any)) {
-	h := &c.Health
-	h.Enabled, h.Rise, h.Fall, h.Failback = r.Health.Enabled, r.Health.Rise, r.Health.Fall, r.Health.Failback
-	duration := func(key, s string, d *Duration) {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			fail(key, "%q is not a duration such as \"100ms\"", s)
-			return
-		}
-		*d = Duration{v}
+// parsePorts fills c.Health.Port from the [health.port.PORT] tables of the
+// file, after the [health] keys, whose values a port inherits for the keys
+// it leaves out.
+func (c *Config) parsePorts(ports *node, report func(name string, line int, err error)) {
+	if ports == nil || ports.keys == nil {
+		return
 	}
-	duration("health.interval", r.Health.Interval, &h.Interval)
-	duration("health.timeout", r.Health.Timeout, &h.Timeout)
-	for name, rp := range r.Health.Port {
-		key := "health.port." + name
-		n, err := strconv.ParseUint(name, 10, 16)
-		if err != nil || n == 0 {
-			fail(key, "%q is not a port number 1..65535", name)
+	for _, name := range ports.sortedKeys() {
+		n, key := ports.keys[name], portTable+"."+name
+		if n.keys == nil {
+			continue // not a table: unknownKeys reports it
+		}
+		port, err := strconv.ParseUint(name, 10, 16)
+		if err != nil || port == 0 {
+			report(key, n.line, fmt.Errorf("%q is not a port number 1..65535", name))
 			continue
 		}
-		p := HealthPort{Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall}
-		if rp.Interval != nil {
-			duration(key+".interval", *rp.Interval, &p.Interval)
+		var p HealthPort
+		for _, k := range portKeys() {
+			k.inherit(&p, c)
+			if v := n.keys[lastName(k.keyName())]; v != nil {
+				report(key+"."+lastName(k.keyName()), v.line, k.decodePort(&p, v.value))
+			}
 		}
-		if rp.Timeout != nil {
-			duration(key+".timeout", *rp.Timeout, &p.Timeout)
+		if c.Health.Port == nil {
+			c.Health.Port = map[uint16]HealthPort{}
 		}
-		if rp.Rise != nil {
-			p.Rise = *rp.Rise
-		}
-		if rp.Fall != nil {
-			p.Fall = *rp.Fall
-		}
-		if h.Port == nil {
-			h.Port = map[uint16]HealthPort{}
-		}
-		h.Port[uint16(n)] = p
+		c.Health.Port[uint16(port)] = p
 	}
 }
-
-// unknownKeys reports the keys that the decoder did not use. A key inside
-// an unknown table is not reported on its own: the table is.
-func unknownKeys(keys []toml.Key) []error {
-	unknown := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		unknown[k.String()] = true
-	}
-	var errs []error
-	for _, k := range keys {
-		if len(k) > 1 && unknown[k[:len(k)-1].String()] {
-			continue
-		}
-		errs = append(errs, &unknownKeyError{KeyError{Key: k.String(), Err: errors.New("unknown key")}})
-	}
-	return errs
-}
-
-// unknownKeyError is a key that the file has and Config does not; it reads
-// "unknown key KEY".
-type unknownKeyError struct{ KeyError }
-
-func (e *unknownKeyError) Error() string { return "unknown key " + e.Key }
-
-// Unwrap returns the KeyError, for errors.As.
-func (e *unknownKeyError) Unwrap() error { return &e.KeyError }
-
-// syntaxError is a TOML syntax or type error, with its line and column.
-type syntaxError struct {
-	pe toml.ParseError
-}
-
-func (e *syntaxError) Error() string {
-	p := e.pe.Position
-	if e.pe.LastKey == "" {
-		return fmt.Sprintf("toml: line %d, column %d: %s", p.Line, p.Col, e.pe.Message)
-	}
-	return fmt.Sprintf("toml: line %d, column %d (last key %q): %s", p.Line, p.Col, e.pe.LastKey, e.pe.Message)
-}
-
-// Unwrap returns the toml.ParseError, whose ErrorWithPosition shows the
-// offending line.
-func (e *syntaxError) Unwrap() error { return e.pe }
 
 // Validate checks every key and returns all the problems found, joined with
-// errors.Join, each naming its key as "section.key"; nil if there are none.
+// errors.Join, each a *KeyError naming its key as "section.key"; nil if
+// there are none.
 func (c *Config) Validate() error {
 	return errors.Join(c.validate(nil)...)
 }
 
-// validate returns one error per problem, skipping the keys in skip (which
-// the caller has already reported).
+// validate returns one error per problem, in the order of keys, skipping
+// the keys in skip (which the caller has already reported) and the checks
+// that read one of them.
 func (c *Config) validate(skip map[string]bool) []error {
 	var errs []error
-	check := func(key string, err error) {
-		if err != nil && !skip[key] {
-			errs = append(errs, &KeyError{Key: key, Err: err})
-		}
-	}
-
-	check("nic.driver", oneOf(c.NIC.Driver, drivers))
-	check("nic.interface", checkIfName(c.NIC.Interface))
-	check("nic.mac", checkMAC(c.NIC.MAC))
-	if c.NIC.MTU != 0 && (c.NIC.MTU < minMTU || c.NIC.MTU > maxMTU) {
-		check("nic.mtu", fmt.Errorf("%d is out of range: use 0 for the default, or %d..%d", c.NIC.MTU, minMTU, maxMTU))
-	}
-	if len(c.NIC.Networks) == 0 {
-		check("nic.networks", errors.New("required: at least one front subnet such as \"198.18.0.0/24\""))
-	}
-	for i, p := range c.NIC.Networks {
-		check(fmt.Sprintf("nic.networks[%d]", i), checkNetwork(p))
-		for j, q := range c.NIC.Networks[:i] {
-			if p.IsValid() && q.IsValid() && p.Overlaps(q) {
-				check(fmt.Sprintf("nic.networks[%d]", i), fmt.Errorf("%s overlaps nic.networks[%d] %s", p, j, q))
-				break
+	add := func(name string, err error) {
+		for _, e := range keyErrors(name, err) {
+			if !skip[e.Key] {
+				errs = append(errs, e)
 			}
 		}
 	}
-	// With a network that did not parse, "not in the networks" may be
-	// wrong; the parse error is already reported.
-	netsKnown := !skip["nic.networks"]
-	if c.NIC.Router.IsValid() && netsKnown {
-		check("nic.router", c.checkHost(c.NIC.Router))
-	}
-
-	if err := checkHostPort(c.Control.Listen); err != nil {
-		check("control.listen", err)
-	}
-	if c.Control.TokenFile != "" && strings.TrimSpace(c.Control.TokenFile) == "" {
-		check("control.token_file", errors.New("is only whitespace: leave it out to disable token authentication"))
-	}
-
-	if c.State.Path == "" {
-		check("state.path", errors.New("required"))
-	}
-
-	if c.Shared.Address.IsValid() && netsKnown {
-		err := c.checkHost(c.Shared.Address)
-		if err == nil && c.Shared.Address == c.NIC.Router {
-			err = fmt.Errorf("%s is also nic.router", c.Shared.Address)
-		}
-		check("shared.address", err)
-	}
-
-	if d := c.Dispatch.DialTimeout.Duration; d <= 0 || d > maxDialTimeout {
-		check("dispatch.dial_timeout", fmt.Errorf("%s is out of range: use more than 0s and at most %s", d, maxDialTimeout))
-	}
-	if n := c.Dispatch.MaxInFlight; n < 1 || n > maxInFlight {
-		check("dispatch.max_in_flight", fmt.Errorf("%d is out of range: use 1..%d", n, maxInFlight))
-	}
-	if d := c.Dispatch.TimeWait.Duration; d < 0 || d > maxTimeWait {
-		check("dispatch.time_wait", fmt.Errorf("%s is out of range: use 0s..%s", d, maxTimeWait))
-	}
-	if d := c.Dispatch.DelayedAck.Duration; d < 0 || d > maxDelayedAck {
-		check("dispatch.delayed_ack", fmt.Errorf("%s is out of range: use 0s (ACK at once)..%s", d, maxDelayedAck))
-	}
-
-	if n := c.ARP.GARPCount; n < 0 || n > maxGARPCount {
-		check("arp.garp_count", fmt.Errorf("%d is out of range: use 0 (none)..%d", n, maxGARPCount))
-	}
-	check("arp.garp_interval", checkARPInterval(c.ARP.GARPInterval.Duration))
-	if n := c.ARP.DADProbes; n < 0 || n > maxDADProbes {
-		check("arp.dad_probes", fmt.Errorf("%d is out of range: use 0 (no detection)..%d", n, maxDADProbes))
-	}
-	check("arp.dad_interval", checkARPInterval(c.ARP.DADInterval.Duration))
-
-	check("health.interval", checkHealthInterval(c.Health.Interval.Duration))
-	check("health.timeout", checkHealthTimeout(c.Health.Timeout.Duration))
-	check("health.rise", checkHealthCount(c.Health.Rise))
-	check("health.fall", checkHealthCount(c.Health.Fall))
-	ports := slices.Sorted(maps.Keys(c.Health.Port))
-	for _, port := range ports {
-		p, key := c.Health.Port[port], fmt.Sprintf("health.port.%d", port)
-		if port == 0 {
-			check(key, errors.New("0 is not a port number 1..65535"))
+	for _, k := range keys {
+		if skipTable(k.keyName(), skip) || slices.ContainsFunc(k.dependsOn(), func(d string) bool { return skip[d] || skipTable(d, skip) }) {
 			continue
 		}
-		// A value that a port inherits from a bad [health] key is
-		// reported once, under [health].
-		if h := c.Health; p.Interval != h.Interval || checkHealthInterval(h.Interval.Duration) == nil {
-			check(key+".interval", checkHealthInterval(p.Interval.Duration))
-		}
-		if h := c.Health; p.Timeout != h.Timeout || checkHealthTimeout(h.Timeout.Duration) == nil {
-			check(key+".timeout", checkHealthTimeout(p.Timeout.Duration))
-		}
-		if h := c.Health; p.Rise != h.Rise || checkHealthCount(h.Rise) == nil {
-			check(key+".rise", checkHealthCount(p.Rise))
-		}
-		if h := c.Health; p.Fall != h.Fall || checkHealthCount(h.Fall) == nil {
-			check(key+".fall", checkHealthCount(p.Fall))
-		}
+		add(k.keyName(), k.validate(c))
 	}
-
-	check("log.level", oneOf(c.Log.Level, logLevels))
-	check("log.format", oneOf(c.Log.Format, logFormats))
-	if c.Metrics.Listen != "" {
-		err := checkHostPort(c.Metrics.Listen)
-		if err == nil && c.Metrics.Listen == c.Control.Listen {
-			err = fmt.Errorf("%q is also control.listen, which serves /metrics already (with the token): leave metrics.listen out, or give another port", c.Metrics.Listen)
+	for _, port := range slices.Sorted(maps.Keys(c.Health.Port)) {
+		p, key := c.Health.Port[port], fmt.Sprintf("%s.%d", portTable, port)
+		if port == 0 {
+			add(key, errors.New("0 is not a port number 1..65535"))
+			continue
 		}
-		check("metrics.listen", err)
+		for _, k := range portKeys() {
+			add(key+"."+lastName(k.keyName()), k.checkPort(c, &p))
+		}
 	}
 	return errs
 }
 
-func checkHealthInterval(d time.Duration) error {
-	if d < minHealthInterval || d > maxHealthInterval {
-		return fmt.Errorf("%s is out of range: use %s..%s", d, minHealthInterval, maxHealthInterval)
+// skipTable reports whether a table that holds the key name is in skip:
+// one that is not a table in the file.
+func skipTable(name string, skip map[string]bool) bool {
+	for i := range len(name) {
+		if name[i] == '.' && skip[name[:i]] {
+			return true
+		}
 	}
-	return nil
-}
-
-func checkHealthTimeout(d time.Duration) error {
-	if d < minHealthTimeout || d > maxHealthTimeout {
-		return fmt.Errorf("%s is out of range: use %s..%s", d, minHealthTimeout, maxHealthTimeout)
-	}
-	return nil
-}
-
-func checkHealthCount(n int) error {
-	if n < 1 || n > maxHealthCount {
-		return fmt.Errorf("%d is out of range: use 1..%d", n, maxHealthCount)
-	}
-	return nil
-}
-
-// checkARPInterval checks an [arp] interval.
-func checkARPInterval(d time.Duration) error {
-	if d < minARPInterval || d > maxARPInterval {
-		return fmt.Errorf("%s is out of range: use %s..%s", d, minARPInterval, maxARPInterval)
-	}
-	return nil
+	return false
 }
 
 // oneOf checks that v is one of choices.
@@ -776,6 +435,30 @@ func checkMAC(mac net.HardwareAddr) error {
 		return fmt.Errorf("%s is the all-zero address", mac)
 	}
 	return nil
+}
+
+// checkNetworks checks nic.networks: at least one front subnet, each one
+// valid, none overlapping an earlier one.
+func checkNetworks(ps prefixes) error {
+	if len(ps) == 0 {
+		return errors.New("required: at least one front subnet such as \"198.18.0.0/24\"")
+	}
+	var errs elemErrors
+	for i, p := range ps {
+		if err := checkNetwork(p); err != nil {
+			errs = append(errs, elemError{i, err})
+		}
+		for j, q := range ps[:i] {
+			if p.IsValid() && q.IsValid() && p.Overlaps(q) {
+				errs = append(errs, elemError{i, fmt.Errorf("%s overlaps nic.networks[%d] %s", p, j, q)})
+				break
+			}
+		}
+	}
+	if errs == nil {
+		return nil
+	}
+	return errs
 }
 
 // checkNetwork checks one front subnet, IPv4 or IPv6.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 )
@@ -17,12 +16,21 @@ type KeyError struct {
 	// Key is the key as "section.key", e.g. "health.rise" or
 	// "nic.networks[0]".
 	Key string
+	// Line is the line of the file that sets the key, for a value that
+	// Parse cannot read as what the key takes (of the wrong type, or
+	// that does not parse) and for an unknown key; 0 otherwise.
+	Line int
 	// Err is what is wrong with it.
 	Err error
 }
 
-// Error formats the problem as "key: problem".
-func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+// Error formats the problem as "key: problem", or "key: line N: problem".
+func (e *KeyError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s: line %d: %v", e.Key, e.Line, e.Err)
+	}
+	return e.Key + ": " + e.Err.Error()
+}
 
 // Unwrap returns the problem.
 func (e *KeyError) Unwrap() error { return e.Err }
@@ -32,28 +40,24 @@ func (e *KeyError) Unwrap() error { return e.Err }
 // the forwarder's handshake limit.
 var ErrNotReloadable = errors.New("cannot change while the gateway runs: restart it to apply, or change it back")
 
-// reloadable lists the sections and keys that a running gateway applies
-// when it reloads its configuration. Every other key is fixed at start-up.
-// A section name stands for every key in it.
-var reloadable = []string{
-	"shared.address",
-	"dispatch.dial_timeout",
-	"dispatch.time_wait",
-	"dispatch.delayed_ack",
-	"health",
-	"arp",
-	"log",
-}
-
-// Reloadable reports whether key ("section.key") can change while the
-// gateway runs.
-func Reloadable(key string) bool {
-	for _, r := range reloadable {
-		if key == r || strings.HasPrefix(key, r+".") {
-			return true
+// Reloadable reports whether name, a key ("section.key") or a section
+// ("health", "health.port.8080"), can change while the gateway runs: every
+// key it names is marked reloadable in keys.
+func Reloadable(name string) bool {
+	want := strings.Split(name, ".")
+	found := false
+	for _, k := range keys {
+		for _, p := range paths(k) {
+			if !within(want, p) {
+				continue
+			}
+			found = true
+			if !k.isReloadable() {
+				return false
+			}
 		}
 	}
-	return false
+	return found
 }
 
 // Change is one key whose value differs between two configurations.
@@ -90,88 +94,48 @@ func (c *Config) Changes(next *Config) ([]Change, error) {
 }
 
 // diff returns every key whose value differs between a and b, sorted by
-// key. Keys are named from the toml tags of the raw file shape, so that
-// they read as in the file.
+// key, with the values as the file writes them. A [health.port.PORT]
+// table that only one of them has is one change of the whole table.
 func diff(a, b *Config) []Change {
 	var out []Change
-	add := func(key string, x, y any) {
-		if !reflect.DeepEqual(x, y) {
-			out = append(out, Change{Key: key, Old: format(x), New: format(y)})
+	for _, k := range keys {
+		if !k.equal(a, b) {
+			out = append(out, Change{Key: k.keyName(), Old: k.show(a), New: k.show(b)})
 		}
 	}
-	add("nic.driver", a.NIC.Driver, b.NIC.Driver)
-	add("nic.interface", a.NIC.Interface, b.NIC.Interface)
-	add("nic.mac", a.NIC.MAC.String(), b.NIC.MAC.String())
-	add("nic.mtu", a.NIC.MTU, b.NIC.MTU)
-	add("nic.networks", fmt.Sprint(a.NIC.Networks), fmt.Sprint(b.NIC.Networks))
-	add("nic.router", a.NIC.Router, b.NIC.Router)
-	add("nic.offload", a.NIC.Offload, b.NIC.Offload)
-	add("control.listen", a.Control.Listen, b.Control.Listen)
-	add("control.token_file", a.Control.TokenFile, b.Control.TokenFile)
-	add("metrics.listen", a.Metrics.Listen, b.Metrics.Listen)
-	add("state.path", a.State.Path, b.State.Path)
-	add("shared.address", a.Shared.Address, b.Shared.Address)
-	add("dispatch.dial_timeout", a.Dispatch.DialTimeout, b.Dispatch.DialTimeout)
-	add("dispatch.max_in_flight", a.Dispatch.MaxInFlight, b.Dispatch.MaxInFlight)
-	add("dispatch.time_wait", a.Dispatch.TimeWait, b.Dispatch.TimeWait)
-	add("dispatch.delayed_ack", a.Dispatch.DelayedAck, b.Dispatch.DelayedAck)
-	add("health.enabled", a.Health.Enabled, b.Health.Enabled)
-	add("health.interval", a.Health.Interval, b.Health.Interval)
-	add("health.timeout", a.Health.Timeout, b.Health.Timeout)
-	add("health.rise", a.Health.Rise, b.Health.Rise)
-	add("health.fall", a.Health.Fall, b.Health.Fall)
-	add("health.failback", a.Health.Failback, b.Health.Failback)
-	ports := slices.Sorted(maps.Keys(a.Health.Port))
+	ports := slices.Collect(maps.Keys(a.Health.Port))
 	for p := range b.Health.Port {
 		if _, ok := a.Health.Port[p]; !ok {
 			ports = append(ports, p)
 		}
 	}
-	slices.Sort(ports)
 	for _, p := range ports {
 		x, okx := a.Health.Port[p]
 		y, oky := b.Health.Port[p]
-		key := fmt.Sprintf("health.port.%d", p)
+		key := fmt.Sprintf("%s.%d", portTable, p)
 		switch {
 		case !okx:
-			out = append(out, Change{Key: key, Old: "none", New: format(y)})
+			out = append(out, Change{Key: key, Old: "none", New: formatPort(&y)})
 		case !oky:
-			out = append(out, Change{Key: key, Old: format(x), New: "none"})
+			out = append(out, Change{Key: key, Old: formatPort(&x), New: "none"})
 		default:
-			add(key+".interval", x.Interval, y.Interval)
-			add(key+".timeout", x.Timeout, y.Timeout)
-			add(key+".rise", x.Rise, y.Rise)
-			add(key+".fall", x.Fall, y.Fall)
+			for _, k := range portKeys() {
+				if !k.equalPort(&x, &y) {
+					out = append(out, Change{Key: key + "." + lastName(k.keyName()), Old: k.formatPort(&x), New: k.formatPort(&y)})
+				}
+			}
 		}
 	}
-	add("arp.garp_count", a.ARP.GARPCount, b.ARP.GARPCount)
-	add("arp.garp_interval", a.ARP.GARPInterval, b.ARP.GARPInterval)
-	add("arp.dad_probes", a.ARP.DADProbes, b.ARP.DADProbes)
-	add("arp.dad_interval", a.ARP.DADInterval, b.ARP.DADInterval)
-	add("log.level", a.Log.Level, b.Log.Level)
-	add("log.format", a.Log.Format, b.Log.Format)
 	slices.SortFunc(out, func(x, y Change) int { return strings.Compare(x.Key, y.Key) })
 	return out
 }
 
-// format renders a value as an operator wrote it: strings quoted, the
-// zero address as "none".
-func format(v any) string {
-	switch v := v.(type) {
-	case string:
-		if v == "" {
-			return "none"
-		}
-		return fmt.Sprintf("%q", v)
-	case Duration:
-		return fmt.Sprintf("%q", v.Duration.String())
-	case HealthPort:
-		return fmt.Sprintf("{interval=%q timeout=%q rise=%d fall=%d}", v.Interval.Duration, v.Timeout.Duration, v.Rise, v.Fall)
-	case fmt.Stringer:
-		if s := v.String(); s != "invalid IP" {
-			return s
-		}
-		return "none"
+// formatPort renders a [health.port.PORT] table as an inline table:
+// {interval="1s" timeout="1s" rise=2 fall=3}.
+func formatPort(p *HealthPort) string {
+	var s []string
+	for _, k := range portKeys() {
+		s = append(s, lastName(k.keyName())+"="+k.formatPort(p))
 	}
-	return fmt.Sprint(v)
+	return "{" + strings.Join(s, " ") + "}"
 }

@@ -186,7 +186,7 @@ func TestParseKeyError(t *testing.T) {
 	if !errors.As(err, &ke) {
 		t.Fatalf("Parse() error = %v, want a *KeyError", err)
 	}
-	if !strings.Contains(err.Error(), "unknown key nic.x") || !strings.Contains(err.Error(), "health.rise: 0 is out of range") {
+	if !strings.Contains(err.Error(), "nic.x: line 8: unknown key") || !strings.Contains(err.Error(), "health.rise: 0 is out of range") {
 		t.Errorf("Parse() error = %v, want it to name nic.x and health.rise", err)
 	}
 	if ke.Key != "nic.x" {

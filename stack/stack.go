@@ -93,11 +93,12 @@ type Options struct {
 	// Advertisement (Override set, Solicited clear, target the address,
 	// with the NIC's MAC as target link-layer address, to all-nodes
 	// ff02::1). Zero sends none; vipmux's config default ([arp]
-	// garp_count) is 3. At most 255.
+	// garp_count) is 3. At most MaxGARPCount.
 	GARPCount int
 	// GARPInterval is the time between two announcements of one address.
 	// The first goes out before Prepare returns, the others from a
-	// goroutine that Close stops. Required (> 0) when GARPCount > 1;
+	// goroutine that Close stops. Required (MinARPInterval..MaxARPInterval)
+	// when GARPCount > 1;
 	// config default ([arp] garp_interval) 200ms.
 	GARPInterval time.Duration
 	// DADProbes is how many probes Prepare sends before it holds a new
@@ -115,11 +116,12 @@ type Options struct {
 	// moment (RFC 5227's simultaneous probe). For IPv6 a conflict is a
 	// Neighbor Advertisement for the address (what a Linux holder sends
 	// to a DAD solicitation). Zero disables detection;
-	// config default ([arp] dad_probes) 2. At most 255.
+	// config default ([arp] dad_probes) 2. At most MaxDADProbes.
 	DADProbes int
 	// DADInterval is the time between two probes, and the time that the
-	// last probe waits for an answer. Required (>= 1ms) when DADProbes >
-	// 0; config default ([arp] dad_interval) 100ms.
+	// last probe waits for an answer. Required
+	// (MinARPInterval..MaxARPInterval) when DADProbes > 0; config default
+	// ([arp] dad_interval) 100ms.
 	DADInterval time.Duration
 	// Restored are the addresses of the table restored from the state
 	// file at start-up: the gateway held them before it restarted, so
@@ -176,14 +178,14 @@ type ARPSettings struct {
 // check reports the first field of s that is out of range.
 func (s ARPSettings) check() error {
 	switch {
-	case s.GARPCount < 0 || s.GARPCount > 255:
-		return fmt.Errorf("GARPCount %d out of range 0..255", s.GARPCount)
-	case s.GARPCount > 1 && s.GARPInterval <= 0:
-		return fmt.Errorf("GARPInterval %v must be > 0 with GARPCount %d", s.GARPInterval, s.GARPCount)
-	case s.DADProbes < 0 || s.DADProbes > 255:
-		return fmt.Errorf("DADProbes %d out of range 0..255", s.DADProbes)
-	case s.DADProbes > 0 && s.DADInterval < time.Millisecond:
-		return fmt.Errorf("DADInterval %v must be >= 1ms with DADProbes %d", s.DADInterval, s.DADProbes)
+	case s.GARPCount < 0 || s.GARPCount > MaxGARPCount:
+		return fmt.Errorf("GARPCount %d out of range 0..%d", s.GARPCount, MaxGARPCount)
+	case s.GARPCount > 1 && (s.GARPInterval < MinARPInterval || s.GARPInterval > MaxARPInterval):
+		return fmt.Errorf("GARPInterval %v out of range %v..%v with GARPCount %d", s.GARPInterval, MinARPInterval, MaxARPInterval, s.GARPCount)
+	case s.DADProbes < 0 || s.DADProbes > MaxDADProbes:
+		return fmt.Errorf("DADProbes %d out of range 0..%d", s.DADProbes, MaxDADProbes)
+	case s.DADProbes > 0 && (s.DADInterval < MinARPInterval || s.DADInterval > MaxARPInterval):
+		return fmt.Errorf("DADInterval %v out of range %v..%v with DADProbes %d", s.DADInterval, MinARPInterval, MaxARPInterval, s.DADProbes)
 	}
 	return nil
 }
