@@ -75,6 +75,10 @@ type Options struct {
 	// in pcap format. Close flushes it after the stack has stopped; the
 	// caller closes the writer after Close.
 	Capture io.Writer
+	// Control, if not nil, is the listener that Run serves the control
+	// API on, instead of one that New opens on control.listen. The
+	// gateway closes it.
+	Control net.Listener
 	// Store persists the table; nil keeps it in memory only. If it is an
 	// io.Closer, Close closes it last.
 	Store registry.Store
@@ -180,9 +184,12 @@ func New(opts Options) (_ *Gateway, err error) {
 	}
 	// Listen before touching the NIC: a port in use is the commonest
 	// mistake and should change nothing.
-	g.ctl, err = net.Listen("tcp", cfg.Control.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("control.listen: %w", err)
+	g.ctl = opts.Control
+	if g.ctl == nil {
+		g.ctl, err = net.Listen("tcp", cfg.Control.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("control.listen: %w", err)
+		}
 	}
 	if cfg.Metrics.Listen != "" {
 		g.mln, err = net.Listen("tcp", cfg.Metrics.Listen)
