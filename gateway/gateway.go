@@ -274,9 +274,11 @@ func New(opts Options) (_ *Gateway, err error) {
 }
 
 // Run serves the control API (and [metrics] listen) and runs the lease
-// expiry and, while [health] enabled, the health checks, until ctx is done
-// or Close is called. It returns nil then, or the error that stopped the
-// control API. Call Close afterwards; Run may be called once.
+// expiry until ctx is done or Close is called, and starts the health
+// checks if [health] enabled (they run until Close, or a reload turns
+// them off). It returns nil when ctx is done or Close was called, or the
+// error that stopped the control API. Call Close afterwards; Run may be
+// called once.
 func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	switch {
