@@ -71,10 +71,12 @@ type Options struct {
 	// describes, after the control and metrics listeners are open, so
 	// that a port in use leaves the interface untouched.
 	Link *nic.Link
-	// Capture, if not nil, receives the front link's frames (both ways)
-	// in pcap format. Close flushes it after the stack has stopped; the
-	// caller closes the writer after Close.
-	Capture io.Writer
+	// OpenCapture, if not nil, opens the writer that receives the front
+	// link's frames (both ways) in pcap format (serve --pcap). New calls
+	// it once the listeners are open, so that a port in use leaves an
+	// earlier capture as it was. Close flushes the capture after the
+	// stack has stopped, then closes the writer if it is an io.Closer.
+	OpenCapture func() (io.Writer, error)
 	// Control, if not nil, is the listener that Run serves the control
 	// API on, instead of one that New opens on control.listen. The
 	// gateway closes it.
@@ -100,13 +102,15 @@ type Gateway struct {
 	store   registry.Store
 	link    *nic.Link
 	capture *nic.Capture
-	reg     *registry.Registry
-	st      *stack.Stack
-	fwd     *dispatch.Forwarder
-	hc      *health.Checker
-	health  healthRunner
-	mtr     *metrics.Metrics
-	handler http.Handler
+	// captureOut is what the capture writes to (Options.OpenCapture).
+	captureOut io.Writer
+	reg        *registry.Registry
+	st         *stack.Stack
+	fwd        *dispatch.Forwarder
+	hc         *health.Checker
+	health     healthRunner
+	mtr        *metrics.Metrics
+	handler    http.Handler
 	// ctl and mln are the control and metrics listeners (mln may be nil);
 	// Run serves them, Close closes them.
 	ctl, mln net.Listener
@@ -197,6 +201,14 @@ func New(opts Options) (_ *Gateway, err error) {
 			return nil, fmt.Errorf("metrics.listen: %w", err)
 		}
 	}
+	if opts.OpenCapture != nil {
+		// The writer's errors name what it is (serve's say --pcap).
+		w, err := opts.OpenCapture()
+		if err != nil {
+			return nil, err
+		}
+		g.captureOut = w
+	}
 	if g.link == nil {
 		g.link, err = nic.Open(nic.Options{
 			Driver:    cfg.NIC.Driver,
@@ -211,8 +223,8 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 	}
 	front := g.link.Endpoint
-	if opts.Capture != nil {
-		g.capture, err = nic.NewCapture(front, opts.Capture, nic.DefaultSnapLen, g.log)
+	if g.captureOut != nil {
+		g.capture, err = nic.NewCapture(front, g.captureOut, nic.DefaultSnapLen, g.log)
 		if err != nil {
 			return nil, fmt.Errorf("capture the front link's frames: %w", err)
 		}
@@ -389,10 +401,15 @@ func (g *Gateway) close() error {
 	if g.st != nil {
 		g.st.Close()
 	}
-	// 5. Flush the capture: after the stack, no frame crosses any more,
-	// so the file is complete.
+	// 5. Flush the capture, then close its writer: after the stack, no
+	// frame crosses any more, so the file is complete.
 	if g.capture != nil {
 		if err := g.capture.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("pcap: the capture may be incomplete: %w", err))
+		}
+	}
+	if c, ok := g.captureOut.(io.Closer); ok {
+		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("pcap: the capture may be incomplete: %w", err))
 		}
 	}

@@ -65,14 +65,23 @@ dad_probes = 0
 
 // lockedBuffer is a bytes.Buffer for a logger that several goroutines use.
 type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu     sync.Mutex
+	b      bytes.Buffer
+	closed bool
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+// Close records that the writer was closed.
+func (l *lockedBuffer) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	return nil
 }
 
 func (l *lockedBuffer) String() string {
@@ -91,6 +100,8 @@ type env struct {
 	client *gstack.Stack
 	log    *lockedBuffer
 	level  *slog.LevelVar
+	// pcap receives the front link's frames (Options.OpenCapture).
+	pcap *lockedBuffer
 	// runErr receives Run's result.
 	runErr chan error
 }
@@ -102,7 +113,7 @@ func newEnv(t *testing.T, extra string) *env {
 	t.Helper()
 	leakcheck.Goroutines(t)
 	dir := t.TempDir()
-	e := &env{path: filepath.Join(dir, "vipmux.toml"), log: &lockedBuffer{}, level: new(slog.LevelVar), runErr: make(chan error, 1)}
+	e := &env{path: filepath.Join(dir, "vipmux.toml"), log: &lockedBuffer{}, pcap: &lockedBuffer{}, level: new(slog.LevelVar), runErr: make(chan error, 1)}
 	e.write(t, extra)
 	load := func() (*config.Config, error) {
 		cfg, err := config.Load(e.path)
@@ -130,13 +141,14 @@ func newEnv(t *testing.T, extra string) *env {
 		t.Fatalf("listen for the control API: %v", err)
 	}
 	e.gw, err = gateway.New(gateway.Options{
-		Control:    ctl,
-		Config:     cfg,
-		ConfigPath: e.path,
-		Load:       load,
-		Link:       &nic.Link{Endpoint: ethernet.New(gwWire), Name: "test0", MAC: net.HardwareAddr(gatewayMAC), MTU: 1500},
-		Store:      &registry.FileStore{Path: filepath.Join(dir, "state.json")},
-		Logger:     log,
+		Control:     ctl,
+		Config:      cfg,
+		ConfigPath:  e.path,
+		Load:        load,
+		Link:        &nic.Link{Endpoint: ethernet.New(gwWire), Name: "test0", MAC: net.HardwareAddr(gatewayMAC), MTU: 1500},
+		OpenCapture: func() (io.Writer, error) { return e.pcap, nil },
+		Store:       &registry.FileStore{Path: filepath.Join(dir, "state.json")},
+		Logger:      log,
 		SetLog: func(l config.Log) {
 			var lv slog.Level
 			_ = lv.UnmarshalText([]byte(l.Level))
@@ -305,6 +317,18 @@ func TestGatewayMode1(t *testing.T) {
 	}
 	if diff := cmp.Diff([]netip.Addr{shared}, e.gw.Addrs(), cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
 		t.Errorf("stack addresses after Deregister (-want +got):\n%s", diff)
+	}
+
+	// Close flushes the capture and closes its writer: the bytes that
+	// crossed the front link are in it.
+	if err := e.gw.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	e.pcap.mu.Lock()
+	closed, captured := e.pcap.closed, bytes.Contains(e.pcap.b.Bytes(), []byte("vipmux vipmux"))
+	e.pcap.mu.Unlock()
+	if !closed || !captured {
+		t.Errorf("after Close: capture writer closed %v, holds the proxied bytes %v; want both", closed, captured)
 	}
 }
 

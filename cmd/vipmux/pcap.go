@@ -7,8 +7,8 @@ import (
 
 // createPcap creates (or truncates) the capture file of serve --pcap at
 // path, mode 0600: it will hold every client's traffic. The gateway writes
-// the front NIC's frames into it (gateway.Options.Capture). Empty path:
-// nil, nil.
+// the front NIC's frames into it and closes it (gateway.Options.OpenCapture).
+// Empty path: nil, nil.
 func createPcap(path string) (*os.File, error) {
 	if path == "" {
 		return nil, nil

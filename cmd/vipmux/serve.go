@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -111,7 +111,7 @@ type serveOptions struct {
 // what the flags ask for (the state file moved aside, the capture file),
 // hands the rest to gateway.New, reloads on every SIGHUP, and closes the
 // gateway.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serveOptions) (err error) {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serveOptions) error {
 	store := &registry.FileStore{Path: cfg.State.Path}
 	if opts.reset {
 		moved, err := store.MoveAside(time.Now())
@@ -122,23 +122,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 			log.Warn("--reset-state: starting with an empty table; the old state file is kept", "state", cfg.State.Path, "moved_to", moved)
 		}
 	}
-	pcap, err := createPcap(opts.pcap)
-	if err != nil {
-		store.Close()
-		return err
-	}
-	if pcap != nil {
-		// After the gateway has closed: Close flushes the capture into it.
-		defer func() {
-			if cerr := pcap.Close(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("--pcap: %w", cerr))
-			}
-		}()
-		log.Info("capturing the front NIC's frames", "pcap", opts.pcap, "snaplen", nic.DefaultSnapLen)
-	}
 	gopts := vipgateway.Options{Config: cfg, ConfigPath: opts.config, Load: opts.load, Store: store, Logger: log, SetLog: opts.logs.Set}
-	if pcap != nil {
-		gopts.Capture = pcap
+	if opts.pcap != "" {
+		gopts.OpenCapture = func() (io.Writer, error) {
+			f, err := createPcap(opts.pcap)
+			if err != nil {
+				return nil, err
+			}
+			log.Info("capturing the front NIC's frames", "pcap", opts.pcap, "snaplen", nic.DefaultSnapLen)
+			return f, nil
+		}
 	}
 	gw, err := vipgateway.New(gopts)
 	if err != nil {
@@ -160,5 +153,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 	err = gw.Run(ctx)
 	stopHup()
 	wg.Wait()
-	return errors.Join(err, gw.Close())
+	// What went wrong in the teardown (an incomplete capture, say) is
+	// logged; it does not change how serve ends.
+	if cerr := gw.Close(); cerr != nil {
+		log.Error("gateway: close", "err", cerr)
+	}
+	return err
 }
