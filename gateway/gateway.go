@@ -1,0 +1,513 @@
+// Package gateway assembles one running vipmux gateway from a config, a
+// front link and a store, and is the only package that knows all the
+// others: it builds the registry, the gVisor stack, the forwarder, the
+// health checker, the metrics and the control API, wires them together,
+// owns every goroutine it starts, applies reloads, and tears everything
+// down in an order written in Close.
+//
+// It does not read files, parse flags or handle signals: cmd/vipmux does
+// that and hands the gateway a validated *config.Config.
+//
+//	gw, err := gateway.New(gateway.Options{Config: cfg, Store: store, Logger: log})
+//	if err != nil {
+//		return err
+//	}
+//	err = gw.Run(ctx) // until ctx is done
+//	return errors.Join(err, gw.Close())
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vipmux/vipmux/config"
+	"github.com/vipmux/vipmux/control"
+	"github.com/vipmux/vipmux/dispatch"
+	"github.com/vipmux/vipmux/health"
+	"github.com/vipmux/vipmux/metrics"
+	"github.com/vipmux/vipmux/nic"
+	"github.com/vipmux/vipmux/registry"
+	"github.com/vipmux/vipmux/stack"
+)
+
+// ExpiryInterval is how often the gateway ends the leases that ran out: a
+// lease ends within ExpiryInterval of running out.
+const ExpiryInterval = 100 * time.Millisecond
+
+var (
+	// ErrClosed is returned by Run and Reload after Close.
+	ErrClosed = errors.New("gateway closed")
+	// ErrRunning is returned by a second call of Run.
+	ErrRunning = errors.New("gateway already running")
+)
+
+// Options configures a Gateway. Config is required; the rest have
+// defaults.
+type Options struct {
+	// Config is the configuration to start with; it has been validated.
+	// The gateway keeps it (and later the reloaded ones) and never
+	// changes it.
+	Config *config.Config
+	// ConfigPath names the file Config was read from in the log lines of
+	// reloads; it may be empty.
+	ConfigPath string
+	// Load reads the configuration again for Reread (SIGHUP, POST
+	// /v1/reload): the file, with the command line's overrides. Nil:
+	// rereading is refused, Reload still applies what it is given.
+	Load func() (*config.Config, error)
+	// Link is the front link the stack runs on. The gateway owns it from
+	// New on: Close closes it once the stack has stopped (also when New
+	// fails). Nil: New opens the link that Config's [nic] section
+	// describes, after the control and metrics listeners are open, so
+	// that a port in use leaves the interface untouched.
+	Link *nic.Link
+	// OpenCapture, if not nil, opens the writer that receives the front
+	// link's frames (both ways) in pcap format (serve --pcap). New calls
+	// it once the listeners are open, so that a port in use leaves an
+	// earlier capture as it was. Close flushes the capture after the
+	// stack has stopped, then closes the writer if it is an io.Closer.
+	OpenCapture func() (io.Writer, error)
+	// Control, if not nil, is the listener that Run serves the control
+	// API on, instead of one that New opens on control.listen. The
+	// gateway closes it.
+	Control net.Listener
+	// Store persists the table; nil keeps it in memory only. If it is an
+	// io.Closer, Close closes it last.
+	Store registry.Store
+	// Logger receives the gateway's log lines; nil discards them.
+	Logger *slog.Logger
+	// SetLog applies a reloaded [log] section to Logger (the level and
+	// format live with whoever built Logger). Nil: [log] changes are
+	// accepted and have no effect.
+	SetLog func(config.Log)
+}
+
+// Gateway is one running gateway. Its methods are safe for concurrent
+// use.
+type Gateway struct {
+	log     *slog.Logger
+	load    func() (*config.Config, error)
+	path    string
+	setLog  func(config.Log)
+	store   registry.Store
+	link    *nic.Link
+	capture *nic.Capture
+	// captureOut is what the capture writes to (Options.OpenCapture).
+	captureOut io.Writer
+	reg        *registry.Registry
+	st         *stack.Stack
+	fwd        *dispatch.Forwarder
+	hc         *health.Checker
+	health     healthRunner
+	mtr        *metrics.Metrics
+	handler    http.Handler
+	// ctl and mln are the control and metrics listeners (mln may be nil);
+	// Run serves them, Close closes them.
+	ctl, mln net.Listener
+
+	// ctx is cancelled by Close; every goroutine that the gateway starts
+	// ends when it is, and wg counts them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// shared is [shared] address in force, for the control API.
+	shared atomicAddr
+
+	// mu serializes reloads, Run's start and Close's start, and guards
+	// the following fields.
+	mu sync.Mutex
+	// cfg is the configuration in force.
+	cfg *config.Config
+	// running is set by Run; closed by Close.
+	running, closed bool
+}
+
+// New assembles a gateway from opts: it opens the listeners and the front
+// link, restores the table, builds the stack on the link (the restored
+// addresses are announced), and wires the forwarder, the health checker,
+// the metrics and the control API to the registry. The stack answers ARP
+// and accepts connections from here on; Run serves the control API and
+// starts the background work. On error, whatever New built is closed.
+func New(opts Options) (_ *Gateway, err error) {
+	cfg := opts.Config
+	if cfg == nil {
+		return nil, errors.New("gateway: Options.Config is required")
+	}
+	g := &Gateway{
+		log:    opts.Logger,
+		load:   opts.Load,
+		path:   opts.ConfigPath,
+		setLog: opts.SetLog,
+		store:  opts.Store,
+		link:   opts.Link,
+		cfg:    cfg,
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.shared.Store(cfg.Shared.Address)
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+
+	token := ""
+	if cfg.Control.TokenFile != "" {
+		t, err := control.ReadTokenFile(cfg.Control.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("control.token_file: %w", err)
+		}
+		token = t
+	}
+	g.reg, err = registry.New(registry.Options{
+		Networks: cfg.NIC.Networks,
+		Store:    opts.Store,
+		Failback: cfg.Health.Failback,
+		Logger:   g.log,
+	})
+	if err != nil {
+		// The file is left exactly as it was: it may be all that is left
+		// of the table.
+		return nil, fmt.Errorf("state.path %s: %w; the file is left unchanged: repair it, or run serve --reset-state to move it aside and start with an empty table", cfg.State.Path, err)
+	}
+	// Listen before touching the NIC: a port in use is the commonest
+	// mistake and should change nothing.
+	g.ctl = opts.Control
+	if g.ctl == nil {
+		g.ctl, err = net.Listen("tcp", cfg.Control.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("control.listen: %w", err)
+		}
+	}
+	if cfg.Metrics.Listen != "" {
+		g.mln, err = net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("metrics.listen: %w", err)
+		}
+	}
+	if opts.OpenCapture != nil {
+		// The writer's errors name what it is (serve's say --pcap).
+		w, err := opts.OpenCapture()
+		if err != nil {
+			return nil, err
+		}
+		g.captureOut = w
+	}
+	if g.link == nil {
+		g.link, err = nic.Open(nic.Options{
+			Driver:    cfg.NIC.Driver,
+			Interface: cfg.NIC.Interface,
+			MAC:       cfg.NIC.MAC,
+			MTU:       uint32(cfg.NIC.MTU),
+			Offload:   cfg.NIC.Offload,
+			Logger:    g.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	front := g.link.Endpoint
+	if g.captureOut != nil {
+		g.capture, err = nic.NewCapture(front, g.captureOut, nic.DefaultSnapLen, g.log)
+		if err != nil {
+			return nil, fmt.Errorf("capture the front link's frames: %w", err)
+		}
+		front = g.capture
+	}
+	g.st, err = stack.New(stack.Options{
+		Link:         front,
+		Networks:     cfg.NIC.Networks,
+		Router:       cfg.NIC.Router,
+		Static:       staticAddrs(cfg),
+		TimeWait:     cfg.Dispatch.TimeWait.Duration,
+		DelayedAck:   cfg.Dispatch.DelayedAck.Duration,
+		GARPCount:    cfg.ARP.GARPCount,
+		GARPInterval: cfg.ARP.GARPInterval.Duration,
+		DADProbes:    cfg.ARP.DADProbes,
+		DADInterval:  cfg.ARP.DADInterval.Duration,
+		// The restored table's addresses were the gateway's before the
+		// restart: announced again, not probed.
+		Restored: slices.Collect(maps.Keys(g.reg.Table().Addrs())),
+		Logger:   g.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := g.reg.SetApplier(g.st); err != nil {
+		return nil, err
+	}
+	// The checker exists even while [health] enabled = false, so that a
+	// reload can turn it on. It also hears of the forwarder's failed
+	// dials (passive checking); they are ignored while it does not run.
+	defaults, ports := healthSettings(cfg.Health)
+	g.hc, err = health.New(health.Options{Registry: g.reg, Defaults: defaults, Ports: ports, Logger: g.log})
+	if err != nil {
+		return nil, fmt.Errorf("[health]: %w", err)
+	}
+	g.health = healthRunner{hc: g.hc}
+	g.fwd = dispatch.New(dispatch.Options{Table: g.reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: g.log, Observer: g.hc})
+	g.reg.Watch(g.fwd.Prune) // a member that leaves takes its connections along
+	g.st.HandleTCP(cfg.Dispatch.MaxInFlight, g.fwd.Handle)
+	g.mtr, err = metrics.New(metrics.Options{Table: g.reg, Conns: g.fwd, Stack: g.st, Logger: g.log})
+	if err != nil {
+		return nil, err
+	}
+	g.reg.Watch(g.mtr.Watch) // counts and logs switches and failovers
+	g.handler, err = control.NewHandler(control.Options{
+		Registry:   g.reg,
+		Shared:     cfg.Shared.Address,
+		SharedFunc: g.Shared,
+		Token:      token,
+		Conns:      g.fwd,
+		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
+		Metrics:    g.mtr.Handler(),
+		Logger:     g.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Run serves the control API (and [metrics] listen) and runs the lease
+// expiry until ctx is done or Close is called, and starts the health
+// checks if [health] enabled (they run until Close, or a reload turns
+// them off). It returns nil when ctx is done or Close was called, or the
+// error that stopped the control API. Call Close afterwards; Run may be
+// called once.
+func (g *Gateway) Run(ctx context.Context) error {
+	g.mu.Lock()
+	switch {
+	case g.closed:
+		g.mu.Unlock()
+		return ErrClosed
+	case g.running:
+		g.mu.Unlock()
+		return ErrRunning
+	}
+	g.running = true
+	// Counted under mu: Close sets closed under mu before it waits, so it
+	// waits for this Run.
+	g.wg.Add(1)
+	defer g.wg.Done()
+	if g.cfg.Health.Enabled {
+		g.health.start(g.ctx, &g.wg)
+	}
+	g.mu.Unlock()
+
+	// Run's work ends when ctx is done or Close cancels g.ctx.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(g.ctx, cancel)()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
+	wg.Go(func() { _ = g.reg.RunExpiry(ctx, ExpiryInterval) })
+	if g.mln != nil {
+		wg.Go(func() { g.serveMetrics(ctx) })
+	}
+	cfg := g.Config()
+	g.log.Info("gateway serving", "nic", g.link.Name, "driver", cfg.NIC.Driver, "mac", g.link.MAC.String(), "mtu", g.link.MTU,
+		"networks", fmt.Sprint(cfg.NIC.Networks), "shared", g.Shared(), "bindings", g.reg.Table().Len(), "control", g.ctl.Addr().String())
+	err := control.Serve(ctx, g.ctl, g.handler)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// serveMetrics serves only GET /metrics (without the control token) on
+// [metrics] listen until ctx is done. A failure is logged: the gateway
+// goes on without the second listener, /metrics stays on the control
+// listener.
+func (g *Gateway) serveMetrics(ctx context.Context) {
+	mux := http.NewServeMux()
+	mux.Handle("GET "+control.PathMetrics, g.mtr.Handler())
+	g.log.Info("serving metrics", "listen", g.mln.Addr().String(), "path", control.PathMetrics)
+	if err := control.Serve(ctx, g.mln, mux); err != nil {
+		g.log.Error("metrics listener stopped", "listen", g.mln.Addr().String(), "err", err)
+	}
+}
+
+// Close stops the gateway: it ends the proxied connections, releases the
+// addresses and the front link, and closes the store. It waits for every
+// goroutine that the gateway started. Close is idempotent; it returns the
+// first call's error.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() { g.closeErr = g.close() })
+	return g.closeErr
+}
+
+// close is Close's one run. Each step says why it comes before the next.
+// Every field may be nil: New calls it on a half-built gateway.
+func (g *Gateway) close() error {
+	// 1. Mark the gateway closed, under mu: a reload in progress finishes
+	// first, and none starts afterwards (it could start the health
+	// checker again, or change the stack while it stops); Run does not
+	// start either.
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	if g.fwd != nil && g.handler != nil {
+		g.log.Info("gateway stopping", "proxied_connections", g.fwd.Active())
+	}
+
+	// 2. Cancel and wait for Run and its goroutines (control API, metrics
+	// listener, lease expiry) and the health checker: they are the
+	// registry's writers. Once they have stopped, the table no longer
+	// changes, so nothing below races a registration, a switch or an
+	// expiry that would add an address to a closing stack or prune
+	// connections in a closing forwarder.
+	g.cancel()
+	g.health.stop()
+	g.wg.Wait()
+	// The listeners that Run did not serve (control.Serve closes the
+	// others; a second Close of a listener is harmless).
+	for _, ln := range []net.Listener{g.ctl, g.mln} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+
+	var errs []error
+	// 3. Close the forwarder before the stack: it aborts the pending
+	// backend dials and the proxied connections and waits for their copy
+	// goroutines, which read and write the stack's endpoints. Closing
+	// the stack first would leave them blocked on endpoints of a stack
+	// that no longer runs. Clients get a RST while the NIC still sends.
+	if g.fwd != nil {
+		g.fwd.Close()
+	}
+	// 4. Close the stack: it stops its goroutines (TCP timers, the ARP
+	// announcements), releases the addresses and waits for the link
+	// endpoint's goroutines. Before the capture and the link: both are
+	// used by the stack until it has stopped.
+	if g.st != nil {
+		g.st.Close()
+	}
+	// 5. Flush the capture, then close its writer: after the stack, no
+	// frame crosses any more, so the file is complete.
+	if g.capture != nil {
+		if err := g.capture.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("pcap: the capture may be incomplete: %w", err))
+		}
+	}
+	if c, ok := g.captureOut.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("pcap: the capture may be incomplete: %w", err))
+		}
+	}
+	// 6. Close the front link: its file descriptors (or tap device) go
+	// only once the stack and its endpoint goroutines have let go of
+	// them (nic.Link.Close's contract).
+	if g.link != nil {
+		if err := g.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the front link: %w", err))
+		}
+	}
+	// 7. Close the store last: everything that saves the table (the
+	// registry's writers, stopped in step 2) is done, so the last write
+	// is on disk and the journal can be closed.
+	if c, ok := g.store.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Handler returns the control API's handler: what Run serves on
+// control.listen.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// ControlAddr returns the control listener's address.
+func (g *Gateway) ControlAddr() net.Addr { return g.ctl.Addr() }
+
+// Registry returns the gateway's registry, the table it serves.
+func (g *Gateway) Registry() *registry.Registry { return g.reg }
+
+// Addrs returns the addresses the stack holds, sorted.
+func (g *Gateway) Addrs() []netip.Addr { return g.st.Addrs() }
+
+// DialTimeout returns the forwarder's backend dial timeout in force.
+func (g *Gateway) DialTimeout() time.Duration { return g.fwd.DialTimeout() }
+
+// Active returns the number of proxied connections.
+func (g *Gateway) Active() int { return g.fwd.Active() }
+
+// Shared returns [shared] address in force.
+func (g *Gateway) Shared() netip.Addr { return g.shared.Load() }
+
+// Config returns the configuration in force. The caller must not change
+// it.
+func (g *Gateway) Config() *config.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg
+}
+
+// staticAddrs are the addresses that cfg has the stack hold besides the
+// registry's: the shared address.
+func staticAddrs(cfg *config.Config) []netip.Addr {
+	if !cfg.Shared.Address.IsValid() {
+		return nil
+	}
+	return []netip.Addr{cfg.Shared.Address}
+}
+
+// healthRunner runs a health.Checker while health checks are enabled.
+type healthRunner struct {
+	hc *health.Checker
+
+	// mu guards the following fields.
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// start runs the checker until ctx is done or stop, unless it runs
+// already; wg counts its goroutine.
+func (h *healthRunner) start(ctx context.Context, wg *sync.WaitGroup) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cancel != nil || h.hc == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	h.cancel, h.done = cancel, done
+	wg.Go(func() {
+		defer close(done)
+		_ = h.hc.Run(ctx)
+	})
+}
+
+// stop stops the checker and waits for it; it reports whether it was
+// running.
+func (h *healthRunner) stop() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cancel == nil {
+		return false
+	}
+	h.cancel()
+	<-h.done
+	h.cancel, h.done = nil, nil
+	return true
+}
