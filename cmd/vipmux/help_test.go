@@ -191,7 +191,7 @@ func TestEditDistance(t *testing.T) {
 		a, b string
 		want int
 	}{
-		{"register", "regster", 1}, {"status", "stauts", 2}, {"", "abc", 3}, {"switch", "switch", 0}, {"renew", "reload", 4},
+		{"register", "regster", 1}, {"status", "stauts", 1}, {"name", "nmae", 1}, {"", "abc", 3}, {"switch", "switch", 0}, {"renew", "reload", 4},
 	} {
 		if got := editDistance(tc.a, tc.b); got != tc.want {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
