@@ -28,7 +28,7 @@ import (
 // --gateway X status) as well as after it; clientSetting resolves them.
 func clientFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "gateway", Usage: "control API of the gateway: `ADDRESS` host:port (as [control] listen) or URL; default $VIPMUX_GATEWAY, else [control] listen of --config, else " + defaultGateway},
+		&cli.StringFlag{Name: "gateway", Usage: "`ADDRESS` of the gateway's control API: host:port (as [control] listen writes it) or a URL; default $VIPMUX_GATEWAY, else [control] listen of --config, else " + defaultGateway},
 		&cli.PathFlag{Name: "token-file", Usage: "`FILE` holding the API token; default $VIPMUX_TOKEN_FILE, else [control] token_file of --config when the address came from it"},
 		&cli.PathFlag{Name: "config", Usage: "the gateway's config `FILE`, read for [control] listen and token_file when neither --gateway nor $VIPMUX_GATEWAY is given; default $VIPMUX_CONFIG, else " + defaultConfig + " if it exists"},
 		durationFlag("timeout", defaultTimeout, "give up on the gateway after `DURATION`"),

@@ -139,6 +139,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"register", "--name", "a"}, "vipmux: register: --backend is required (or --file FILE)\n" + regHint},
 		{[]string{"switch", "--port", "8080"}, "vipmux: switch: --to is required\nRun 'vipmux switch --help' for its flags and examples."},
 		{[]string{"status", "now"}, "vipmux: status: unexpected argument \"now\" (flags go before it)\nRun 'vipmux status --help' for its flags and examples."},
+		{[]string{"--config", "/etc/vipmux/vipmux.toml", "serve"}, "vipmux: --config before serve: serve takes its own flags after it (vipmux serve --config FILE)\nRun 'vipmux --help' for the commands."},
 		{[]string{"--timeout", "soon", "status"}, "vipmux: --timeout \"soon\": write a duration such as \"5s\", \"500ms\" or \"1m30s\" (units ns, us, ms, s, m, h)\nRun 'vipmux --help' for the commands."},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -102,6 +102,7 @@ Exit status:
 		HideHelpCommand:      true,
 		Flags:                clientFlags(),
 		Action:               appAction,
+		Before:               appBefore,
 		OnUsageError:         onUsageError,
 		Commands: []*cli.Command{
 			serveCommand(),
@@ -128,6 +129,21 @@ Exit status:
 		}
 	}
 	return app
+}
+
+// appBefore refuses the app's client flags before serve, which has its own
+// --config and takes no other: "vipmux --config X serve" would otherwise
+// serve the default config.
+func appBefore(c *cli.Context) error {
+	if c.Args().First() != "serve" {
+		return nil
+	}
+	for _, f := range []string{"config", "gateway", "token-file", "timeout"} {
+		if setIn(c, f) != nil {
+			return usageErrorf(c, "--%s before serve: serve takes its own flags after it (vipmux serve --config FILE)", f)
+		}
+	}
+	return nil
 }
 
 // appAction runs when no command matched: without arguments it shows the
