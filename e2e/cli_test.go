@@ -93,6 +93,9 @@ func TestCheckConfig(t *testing.T) {
 func TestStatusFromConfig(t *testing.T) {
 	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a"}, Token: "status-token"})
 	g := tp.Start()
+	// tp.CLI names the gateway in $VIPMUX_GATEWAY; here it is unset, so
+	// that the client must find it itself.
+	noGateway := []string{"VIPMUX_GATEWAY="}
 	if out, errOut, code := tp.CLI([]string{"VIPMUX_TOKEN_FILE=" + tp.TokenFile()}, "register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", tp.Servers[0].IP); code != 0 {
 		t.Fatalf("vipmux register: exit %d\n%s%s", code, out, errOut)
 	}
@@ -101,10 +104,10 @@ func TestStatusFromConfig(t *testing.T) {
 		env  []string
 		args []string
 	}{
-		{"config after the command", nil, []string{"status", "--config", g.Config}},
-		{"config before the command", nil, []string{"--config", g.Config, "status"}},
-		{"VIPMUX_CONFIG", []string{"VIPMUX_CONFIG=" + g.Config}, []string{"status"}},
-		{"gateway host:port and token before the command", nil, []string{"--gateway", "127.0.0.1:7070", "--token-file", tp.TokenFile(), "status"}},
+		{"config after the command", noGateway, []string{"status", "--config", g.Config}},
+		{"config before the command", noGateway, []string{"--config", g.Config, "status"}},
+		{"VIPMUX_CONFIG", append([]string{"VIPMUX_CONFIG=" + g.Config}, noGateway...), []string{"status"}},
+		{"gateway host:port and token before the command", noGateway, []string{"--gateway", "127.0.0.1:7070", "--token-file", tp.TokenFile(), "status"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, code := tp.CLI(tc.env, tc.args...)
@@ -115,7 +118,7 @@ func TestStatusFromConfig(t *testing.T) {
 	}
 	// The config's token goes only to the config's address: with
 	// --gateway and no token, the gateway refuses.
-	_, errOut, code := tp.CLI(nil, "--gateway", "127.0.0.1:7070", "status", "--config", g.Config)
+	_, errOut, code := tp.CLI(noGateway, "--gateway", "127.0.0.1:7070", "status", "--config", g.Config)
 	if code != 1 || !strings.Contains(errOut, "401") {
 		t.Errorf("vipmux --gateway 127.0.0.1:7070 status (no token): exit %d, want 1 with 401\nstderr:\n%s", code, errOut)
 	}
