@@ -46,7 +46,8 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("vipmux man: %v", err)
 	}
 	wants := []string{".TH VIPMUX 8 ", ".SH NAME\nvipmux \\- ", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH COMMANDS",
-		".SH EXAMPLES", ".SH FILES", ".SH ENVIRONMENT", ".SH EXIT STATUS", "/var/lib/vipmux/state.json"}
+		".SH EXAMPLES", ".SH FILES", ".SH ENVIRONMENT", ".SH EXIT STATUS", "/var/lib/vipmux/state.json",
+		".SH GLOBAL OPTIONS", `.B \-\-gateway ADDRESS`, `.B \-\-config FILE`}
 	for _, cmd := range newApp().VisibleCommands() {
 		wants = append(wants, `.SS "vipmux `+cmd.Name+`"`)
 		// The command's first example line, as the man page escapes it.
