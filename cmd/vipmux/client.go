@@ -25,7 +25,8 @@ import (
 
 // clientFlags are the flags of every command that talks to a gateway. The
 // app has them too, so that they may come before the command (vipmux
-// --gateway X status) as well as after it; clientSetting resolves them.
+// --gateway X status) as well as after it; flagString, clientTimeout and
+// resolveGateway read them from either place.
 func clientFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "gateway", Usage: "`ADDRESS` of the gateway's control API: host:port (as [control] listen writes it) or a URL; default $VIPMUX_GATEWAY, else [control] listen of --config, else " + defaultGateway},
