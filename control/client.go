@@ -27,6 +27,11 @@ type Client struct {
 // defaultHTTP is the client used when Client.HTTP is nil.
 var defaultHTTP = &http.Client{Timeout: 10 * time.Second}
 
+// ErrNotGateway is wrapped by the error of a call that something other
+// than a vipmux gateway answered (a web server, a proxy's error page): the
+// answer was not the control API's JSON.
+var ErrNotGateway = errors.New("not a vipmux gateway")
+
 // maxResponseBody bounds how much of an answer the client reads.
 const maxResponseBody = 32 << 20
 
@@ -157,7 +162,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("control: read answer from %s: %w", u, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return apiError(resp.StatusCode, data)
+		if e := apiError(resp.StatusCode, data); e != nil {
+			return e
+		}
+		return notGateway(resp, data, u)
+	}
+	if !isJSON(resp.Header.Get("Content-Type")) {
+		return notGateway(resp, data, u)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("control: decode answer from %s: %w", u, err)
@@ -165,19 +176,37 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// apiError builds the APIError for a non-2xx answer, tolerating bodies that
-// are not ours (a proxy's HTML page, say).
+// isJSON reports whether a Content-Type is the API's, application/json.
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
+}
+
+// notGateway summarises an answer that is not the API's: its status, its
+// content type and where it came from, and a short plain-text body (an
+// HTML page is not shown).
+func notGateway(resp *http.Response, data []byte, u string) error {
+	ct, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	what := resp.Status
+	if ct != "" {
+		what += " (" + ct + ")"
+	}
+	msg := fmt.Sprintf("%s from %s", what, u)
+	if strings.EqualFold(ct, "text/plain") {
+		line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
+		if line != "" && len(line) <= 80 {
+			msg += ": " + line
+		}
+	}
+	return fmt.Errorf("%w: %s", ErrNotGateway, msg)
+}
+
+// apiError builds the APIError for a non-2xx answer in the API's JSON;
+// nil when the body is not that (a proxy's HTML page, say).
 func apiError(code int, data []byte) *APIError {
-	e := &APIError{Code: code}
 	var b errorBody
-	if err := json.Unmarshal(data, &b); err == nil && b.Error != "" {
-		e.Message, e.Field = b.Error, b.Field
-		return e
+	if err := json.Unmarshal(data, &b); err != nil || b.Error == "" {
+		return nil
 	}
-	msg := strings.TrimSpace(string(data))
-	if len(msg) > 200 {
-		msg = msg[:200] + "..."
-	}
-	e.Message = msg
-	return e
+	return &APIError{Code: code, Message: b.Error, Field: b.Field}
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -137,19 +138,61 @@ func TestClientAPIError(t *testing.T) {
 	}
 }
 
-func TestClientForeignErrorBody(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "upstream gone", http.StatusBadGateway)
-	}))
-	defer srv.Close()
-	c := &Client{BaseURL: srv.URL}
-	_, err := c.Status(context.Background())
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Code != 502 || ae.Message != "upstream gone" || ae.Field != "" {
-		t.Fatalf("Status against a non-JSON 502 = %#v, want APIError{502, upstream gone}", err)
-	}
-	if want := "502 Bad Gateway: upstream gone"; ae.Error() != want {
-		t.Errorf("Error() = %q, want %q", ae.Error(), want)
+// TestClientNotGateway checks that an answer that is not the API's JSON
+// (a web server's page, a proxy's error) is summarised as ErrNotGateway,
+// with status, content type and URL, and never dumps an HTML page.
+func TestClientNotGateway(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		handler  http.HandlerFunc
+		wantText []string
+		dontWant string
+	}{
+		{
+			name: "html 404",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprint(w, "<html><body><h1>Not Found</h1></body></html>")
+			},
+			wantText: []string{"not a vipmux gateway: 404 Not Found (text/html) from http://", "/v1/status"},
+			dontWant: "<html>",
+		},
+		{
+			name:     "plain 502",
+			handler:  func(w http.ResponseWriter, r *http.Request) { http.Error(w, "upstream gone", http.StatusBadGateway) },
+			wantText: []string{"not a vipmux gateway: 502 Bad Gateway (text/plain) from http://", "/v1/status: upstream gone"},
+		},
+		{
+			name: "html 200",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/html")
+				fmt.Fprint(w, "<html>welcome</html>")
+			},
+			wantText: []string{"not a vipmux gateway: 200 OK (text/html) from http://"},
+			dontWant: "<html>",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			_, err := (&Client{BaseURL: srv.URL}).Status(context.Background())
+			if !errors.Is(err, ErrNotGateway) {
+				t.Fatalf("Status against %s = %v, want ErrNotGateway", tc.name, err)
+			}
+			var ae *APIError
+			if errors.As(err, &ae) {
+				t.Errorf("Status against %s = %#v, an APIError; want none (no gateway answered)", tc.name, ae)
+			}
+			for _, w := range tc.wantText {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if tc.dontWant != "" && strings.Contains(err.Error(), tc.dontWant) {
+				t.Errorf("error %q shows the page (%q)", err, tc.dontWant)
+			}
+		})
 	}
 }
 

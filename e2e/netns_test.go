@@ -710,12 +710,12 @@ func (g *Gateway) Stop(sig syscall.Signal, timeout time.Duration) int {
 // Log is the gateway's output so far.
 func (g *Gateway) Log() string { return g.proc.output() }
 
-// CLI runs `vipmux ARGS...` in the gateway namespace (default --gateway
-// http://127.0.0.1:7070) and returns stdout, stderr and the exit code.
+// CLI runs `vipmux ARGS...` in the gateway namespace (VIPMUX_GATEWAY set
+// to the test's gateway, so that a host's /etc/vipmux/vipmux.toml is never
+// read; env may override it, "VIPMUX_GATEWAY=" unsets it) and returns
+// stdout, stderr and the exit code.
 func (tp *Topology) CLI(env []string, args ...string) (stdout, stderr string, code int) {
-	if tp.opts.ControlListen != "" {
-		env = append([]string{"VIPMUX_GATEWAY=" + tp.ControlURL()}, env...) // env may override it
-	}
+	env = append([]string{"VIPMUX_GATEWAY=" + tp.ControlURL()}, env...)
 	return run(20*time.Second, env, "ip", append([]string{"netns", "exec", tp.GatewayNS, vipmuxBin}, args...)...)
 }
 

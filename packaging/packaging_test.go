@@ -76,7 +76,7 @@ func TestUnit(t *testing.T) {
 	u := readUnit(t)
 	for _, tc := range []struct{ section, key, want string }{
 		{"Service", "ExecStart", "/usr/local/bin/vipmux serve --config /etc/vipmux/vipmux.toml"},
-		{"Service", "ExecReload", "/bin/kill -HUP $MAINPID"},
+		{"Service", "ExecStartPre", "/usr/local/bin/vipmux check --quiet --config /etc/vipmux/vipmux.toml"},
 		{"Service", "Restart", "on-failure"},
 		{"Service", "User", "vipmux"},
 		{"Service", "Group", "vipmux"},
@@ -91,6 +91,12 @@ func TestUnit(t *testing.T) {
 		if got := u.one(t, tc.section, tc.key); got != tc.want {
 			t.Errorf("[%s] %s = %q, want %q", tc.section, tc.key, got, tc.want)
 		}
+	}
+	// A reload checks the file first: a bad one fails systemctl reload
+	// before the gateway is signalled.
+	wantReload := []string{"/usr/local/bin/vipmux check --quiet --config /etc/vipmux/vipmux.toml", "/bin/kill -HUP $MAINPID"}
+	if diff := cmp.Diff(wantReload, u["Service"]["ExecReload"]); diff != "" {
+		t.Errorf("[Service] ExecReload (-want +got):\n%s", diff)
 	}
 	wantCaps := []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}
 	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
@@ -214,6 +220,9 @@ func TestInstall(t *testing.T) {
 			}
 			if got, want := parseUnit(t, unitData).one(t, "Service", "ExecStart"), tc.binDir+"/vipmux serve --config /etc/vipmux/vipmux.toml"; got != want {
 				t.Errorf("installed unit: ExecStart = %q, want %q", got, want)
+			}
+			if got, want := parseUnit(t, unitData).one(t, "Service", "ExecStartPre"), tc.binDir+"/vipmux check --quiet --config /etc/vipmux/vipmux.toml"; got != want {
+				t.Errorf("installed unit: ExecStartPre = %q, want %q", got, want)
 			}
 			example, _ := os.ReadFile("../config.example.toml")
 			if got, _ := os.ReadFile(dest + "/etc/vipmux/vipmux.toml"); !bytes.Equal(got, example) {

@@ -6,31 +6,200 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
+	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/registry"
 )
 
-// clientFlags are the flags of every command that talks to a gateway.
+// clientFlags are the flags of every command that talks to a gateway. The
+// app has them too, so that they may come before the command (vipmux
+// --gateway X status) as well as after it; flagString, clientTimeout and
+// resolveGateway read them from either place.
 func clientFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "gateway", Value: "http://127.0.0.1:7070", Usage: "control API `URL` of the gateway", EnvVars: []string{"VIPMUX_GATEWAY"}},
-		&cli.PathFlag{Name: "token-file", Usage: "`FILE` holding the API token", EnvVars: []string{"VIPMUX_TOKEN_FILE"}},
-		&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up on the gateway after this long"},
+		&cli.StringFlag{Name: "gateway", Usage: "`ADDRESS` of the gateway's control API: host:port (as [control] listen writes it) or a URL; default $VIPMUX_GATEWAY, else [control] listen of --config, else " + defaultGateway},
+		&cli.PathFlag{Name: "token-file", Usage: "`FILE` holding the API token; default $VIPMUX_TOKEN_FILE, else [control] token_file of --config when the address came from it"},
+		&cli.PathFlag{Name: "config", Usage: "the gateway's config `FILE`, read for [control] listen and token_file when neither --gateway nor $VIPMUX_GATEWAY is given; default $VIPMUX_CONFIG, else " + defaultConfig + " if it exists"},
+		durationFlag("timeout", defaultTimeout, "give up on the gateway after `DURATION`"),
 	}, extra...)
 }
 
+// defaultGateway is the control API that the client calls when nothing
+// names one: [control] listen's default.
+const defaultGateway = "127.0.0.1:7070"
+
+// defaultTimeout is --timeout's default.
+const defaultTimeout = 10 * time.Second
+
+// setIn returns the innermost context of c's lineage (the command, then
+// the app) whose command line gives one of the flag's names, or nil.
+func setIn(c *cli.Context, names ...string) *cli.Context {
+	for _, x := range c.Lineage() {
+		if x.App == nil || x.Command == nil {
+			continue // the empty context above the app's
+		}
+		for _, n := range x.LocalFlagNames() {
+			if slices.Contains(names, n) {
+				return x
+			}
+		}
+	}
+	return nil
+}
+
+// flagString returns the string flag name as given after the command or,
+// failing that, before it; "" when given in neither place.
+func flagString(c *cli.Context, names ...string) string {
+	if x := setIn(c, names...); x != nil {
+		return x.String(names[0])
+	}
+	return ""
+}
+
+// clientTimeout is --timeout, given before or after the command.
+func clientTimeout(c *cli.Context) time.Duration {
+	if x := setIn(c, "timeout"); x != nil {
+		return x.Duration("timeout")
+	}
+	return defaultTimeout
+}
+
+// configPath returns the config file named by --config (after or before
+// the command), else $VIPMUX_CONFIG, else defaultConfig; explicit is false
+// for the default.
+func configPath(c *cli.Context) (path string, explicit bool) {
+	if p := flagString(c, "config", "c"); p != "" {
+		return p, true
+	}
+	if p := os.Getenv("VIPMUX_CONFIG"); p != "" {
+		return p, true
+	}
+	return defaultConfig, false
+}
+
+// gatewayTarget is where the client commands send their requests.
+type gatewayTarget struct {
+	url       string // the API's base URL
+	tokenFile string // "" for no token
+	from      string // where url came from, for messages: "--gateway", ...
+	tokenFrom string // where tokenFile came from, likewise
+}
+
+// resolveGateway finds the gateway and its token: --gateway, else
+// $VIPMUX_GATEWAY, else [control] listen of the config file (with its
+// token_file), else defaultGateway. --token-file or $VIPMUX_TOKEN_FILE win
+// over the config's token_file. The config's token is used only for the
+// config's address, so that it is never sent to another host.
+func resolveGateway(c *cli.Context) (gatewayTarget, error) {
+	g := gatewayTarget{tokenFile: flagString(c, "token-file"), tokenFrom: "--token-file"}
+	if g.tokenFile == "" {
+		g.tokenFile, g.tokenFrom = os.Getenv("VIPMUX_TOKEN_FILE"), "$VIPMUX_TOKEN_FILE"
+	}
+	addr := ""
+	switch {
+	case flagString(c, "gateway") != "":
+		addr, g.from = flagString(c, "gateway"), "--gateway"
+	case os.Getenv("VIPMUX_GATEWAY") != "":
+		addr, g.from = os.Getenv("VIPMUX_GATEWAY"), "$VIPMUX_GATEWAY"
+	default:
+		path, explicit := configPath(c)
+		ctl, err := readControl(path)
+		switch {
+		case err == nil:
+			addr, g.from = ctl.Listen, "[control] listen of "+path
+			if g.tokenFile == "" {
+				g.tokenFile, g.tokenFrom = ctl.TokenFile, "[control] token_file of "+path
+			}
+		case !explicit && errors.Is(err, fs.ErrNotExist):
+			addr, g.from = defaultGateway, "the default"
+		default:
+			return g, fmt.Errorf("--config %s: %w (or name the gateway with --gateway)", path, err)
+		}
+	}
+	u, err := gatewayURL(addr)
+	if err != nil {
+		return g, fmt.Errorf("%s: %w", g.from, err)
+	}
+	g.url = u
+	return g, nil
+}
+
+// readControl returns the [control] section of the config file at path.
+// A file that has errors elsewhere still gives its [control] section, so
+// that the client works while the file is being edited.
+func readControl(path string) (config.Control, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return config.Control{}, err
+	}
+	if cfg, err := config.Parse(data); err == nil {
+		return cfg.Control, nil
+	}
+	// The file does not validate: take [control] alone, with its default.
+	var raw struct {
+		Control struct {
+			Listen    string `toml:"listen"`
+			TokenFile string `toml:"token_file"`
+		} `toml:"control"`
+	}
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return config.Control{}, fmt.Errorf("cannot read [control]: %w", err)
+	}
+	ctl := config.Control{Listen: raw.Control.Listen, TokenFile: raw.Control.TokenFile}
+	if ctl.Listen == "" {
+		ctl.Listen = config.Default().Control.Listen
+	}
+	return ctl, nil
+}
+
+// gatewayURL turns --gateway into the API's base URL: a URL (http:// or
+// https://) is kept, host:port (the form of [control] listen) becomes
+// http://host:port, and a listen address on every interface (":7070",
+// "0.0.0.0:7070", "[::]:7070") is called on loopback.
+func gatewayURL(addr string) (string, error) {
+	addr = strings.TrimSpace(addr)
+	if strings.Contains(addr, "://") {
+		u, err := url.Parse(addr)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", fmt.Errorf("%q: write host:port such as %q, or a URL such as %q", addr, defaultGateway, "http://"+defaultGateway)
+		}
+		return strings.TrimRight(addr, "/"), nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
+		return "", fmt.Errorf("%q: write host:port such as %q, or a URL such as %q", addr, defaultGateway, "http://"+defaultGateway)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
 func newClient(c *cli.Context) (*control.Client, error) {
-	cl := &control.Client{BaseURL: strings.TrimRight(c.String("gateway"), "/")}
-	if f := c.Path("token-file"); f != "" {
-		t, err := control.ReadTokenFile(f)
+	g, err := resolveGateway(c)
+	if err != nil {
+		return nil, err
+	}
+	cl := &control.Client{BaseURL: g.url}
+	if g.tokenFile != "" {
+		t, err := control.ReadTokenFile(g.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
+			return nil, fmt.Errorf("%s: %w", g.tokenFrom, err)
 		}
 		cl.Token = t
 	}
@@ -41,13 +210,13 @@ func newClient(c *cli.Context) (*control.Client, error) {
 func withClient(fn func(ctx context.Context, c *cli.Context, cl *control.Client) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		if c.NArg() > 0 {
-			return fmt.Errorf("unexpected argument %q (flags go before it? see --help)", c.Args().First())
+			return usageErrorf(c, "unexpected argument %q (flags go before it)", c.Args().First())
 		}
 		cl, err := newClient(c)
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+		ctx, cancel := context.WithTimeout(c.Context, clientTimeout(c))
 		defer cancel()
 		return fn(ctx, c, cl)
 	}
@@ -63,7 +232,9 @@ func portFlag(c *cli.Context) *int {
 }
 
 // proxyProtocolFlag is --proxy-protocol of register and run.
-var proxyProtocolFlag = &cli.StringFlag{Name: "proxy-protocol", Usage: "send the backend a PROXY protocol header of `VERSION` v1 or v2 as the first bytes of each connection, with the client's address and port and the front address and port it dialled (the backend must expect it); none sends no header", Value: "none"}
+func proxyProtocolFlag() cli.Flag {
+	return choiceFlag("proxy-protocol", "none", "send the backend a PROXY protocol header of `VERSION` v1 or v2 as the first bytes of each connection, with the client's address and port and the front address and port it dialled (the backend must expect it); none sends no header", "none", "v1", "v2")
+}
 
 // proxyProtocol returns --proxy-protocol as the API spells it, or an error
 // naming the flag. None is "", which the request omits, so that a gateway
@@ -77,11 +248,24 @@ func proxyProtocol(c *cli.Context) (string, error) {
 	return string(pp), nil
 }
 
-var (
-	nameFlag = &cli.StringFlag{Name: "name", Usage: "server computer `NAME` ([A-Za-z0-9._-], at most 63)", Required: true}
-	ipFlag   = &cli.StringFlag{Name: "ip", Usage: "front `IP` (mode 1: the server's own; with --port: a gateway-held IP, default [shared] address)"}
-	portOpt  = &cli.IntFlag{Name: "port", Usage: "mode 2: the `PORT` (1-65535) on the shared IP; omit for every port (mode 1)"}
-)
+// nameFlag, ipFlag and portOpt are flags of several commands; each call
+// returns a new flag, whose value is its own.
+func nameFlag() cli.Flag {
+	return &cli.StringFlag{Name: "name", Usage: "server computer `NAME` ([A-Za-z0-9._-], at most 63; required)"}
+}
+
+func ipFlag() cli.Flag {
+	return &cli.GenericFlag{Name: "ip", Value: &ipValue{}, Usage: "front `IP` (mode 1: the server's own; with --port: a gateway-held IP, default [shared] address)"}
+}
+
+func portOpt() cli.Flag {
+	return portFlagOf("port", "mode 2: the `PORT` (1-65535) on the shared IP; omit for every port (mode 1)")
+}
+
+// stateFlag is --state of register and run.
+func stateFlag() cli.Flag {
+	return choiceFlag("state", "", "mode 2: `STATE` active or standby (default: active if the port has no active server, else standby)", "active", "standby")
+}
 
 func registerCommand() *cli.Command {
 	return &cli.Command{
@@ -112,11 +296,11 @@ ignored:
 A bad line is reported with its line number, and nothing is registered.`,
 		Flags: clientFlags(
 			&cli.StringFlag{Name: "name", Usage: "server computer `NAME` ([A-Za-z0-9._-], at most 63); required without --file"},
-			ipFlag, portOpt,
+			ipFlag(), portOpt(),
 			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled; required without --file"},
-			&cli.StringFlag{Name: "state", Usage: "mode 2: active or standby (default: active if the port has no active server, else standby)"},
-			ttlFlag,
-			proxyProtocolFlag,
+			stateFlag(),
+			ttlFlag(),
+			proxyProtocolFlag(),
 			&cli.StringFlag{Name: "file", Usage: "register every line of `FILE` (- for standard input) in one change; see below"},
 		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
@@ -125,7 +309,7 @@ A bad line is reported with its line number, and nothing is registered.`,
 			}
 			for _, f := range []string{"name", "backend"} {
 				if !c.IsSet(f) {
-					return fmt.Errorf("--%s is required (or --file FILE)", f)
+					return usageErrorf(c, "--%s is required (or --file FILE)", f)
 				}
 			}
 			pp, err := proxyProtocol(c)
@@ -179,10 +363,13 @@ func deregisterCommand() *cli.Command {
    vipmux deregister --name web-a --ip 198.18.0.10
    vipmux deregister --name web-a --port 8080
    vipmux deregister --name web-a --ip 198.18.0.10 --drain 30s   # let open connections finish`,
-		Flags: clientFlags(nameFlag, ipFlag, portOpt,
-			&cli.DurationFlag{Name: "drain", Usage: "refuse new connections at once but let established ones run up to `DURATION` (at most 1h) before closing them; default: close them at once"},
+		Flags: clientFlags(nameFlag(), ipFlag(), portOpt(),
+			durationFlag("drain", 0, "refuse new connections at once but let established ones run up to `DURATION` (at most 1h) before closing them; default: close them at once"),
 		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			if err := requireFlags(c, "name"); err != nil {
+				return err
+			}
 			req := control.DeregisterRequest{Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c)}
 			if c.IsSet("drain") {
 				req.Drain = c.Duration("drain").String()
@@ -206,11 +393,14 @@ established connections keep running.
 
 Example:
    vipmux switch --port 8080 --to web-b`,
-		Flags: clientFlags(ipFlag,
-			&cli.IntFlag{Name: "port", Usage: "the `PORT` (1-65535)", Required: true},
-			&cli.StringFlag{Name: "to", Usage: "`NAME` of the member to make active", Required: true},
+		Flags: clientFlags(ipFlag(),
+			portFlagOf("port", "the `PORT` (1-65535; required)"),
+			&cli.StringFlag{Name: "to", Usage: "`NAME` of the server to make active (required)"},
 		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			if err := requireFlags(c, "port", "to"); err != nil {
+				return err
+			}
 			b, err := cl.Switch(ctx, control.SwitchRequest{IP: c.String("ip"), Port: portFlag(c), To: c.String("to")})
 			if err != nil {
 				return fmt.Errorf("switch port %d to %s: %w", c.Int("port"), c.String("to"), err)
@@ -237,17 +427,17 @@ Examples:
 		Flags: clientFlags(
 			&cli.BoolFlag{Name: "json", Usage: "print the API's JSON"},
 			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "refresh until Ctrl-C"},
-			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "with --watch: time between refreshes (at least 100ms)"},
+			durationFlag("interval", time.Second, "with --watch: `DURATION` between refreshes (at least 100ms)"),
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return fmt.Errorf("unexpected argument %q (flags go before it? see --help)", c.Args().First())
+				return usageErrorf(c, "unexpected argument %q (flags go before it)", c.Args().First())
 			}
 			if c.IsSet("interval") && !c.Bool("watch") {
-				return errors.New("--interval: only with --watch")
+				return usageErrorf(c, "--interval: only with --watch")
 			}
 			if iv := c.Duration("interval"); iv < minWatchInterval {
-				return fmt.Errorf("--interval %v: must be at least %v", iv, minWatchInterval)
+				return usageErrorf(c, "--interval %v: must be at least %v", iv, minWatchInterval)
 			}
 			cl, err := newClient(c)
 			if err != nil {
@@ -256,7 +446,7 @@ Examples:
 			if c.Bool("watch") {
 				return watchStatus(c, cl)
 			}
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			ctx, cancel := context.WithTimeout(c.Context, clientTimeout(c))
 			defer cancel()
 			s, err := cl.Status(ctx)
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -25,9 +26,23 @@ func main() {
 		if errors.As(err, &ec) && err.Error() == "" {
 			os.Exit(ec.ExitCode())
 		}
-		fmt.Fprintf(os.Stderr, "vipmux: %v\n", err)
+		fmt.Fprintln(os.Stderr, errorText(err))
 		os.Exit(1)
 	}
+}
+
+// errorText is what main prints for err: "vipmux: " and the error; for a
+// mistake on the command line, one line and a hint to --help.
+func errorText(err error) string {
+	var ue *usageError
+	if errors.As(err, &ue) {
+		prefix := "vipmux: "
+		if ue.cmd != "" {
+			prefix += ue.cmd + ": "
+		}
+		return prefix + ue.msg + "\n" + ue.hint()
+	}
+	return "vipmux: " + err.Error()
 }
 
 func newApp() *cli.App {
@@ -53,26 +68,45 @@ Examples:
    vipmux register --name web-a --port 8080 --backend 198.19.0.2:8080 --state active
    vipmux switch --port 8080 --to web-b
    vipmux status
-   vipmux serve --help
+   vipmux check --config /etc/vipmux/vipmux.toml
+   vipmux help register
 
 Files:
    /etc/vipmux/vipmux.toml       the config (serve --config, $VIPMUX_CONFIG)
    /var/lib/vipmux/state.json    the table, kept across restarts ([state] path)
    /etc/vipmux/token             the API token, if [control] token_file names it
 
+Client commands (register, deregister, switch, renew, run, status, reload)
+find the gateway by --gateway, else $VIPMUX_GATEWAY, else [control] listen
+and token_file of the config file (--config, $VIPMUX_CONFIG or
+/etc/vipmux/vipmux.toml), else 127.0.0.1:7070: on the gateway's own host,
+plain "vipmux status" works. Their flags --gateway, --token-file, --config
+and --timeout may come before the command as well as after it.
+
+Words: a server (a server computer) is what registers; the API and the
+metrics call its entry in a binding a member ("members", "member_up"):
+the same thing.
+
 Environment:
-   VIPMUX_CONFIG      serve's --config
-   VIPMUX_GATEWAY     the control API URL of the client commands (--gateway)
+   VIPMUX_CONFIG      the config file of serve, check and the client commands (--config)
+   VIPMUX_GATEWAY     the control API of the client commands: host:port or URL (--gateway)
    VIPMUX_TOKEN_FILE  the token file of the client commands (--token-file)
 
 Exit status:
    0 on success; 1 with a message on stderr on any error (a bad config names
-   the key); vipmux run exits with its command's status.`,
+   the key; a mistake on the command line is one line and a hint to
+   --help); vipmux check exits 1 when serve would not start with the
+   config; vipmux run exits with its command's status.`,
 		Version:              version,
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
+		Flags:                clientFlags(),
+		Action:               appAction,
+		Before:               appBefore,
+		OnUsageError:         onUsageError,
 		Commands: []*cli.Command{
 			serveCommand(),
+			checkCommand(),
 			registerCommand(),
 			deregisterCommand(),
 			switchCommand(),
@@ -90,6 +124,98 @@ Exit status:
 		if cmd.BashComplete == nil && len(cmd.Subcommands) == 0 {
 			cmd.BashComplete = completeFlags(cmd)
 		}
+		if cmd.OnUsageError == nil {
+			cmd.OnUsageError = onUsageError
+		}
 	}
 	return app
+}
+
+// appBefore refuses the app's client flags before serve, which has its own
+// --config and takes no other: "vipmux --config X serve" would otherwise
+// serve the default config.
+func appBefore(c *cli.Context) error {
+	if c.Args().First() != "serve" {
+		return nil
+	}
+	for _, f := range []string{"config", "gateway", "token-file", "timeout"} {
+		if setIn(c, f) != nil {
+			return usageErrorf(c, "--%s before serve: serve takes its own flags after it (vipmux serve --config FILE)", f)
+		}
+	}
+	return nil
+}
+
+// appAction runs when no command matched: without arguments it shows the
+// help; "help COMMAND" shows the command's; anything else is an unknown
+// command, with the nearest one suggested.
+func appAction(c *cli.Context) error {
+	args := c.Args()
+	switch {
+	case args.Len() == 0:
+		return cli.ShowAppHelp(c)
+	case args.First() == "help" && args.Len() == 1:
+		return cli.ShowAppHelp(c)
+	case args.First() == "help" && args.Len() == 2:
+		if c.App.Command(args.Get(1)) != nil {
+			return cli.ShowCommandHelp(c, args.Get(1))
+		}
+		return unknownCommand(c, args.Get(1))
+	case args.First() == "help":
+		return usageErrorf(c, "help: want one command, not %q", strings.Join(args.Slice()[1:], " "))
+	}
+	return unknownCommand(c, args.First())
+}
+
+// unknownCommand is the error for a command that does not exist, with the
+// nearest visible one suggested when there is one close enough.
+func unknownCommand(c *cli.Context, name string) error {
+	msg := fmt.Sprintf("unknown command %q", name)
+	var names []string
+	for _, cmd := range c.App.VisibleCommands() {
+		names = append(names, cmd.Names()...)
+	}
+	if s := nearest(names, name); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	return &usageError{msg: msg}
+}
+
+// nearest returns the name nearest to name by edit distance, if it is
+// within a third of name's length (at least 1), else "".
+func nearest(names []string, name string) string {
+	best, bestD := "", max(1, len(name)/3)+1
+	for _, n := range names {
+		if d := editDistance(n, name); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance between a and b,
+// in bytes: insertions, deletions, substitutions and transpositions of
+// adjacent bytes ("nmae" is one from "name") each count one.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }

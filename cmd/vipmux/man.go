@@ -33,8 +33,8 @@ Examples:
 var heading = regexp.MustCompile(`^[A-Z][A-Za-z ]*:$`)
 
 // writeMan writes app's manual page (section 8) in roff (man(7) macros):
-// NAME, SYNOPSIS, DESCRIPTION from the app's help, then one subsection per
-// visible command with its usage, description and flags.
+// NAME, SYNOPSIS, DESCRIPTION from the app's help, GLOBAL OPTIONS, then one
+// subsection per visible command with its usage, description and flags.
 func writeMan(w io.Writer, app *cli.App) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, ".TH VIPMUX 8 \"\" \"vipmux %s\" \"System Administration\"\n", roffEscape(app.Version))
@@ -53,6 +53,11 @@ func writeMan(w io.Writer, app *cli.App) error {
 	desc, sections := splitSections(app.Description)
 	b.WriteString(".SH DESCRIPTION\n")
 	writeManText(&b, desc)
+	if flags := app.VisibleFlags(); len(flags) > 0 {
+		b.WriteString(".SH GLOBAL OPTIONS\n")
+		b.WriteString("Given before the command; the client commands take them after it as well.\n")
+		writeManFlags(&b, flags)
+	}
 	b.WriteString(".SH COMMANDS\n")
 	for _, cmd := range app.VisibleCommands() {
 		fmt.Fprintf(&b, ".SS \"vipmux %s\"\n", cmd.Name)
@@ -60,10 +65,7 @@ func writeMan(w io.Writer, app *cli.App) error {
 		writeManText(&b, cmd.Description)
 		if flags := cmd.VisibleFlags(); len(flags) > 0 {
 			b.WriteString(".PP\nOptions:\n")
-			for _, f := range flags {
-				names, usage, _ := strings.Cut(cli.FlagStringer(f), "\t")
-				fmt.Fprintf(&b, ".TP\n.B %s\n%s\n", roffEscape(names), roffEscape(usage))
-			}
+			writeManFlags(&b, flags)
 		}
 	}
 	for _, sec := range sections {
@@ -73,6 +75,15 @@ func writeMan(w io.Writer, app *cli.App) error {
 	fmt.Fprintf(&b, ".SH SEE ALSO\n.BR systemctl (1),\n.BR setpriv (1),\n.BR capabilities (7)\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeManFlags writes one tagged paragraph per flag: its names with the
+// placeholder, in bold, then its usage.
+func writeManFlags(b *strings.Builder, flags []cli.Flag) {
+	for _, f := range flags {
+		names, usage, _ := strings.Cut(cli.FlagStringer(f), "\t")
+		fmt.Fprintf(b, ".TP\n.B %s\n%s\n", roffEscape(names), roffEscape(usage))
+	}
 }
 
 // section is a part of a help text under a heading line.

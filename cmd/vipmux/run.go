@@ -23,7 +23,9 @@ import (
 )
 
 // ttlFlag is --ttl of register and run.
-var ttlFlag = &cli.DurationFlag{Name: "ttl", Usage: "lease `DURATION` (100ms..24h): renew before it runs out, or the server is removed (mode 1) or marked down (mode 2); omit for a permanent registration"}
+func ttlFlag() cli.Flag {
+	return durationFlag("ttl", 0, "lease `DURATION` (100ms..24h): renew before it runs out, or the server is removed (mode 1) or marked down (mode 2); omit for a permanent registration")
+}
 
 func renewCommand() *cli.Command {
 	return &cli.Command{
@@ -36,8 +38,11 @@ its lease ran out is up again. Exits non-zero with 404 when the lease was lost
 Examples:
    vipmux renew --name web-a --ip 198.18.0.10
    vipmux renew --name web-a --port 8080`,
-		Flags: clientFlags(nameFlag, ipFlag, portOpt),
+		Flags: clientFlags(nameFlag(), ipFlag(), portOpt()),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
+			if err := requireFlags(c, "name"); err != nil {
+				return err
+			}
 			b, err := cl.Renew(ctx, control.RenewRequest{Name: c.String("name"), IP: c.String("ip"), Port: portFlag(c)})
 			if err != nil {
 				return fmt.Errorf("renew %s: %w", c.String("name"), err)
@@ -68,15 +73,18 @@ Examples:
    vipmux run --name web-a --ip 198.18.0.10 --backend 198.19.0.2 --ready-port 8080 --ttl 2s -- ./server
    vipmux run --name web-b --port 8080 --backend 198.19.0.3 --state standby --ttl 2s -- ./server
    vipmux run --name web-a --ip 198.18.0.10 --backend 198.19.0.2:8080 --proxy-protocol v2 -- ./server --accept-proxy-protocol`,
-		Flags: clientFlags(nameFlag, ipFlag, portOpt,
-			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled", Required: true},
-			&cli.StringFlag{Name: "state", Usage: "mode 2: active or standby (default: active if the port has no active server, else standby)"},
-			ttlFlag,
-			proxyProtocolFlag,
-			&cli.IntFlag{Name: "ready-port", Usage: "`PORT` on the backend's host that must accept connections before registering (default: the backend's port, else --port)"},
-			&cli.DurationFlag{Name: "ready-timeout", Value: 30 * time.Second, Usage: "kill COMMAND and fail if it is not ready after this long"},
+		Flags: clientFlags(nameFlag(), ipFlag(), portOpt(),
+			&cli.StringFlag{Name: "backend", Usage: "`HOST[:PORT]` of the server application; without a port, the port the client dialled (required)"},
+			stateFlag(),
+			ttlFlag(),
+			proxyProtocolFlag(),
+			portFlagOf("ready-port", "`PORT` on the backend's host that must accept connections before registering (default: the backend's port, else --port)"),
+			durationFlag("ready-timeout", 30*time.Second, "kill COMMAND and fail if it is not ready after `DURATION`"),
 		),
 		Action: func(c *cli.Context) error {
+			if err := requireFlags(c, "name", "backend"); err != nil {
+				return err
+			}
 			cl, err := newClient(c)
 			if err != nil {
 				return err
@@ -137,7 +145,7 @@ func runOptionsFrom(c *cli.Context) (runOptions, error) {
 		},
 		TTL:          c.Duration("ttl"),
 		ReadyTimeout: c.Duration("ready-timeout"),
-		CallTimeout:  c.Duration("timeout"),
+		CallTimeout:  clientTimeout(c),
 		Args:         c.Args().Slice(),
 		Stdin:        os.Stdin,
 		Stdout:       c.App.Writer,

@@ -41,7 +41,7 @@ func watchStatus(c *cli.Context, cl *control.Client) error {
 		cl:       cl,
 		gateway:  cl.BaseURL,
 		interval: c.Duration("interval"),
-		timeout:  c.Duration("timeout"),
+		timeout:  clientTimeout(c),
 		json:     c.Bool("json"),
 		tty:      isTerminal(c.App.Writer),
 	}
