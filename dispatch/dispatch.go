@@ -732,11 +732,7 @@ func (f *Forwarder) pruneTable(prev, next *registry.Table) []*proxied {
 // inTable reports whether mk is a member of t, or a member whose drain
 // still runs.
 func inTable(t *registry.Table, mk memberKey) bool {
-	if b, ok := t.Binding(mk.key); ok && b.Has(mk.name) {
-		return true
-	}
-	_, draining := t.Draining(mk.key, mk.name)
-	return draining
+	return t.MemberOrDraining(mk.key, mk.name)
 }
 
 // track registers p; it reports false when the forwarder is closing.

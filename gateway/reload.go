@@ -66,21 +66,9 @@ func (e *ReloadError) Is(target error) bool {
 	return false
 }
 
-// As lets errors.As find a *registry.FieldError in a ReloadError, with Key
-// as the field: the control API (which cannot import this package) names
-// the key at fault in its JSON answer that way.
-func (e *ReloadError) As(target any) bool {
-	fe, ok := target.(**registry.FieldError)
-	if !ok {
-		return false
-	}
-	kind := registry.ErrInvalid
-	if e.Kind == ReloadConflict {
-		kind = registry.ErrConflict
-	}
-	*fe = &registry.FieldError{Field: e.Key, Kind: kind, Msg: e.Msg}
-	return true
-}
+// Field is Key (control.FieldNamer): the control API, which cannot
+// import this package, names the key at fault in its JSON answer.
+func (e *ReloadError) Field() string { return e.Key }
 
 // refusal is a refused reload of kind: the first key that err names (or
 // key), and every problem.

@@ -27,9 +27,8 @@ var errClosed = errors.New("stack closed")
 //
 // errors.Is matches it with ErrAddressInUse, and with registry.ErrConflict:
 // the table change that asked for Addr contradicts the link, as a
-// registration contradicts the table. errors.As also finds a
-// *registry.FieldError in it, on the request field "ip" with the same
-// message, so that the control API answers 409 naming the field without
+// registration contradicts the table. Its Field names the request field
+// "ip", so that the control API answers 409 naming the field without
 // knowing this package.
 type ConflictError struct {
 	// Addr is the address that another host holds.
@@ -49,16 +48,8 @@ func (e *ConflictError) Is(target error) bool {
 	return target == ErrAddressInUse || target == registry.ErrConflict
 }
 
-// As sets a **registry.FieldError target to the conflict as a field error
-// on "ip" of kind registry.ErrConflict, with Error's text as its message.
-func (e *ConflictError) As(target any) bool {
-	fe, ok := target.(**registry.FieldError)
-	if !ok {
-		return false
-	}
-	*fe = &registry.FieldError{Field: "ip", Kind: registry.ErrConflict, Msg: e.Error()}
-	return true
-}
+// Field names the request field at fault, "ip" (control.FieldNamer).
+func (e *ConflictError) Field() string { return "ip" }
 
 // holderName is how a log line names the holder of a conflicting address.
 func holderName(mac net.HardwareAddr) string {

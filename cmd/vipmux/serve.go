@@ -37,8 +37,8 @@ Examples:
    systemctl enable --now vipmux   # the same, as the service that make install installs`,
 		Flags: []cli.Flag{
 			&cli.PathFlag{Name: "config", Aliases: []string{"c"}, Value: "/etc/vipmux/vipmux.toml", Usage: "TOML config `FILE`", EnvVars: []string{"VIPMUX_CONFIG"}},
-			&cli.StringFlag{Name: "log-level", Usage: "override [log] level: debug, info, warn, error"},
-			&cli.StringFlag{Name: "log-format", Usage: "override [log] format: text or json"},
+			&cli.StringFlag{Name: "log-level", Usage: "override [log] level with `LEVEL`: debug, info, warn, error"},
+			&cli.StringFlag{Name: "log-format", Usage: "override [log] format with `FORMAT`: text or json"},
 			&cli.PathFlag{Name: "pcap", Usage: "write the front NIC's frames (both ways) to `FILE` in pcap format, for tcpdump or Wireshark; created 0600, replaced if it exists"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go's profiler (/debug/pprof/) on `ADDR`, e.g. 127.0.0.1:6060; no authentication, keep it on loopback"},
 			&cli.BoolFlag{Name: "reset-state", Usage: "start with an empty table: move the state file (corrupt or not) aside to FILE.corrupt-UNIXTIME, never deleting it"},
