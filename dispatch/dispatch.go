@@ -245,7 +245,11 @@ func New(opts Options) *Forwarder {
 	}
 	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
-		d := &net.Dialer{KeepAlive: keepaliveIdle}
+		// SO_KEEPALIVE and its idle time; the kernel's interval and
+		// count. net.Dialer's KeepAlive would also set both of those:
+		// two setsockopt per connection that change nothing that
+		// matters (issue 14, lever 3; bench ONLY=syscalls).
+		d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepaliveIdle, Interval: -1, Count: -1}}
 		f.dial = d.DialContext
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
@@ -776,6 +780,8 @@ type proxied struct {
 	counters *counters
 
 	closeOnce sync.Once
+	// eofs counts the directions that ended at an EOF (see pipe).
+	eofs atomic.Int32
 }
 
 // halfCloser is a connection that can close its write side alone.
@@ -796,11 +802,11 @@ func (p *proxied) splice() (toBackend, toClient uint64) {
 	go func() {
 		defer close(done)
 		var err error
-		if toBackend, err = pipe(p.backend, p.client, &p.counters.toBackend); err != nil {
+		if toBackend, err = pipe(p.backend, p.client, &p.counters.toBackend, &p.eofs); err != nil {
 			p.close() // unblock the other direction
 		}
 	}()
-	toClient, err := pipe(p.client, p.backend, &p.counters.toClient)
+	toClient, err := pipe(p.client, p.backend, &p.counters.toClient, &p.eofs)
 	if err != nil {
 		p.close()
 	}
@@ -825,12 +831,16 @@ func (p *proxied) close() {
 	})
 }
 
-// pipe copies src to dst until EOF, then half-closes dst. It adds the
+// pipe copies src to dst until EOF, then half-closes dst, unless the
+// other direction has ended at an EOF already (eofs, shared by both
+// directions, reaches 2): then both sides have sent their FIN, splice
+// closes both at once, and a close sends dst its FIN without the
+// shutdown syscall (issue 14, lever 3). It adds the
 // bytes written to total as it goes and returns their sum. A nil error
 // means a clean EOF. It reads into a small buffer, switching to a large
 // one while reads fill the buffer and back when they do not (see
 // smallBufferSize).
-func pipe(dst, src net.Conn, total *atomic.Uint64) (uint64, error) {
+func pipe(dst, src net.Conn, total *atomic.Uint64, eofs *atomic.Int32) (uint64, error) {
 	small := smallBufs.Get().(*[]byte)
 	defer smallBufs.Put(small)
 	var large *[]byte
@@ -861,6 +871,9 @@ func pipe(dst, src net.Conn, total *atomic.Uint64) (uint64, error) {
 			buf = *small
 		}
 		if rerr == io.EOF {
+			if eofs.Add(1) == 2 {
+				return sum, nil
+			}
 			if hc, ok := dst.(halfCloser); ok {
 				if err := hc.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
 					return sum, err

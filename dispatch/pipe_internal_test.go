@@ -61,7 +61,8 @@ func TestPipeBuffers(t *testing.T) {
 			src := &scriptedConn{reads: slices.Clone(tc.reads)}
 			dst := &sink{}
 			var total atomic.Uint64
-			n, err := pipe(dst, src, &total)
+			var eofs atomic.Int32
+			n, err := pipe(dst, src, &total, &eofs)
 			if err != nil {
 				t.Fatalf("pipe: %v", err)
 			}
@@ -81,5 +82,30 @@ func TestPipeBuffers(t *testing.T) {
 				t.Errorf("buffer sizes offered to Read = %v, want %v", src.offered, tc.wantOffered)
 			}
 		})
+	}
+}
+
+// halfSink records whether it was half-closed.
+type halfSink struct {
+	sink
+	closedWrite bool
+}
+
+func (s *halfSink) CloseWrite() error { s.closedWrite = true; return nil }
+
+// pipe half-closes its destination at the first EOF of a connection, and
+// not at the second: the other side's FIN has come already and splice
+// closes both sides at once.
+func TestPipeHalfClose(t *testing.T) {
+	var eofs atomic.Int32
+	for i, want := range []bool{true, false} {
+		dst := &halfSink{}
+		var total atomic.Uint64
+		if _, err := pipe(dst, &scriptedConn{reads: []int{10}}, &total, &eofs); err != nil {
+			t.Fatalf("pipe %d: %v", i+1, err)
+		}
+		if dst.closedWrite != want {
+			t.Errorf("EOF %d of the connection: CloseWrite called = %v, want %v", i+1, dst.closedWrite, want)
+		}
 	}
 }
