@@ -5,6 +5,7 @@
 #               e2e suite (root for e2e)
 #   make build  bin/vipmux, static, version stamped
 #   make install / make uninstall   as a systemd service (root; DESTDIR=, PREFIX=)
+#   make deb    bin/vipmux_VERSION_ARCH.deb (nfpm, a Go tool in tools/go.mod)
 
 SHELL   := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
@@ -21,7 +22,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall
+.PHONY: all build deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall deb
 
 all: build
 
@@ -100,7 +101,25 @@ bench-quick: bench-deps
 	QUICK=1 ./bench/run.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin build
+
+# deb builds bin/vipmux_VERSION_ARCH.deb (DEB_DIR): the files make install lays out
+# under PREFIX=/usr, packaged by nfpm (packaging/nfpm.yaml), a Go tool of
+# its own module (tools/go.mod: fetched through the module proxy like any
+# module, never linked into vipmux; no dpkg-dev needed). The example config
+# is a conffile: dpkg keeps an operator's edits across upgrades. The version
+# is the newest vN tag, else 0.0.0+git<commit>.
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed -e 's/^v//' -e 's/-/+/g'); echo $${v:-0.0.0+git$(COMMIT)})
+DEB_ROOT    ?= $(CURDIR)/build/deb
+DEB_DIR     ?= bin
+deb: build
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install DESTDIR=$(DEB_ROOT)/root PREFIX=/usr >/dev/null
+	install -m 0755 packaging/deb-postinst.sh $(DEB_ROOT)/postinst
+	$(GO) build -modfile=tools/go.mod -o $(DEB_ROOT)/nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm
+	mkdir -p $(DEB_DIR)
+	cd $(DEB_ROOT) && DEB_VERSION='$(DEB_VERSION)' DEB_ARCH=$$($(GO) env GOARCH) ./nfpm package \
+		--config $(CURDIR)/packaging/nfpm.yaml --packager deb --target $(abspath $(DEB_DIR))/
 
 # install puts vipmux where a daemon lives: the binary, the systemd unit
 # (user vipmux, CAP_NET_RAW and CAP_NET_ADMIN only), its sysusers.d entry,

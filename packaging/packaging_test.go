@@ -293,3 +293,70 @@ func verifyUnit(t *testing.T, unitData []byte, execPath, realPath string) {
 		t.Errorf("systemd-analyze verify did not complain about ProtectSystem=strictly: %q", out)
 	}
 }
+
+// TestDeb builds the Debian package (make deb, nfpm), checks its control
+// data and contents (the conffile included), unpacks it into a throw-away
+// root and runs the binary inside.
+func TestDeb(t *testing.T) {
+	requireTool(t, "make")
+	dpkgDeb := requireTool(t, "dpkg-deb")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "build", "vipmux")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/vipmux")
+	build.Dir = ".."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	makeTarget(t, bin, "deb", "DEB_ROOT="+filepath.Join(dir, "root"), "DEB_DIR="+dir, "DEB_VERSION=1.2.3")
+	debs, _ := filepath.Glob(filepath.Join(dir, "vipmux_1.2.3_*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("make deb made %v in %s, want one vipmux_1.2.3_ARCH.deb", debs, dir)
+	}
+	deb := debs[0]
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(dpkgDeb, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dpkg-deb %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	for field, want := range map[string]string{"Package": "vipmux", "Version": "1.2.3", "Section": "net"} {
+		if got := strings.TrimSpace(run("--field", deb, field)); got != want {
+			t.Errorf("control field %s = %q, want %q", field, got, want)
+		}
+	}
+	contents := run("--contents", deb)
+	for _, f := range []string{
+		"./usr/bin/vipmux", "./usr/lib/systemd/system/vipmux.service", "./usr/lib/sysusers.d/vipmux.conf",
+		"./usr/share/man/man8/vipmux.8", "./usr/share/doc/vipmux/config.example.toml",
+		"./usr/share/bash-completion/completions/vipmux", "./usr/share/zsh/site-functions/_vipmux",
+		"./usr/share/fish/vendor_completions.d/vipmux.fish", "./etc/vipmux/vipmux.toml",
+	} {
+		if !strings.Contains(contents, f+"\n") {
+			t.Errorf("package lacks %s; contents:\n%s", f, contents)
+		}
+	}
+	ctl := filepath.Join(dir, "control")
+	run("--control", deb, ctl)
+	if conf, _ := os.ReadFile(filepath.Join(ctl, "conffiles")); !strings.Contains(string(conf), "/etc/vipmux/vipmux.toml") {
+		t.Errorf("conffiles = %q, want /etc/vipmux/vipmux.toml (dpkg keeps an operator's edits)", conf)
+	}
+	if _, err := os.Stat(filepath.Join(ctl, "postinst")); err != nil {
+		t.Errorf("package has no postinst (the system user): %v", err)
+	}
+	root := filepath.Join(dir, "unpacked")
+	run("-x", deb, root)
+	out, err := exec.Command(filepath.Join(root, "usr/bin/vipmux"), "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "vipmux") {
+		t.Errorf("the packaged vipmux version: %v\n%s", err, out)
+	}
+	unitData, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system/vipmux.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := parseUnit(t, unitData).one(t, "Service", "ExecStart"), "/usr/bin/vipmux serve --config /etc/vipmux/vipmux.toml"; got != want {
+		t.Errorf("packaged unit: ExecStart = %q, want %q", got, want)
+	}
+}
