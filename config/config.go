@@ -42,6 +42,7 @@ type Config struct {
 	ARP      ARP
 	Log      Log
 	Metrics  Metrics
+	Notify   Notify
 }
 
 // NIC is the [nic] section: the front link that the userspace stack owns.
@@ -199,6 +200,21 @@ type Metrics struct {
 	// [control] listen too, behind the token. Must differ from
 	// control.listen.
 	Listen string
+}
+
+// Notify is the [notify] section: where the events that matter to an
+// operator go (package notify). Reloadable.
+type Notify struct {
+	// Exec is [notify] exec: an absolute path of a command run for each
+	// event, without a shell, with the event as JSON on stdin and as
+	// VIPMUX_* environment variables. Empty: none.
+	Exec string
+	// Webhook is [notify] webhook: an http or https URL that each event
+	// is POSTed to as JSON. Empty: none.
+	Webhook string
+	// Timeout is [notify] timeout: how long a command may run and a POST
+	// may take before it counts as failed. Default 5s.
+	Timeout Duration
 }
 
 // Duration is a time.Duration that decodes from a TOML string such as "3s"

@@ -45,6 +45,7 @@ func TestDefault(t *testing.T) {
 		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:      Log{Level: "info", Format: "text"},
+		Notify:   Notify{Timeout: Duration{5 * time.Second}},
 	}
 	if diff := cmp.Diff(want, Default(), cmpOpts); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -132,6 +133,7 @@ listen = "198.19.0.1:9100"
 				ARP:     ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
 				Log:     Log{Level: "debug", Format: "json"},
 				Metrics: Metrics{Listen: "198.19.0.1:9100"},
+				Notify:  Notify{Timeout: Duration{5 * time.Second}},
 			},
 		},
 		{

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -229,6 +231,42 @@ var keys = []key{
 			}
 			if v == c.Control.Listen {
 				return fmt.Errorf("%q is also control.listen, which serves /metrics already (with the token): leave metrics.listen out, or give another port", v)
+			}
+			return nil
+		},
+	},
+
+	// [notify]: reloadable.
+	&field[string]{
+		name: "notify.exec", kind: text, example: `"/usr/local/bin/vipmux-notify"`, reloadable: true,
+		get: func(c *Config) *string { return &c.Notify.Exec },
+		check: func(_ *Config, v string) error {
+			if v != "" && !filepath.IsAbs(v) {
+				return fmt.Errorf("%q is not an absolute path: the command runs without a shell and without PATH", v)
+			}
+			return nil
+		},
+	},
+	&field[string]{
+		name: "notify.webhook", kind: text, example: `"https://alerts.example/vipmux"`, reloadable: true,
+		get: func(c *Config) *string { return &c.Notify.Webhook },
+		check: func(_ *Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%q is not an http:// or https:// URL", v)
+			}
+			return nil
+		},
+	},
+	&field[Duration]{
+		name: "notify.timeout", kind: duration, def: Duration{5 * time.Second}, reloadable: true,
+		get: func(c *Config) *Duration { return &c.Notify.Timeout },
+		check: func(_ *Config, v Duration) error {
+			if d := v.Duration; d < 100*time.Millisecond || d > time.Minute {
+				return fmt.Errorf("%s is out of range: use 100ms..1m0s", d)
 			}
 			return nil
 		},

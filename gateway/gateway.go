@@ -36,6 +36,7 @@ import (
 	"github.com/vipmux/vipmux/health"
 	"github.com/vipmux/vipmux/metrics"
 	"github.com/vipmux/vipmux/nic"
+	"github.com/vipmux/vipmux/notify"
 	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
 )
@@ -110,6 +111,7 @@ type Gateway struct {
 	hc         *health.Checker
 	health     healthRunner
 	mtr        *metrics.Metrics
+	ntf        *notify.Notifier
 	handler    http.Handler
 	// ctl and mln are the control and metrics listeners (mln may be nil);
 	// Run serves them, Close closes them.
@@ -249,9 +251,18 @@ func New(opts Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := g.reg.SetApplier(g.st); err != nil {
+	// Events for [notify]: delivered by Run's goroutine; the table's
+	// come from every published change, a refused address from the
+	// stack's duplicate-address detection.
+	g.ntf = notify.New(notifySettings(cfg.Notify), g.log)
+	if err := g.reg.SetApplier(dadNotifier{g.st, g.ntf}); err != nil {
 		return nil, err
 	}
+	g.reg.Watch(func(prev, next *registry.Table) {
+		for _, e := range notify.Events(prev, next, time.Now()) {
+			g.ntf.Send(e)
+		}
+	})
 	// The checker exists even while [health] enabled = false, so that a
 	// reload can turn it on. It also hears of the forwarder's failed
 	// dials (passive checking); they are ignored while it does not run.
@@ -319,6 +330,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 	wg.Go(func() { _ = g.reg.RunExpiry(ctx, ExpiryInterval) })
+	wg.Go(func() { g.ntf.Run(ctx) })
 	if g.mln != nil {
 		wg.Go(func() { g.serveMetrics(ctx) })
 	}
@@ -510,4 +522,25 @@ func (h *healthRunner) stop() bool {
 	<-h.done
 	h.cancel, h.done = nil, nil
 	return true
+}
+
+// notifySettings are [notify]'s.
+func notifySettings(c config.Notify) notify.Settings {
+	return notify.Settings{Exec: c.Exec, Webhook: c.Webhook, Timeout: c.Timeout.Duration}
+}
+
+// dadNotifier is the stack as the registry's applier, which also reports
+// an address that duplicate-address detection refused ([notify]).
+type dadNotifier struct {
+	*stack.Stack
+	ntf *notify.Notifier
+}
+
+// Prepare is the stack's; a conflict is also an event.
+func (d dadNotifier) Prepare(prev, next *registry.Table) error {
+	err := d.Stack.Prepare(prev, next)
+	if ce := (*stack.ConflictError)(nil); errors.As(err, &ce) {
+		d.ntf.Send(notify.Event{Kind: notify.DADConflict, Binding: ce.Addr.String(), Why: ce.Error()})
+	}
+	return err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/health"
+	"github.com/vipmux/vipmux/notify"
 	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
 )
@@ -114,6 +115,11 @@ func (g *Gateway) reload(by string, next *config.Config) ([]string, error) {
 	if err != nil {
 		return nil, g.refused(by, err)
 	}
+	defer func() {
+		if len(changes) > 0 {
+			g.ntf.Send(notify.Event{Kind: notify.Reload, Why: strings.Join(changedKeys(changes), ", ")})
+		}
+	}()
 	keys := make([]string, len(changes))
 	lines := make([]string, len(changes))
 	for i, c := range changes {
@@ -138,6 +144,9 @@ func (g *Gateway) refused(by string, err error) error {
 		attrs = append(attrs, "by", by)
 	}
 	g.log.Error("reload refused: the configuration in force stays as it was", append(attrs, "err", err.Error())...)
+	if g.ntf != nil {
+		g.ntf.Send(notify.Event{Kind: notify.ReloadRefused, Why: err.Error()})
+	}
 	return err
 }
 
@@ -187,6 +196,7 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 		{"dispatch.time_wait", func(c *config.Config) error { return g.st.SetTimeWait(c.Dispatch.TimeWait.Duration) }},
 		{"dispatch.delayed_ack", func(c *config.Config) error { return g.st.SetDelayedAck(c.Dispatch.DelayedAck.Duration) }},
 		{"dispatch.dial_timeout", func(c *config.Config) error { g.fwd.SetDialTimeout(c.Dispatch.DialTimeout.Duration); return nil }},
+		{"notify", func(c *config.Config) error { g.ntf.Set(notifySettings(c.Notify)); return nil }},
 		{"health", g.applyHealth},
 		{"log", func(c *config.Config) error {
 			if g.setLog != nil {
@@ -303,3 +313,12 @@ func (a *atomicAddr) Load() netip.Addr {
 
 // Store makes addr the address that Load returns.
 func (a *atomicAddr) Store(addr netip.Addr) { a.p.Store(&addr) }
+
+// changedKeys are the keys of changes.
+func changedKeys(changes []config.Change) []string {
+	keys := make([]string, len(changes))
+	for i, c := range changes {
+		keys[i] = c.Key
+	}
+	return keys
+}

@@ -27,6 +27,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -167,6 +168,17 @@ func handler(name string) http.Handler {
 		}
 		w.Header().Set("X-Server", name)
 		io.WriteString(w, hex.EncodeToString(h.Sum(nil))+"\n")
+	})
+	// A webhook receiver (e2e TestNotify): each body goes to the log as
+	// one line, "hook: BODY".
+	mux.HandleFunc("POST /hook", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err != nil {
+			http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		log.Printf("hook: %s", bytes.TrimSpace(body))
+		w.WriteHeader(http.StatusNoContent)
 	})
 	return mux
 }
