@@ -139,11 +139,11 @@ BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
 FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 INSTALLED   := $(BINDIR)/vipmux $(UNITDIR)/vipmux.service $(SYSUSERSDIR)/vipmux.conf \
-	$(MANDIR)/man8/vipmux.8 $(DOCDIR)/config.example.toml \
+	$(MANDIR)/man8/vipmux.8 $(MANDIR)/man5/vipmux.toml.5 $(DOCDIR)/config.example.toml \
 	$(BASHCOMPDIR)/vipmux $(ZSHCOMPDIR)/_vipmux $(FISHCOMPDIR)/vipmux.fish
 
 install: build
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man8 \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/vipmux
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/vipmux
@@ -159,10 +159,11 @@ install: build
 		echo "installed $(DESTDIR)$(SYSCONFDIR)/vipmux/vipmux.toml: edit [nic] before starting vipmux"; \
 	fi
 	$(BIN) man > $(DESTDIR)$(MANDIR)/man8/vipmux.8
+	$(BIN) man --section 5 > $(DESTDIR)$(MANDIR)/man5/vipmux.toml.5
 	$(BIN) completion bash > $(DESTDIR)$(BASHCOMPDIR)/vipmux
 	$(BIN) completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_vipmux
 	$(BIN) completion fish > $(DESTDIR)$(FISHCOMPDIR)/vipmux.fish
-	chmod 0644 $(DESTDIR)$(MANDIR)/man8/vipmux.8 $(DESTDIR)$(BASHCOMPDIR)/vipmux $(DESTDIR)$(ZSHCOMPDIR)/_vipmux $(DESTDIR)$(FISHCOMPDIR)/vipmux.fish
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/vipmux.8 $(DESTDIR)$(MANDIR)/man5/vipmux.toml.5 $(DESTDIR)$(BASHCOMPDIR)/vipmux $(DESTDIR)$(ZSHCOMPDIR)/_vipmux $(DESTDIR)$(FISHCOMPDIR)/vipmux.fish
 	@if [ -z "$(DESTDIR)" ]; then \
 		if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/vipmux.conf; \
 		elif ! id vipmux >/dev/null 2>&1; then useradd --system --home-dir /var/lib/vipmux --no-create-home --shell /usr/sbin/nologin vipmux; fi; \

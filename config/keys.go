@@ -488,3 +488,13 @@ func durationRange(d Duration, lo, hi time.Duration, note string) error {
 	}
 	return nil
 }
+
+// Keys returns the name of every key, "section.key", in the order of
+// config.example.toml; for documentation and its tests.
+func Keys() []string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.keyName()
+	}
+	return names
+}

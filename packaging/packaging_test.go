@@ -199,6 +199,7 @@ func TestInstall(t *testing.T) {
 				tc.unitDir + "/vipmux.service":                   0o644,
 				tc.prefix + "/lib/sysusers.d/vipmux.conf":        0o644,
 				share + "/man/man8/vipmux.8":                     0o644,
+				share + "/man/man5/vipmux.toml.5":                0o644,
 				share + "/doc/vipmux/config.example.toml":        0o644,
 				share + "/bash-completion/completions/vipmux":    0o644,
 				share + "/zsh/site-functions/_vipmux":            0o644,
@@ -330,7 +331,7 @@ func TestDeb(t *testing.T) {
 	contents := run("--contents", deb)
 	for _, f := range []string{
 		"./usr/bin/vipmux", "./usr/lib/systemd/system/vipmux.service", "./usr/lib/sysusers.d/vipmux.conf",
-		"./usr/share/man/man8/vipmux.8", "./usr/share/doc/vipmux/config.example.toml",
+		"./usr/share/man/man8/vipmux.8", "./usr/share/man/man5/vipmux.toml.5", "./usr/share/doc/vipmux/config.example.toml",
 		"./usr/share/bash-completion/completions/vipmux", "./usr/share/zsh/site-functions/_vipmux",
 		"./usr/share/fish/vendor_completions.d/vipmux.fish", "./etc/vipmux/vipmux.toml",
 	} {

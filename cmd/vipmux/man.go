@@ -7,24 +7,38 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"github.com/vipmux/vipmux"
 )
 
 func manCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "man",
-		Usage: "print the manual page, vipmux(8), in roff",
+		Usage: "print a manual page in roff: vipmux(8), or vipmux.toml(5) with --section 5",
 		Description: `Prints the manual page made from the same text as --help: every command
 with its description, examples and flags, and the files, environment and
-exit status. make install installs it as man8/vipmux.8.
+exit status. With --section 5 it prints vipmux.toml(5), the configuration
+file's page, made from the example config (config.example.toml) that
+documents every key. make install installs them as man8/vipmux.8 and
+man5/vipmux.toml.5.
 
 Examples:
    vipmux man | man -l -
+   vipmux man --section 5 | man -l -
    vipmux man > /usr/local/share/man/man8/vipmux.8`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "section", Value: 8, Usage: "`N`: 8 for the commands, 5 for the configuration file"},
+		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("unexpected argument %q", c.Args().First())
 			}
-			return writeMan(c.App.Writer, c.App)
+			switch c.Int("section") {
+			case 8:
+				return writeMan(c.App.Writer, c.App)
+			case 5:
+				return writeConfMan(c.App.Writer, c.App.Version, vipmux.ExampleConfig)
+			}
+			return fmt.Errorf("--section %d: want 8 (vipmux) or 5 (vipmux.toml)", c.Int("section"))
 		},
 	}
 }
@@ -72,7 +86,7 @@ func writeMan(w io.Writer, app *cli.App) error {
 		fmt.Fprintf(&b, ".SH %s\n", roffEscape(strings.ToUpper(strings.TrimSuffix(sec.title, ":"))))
 		writeManText(&b, sec.text)
 	}
-	fmt.Fprintf(&b, ".SH SEE ALSO\n.BR systemctl (1),\n.BR setpriv (1),\n.BR capabilities (7)\n")
+	fmt.Fprintf(&b, ".SH SEE ALSO\n.BR vipmux.toml (5),\n.BR systemctl (1),\n.BR setpriv (1),\n.BR capabilities (7)\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }
