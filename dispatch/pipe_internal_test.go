@@ -61,7 +61,8 @@ func TestPipeBuffers(t *testing.T) {
 			src := &scriptedConn{reads: slices.Clone(tc.reads)}
 			dst := &sink{}
 			var total atomic.Uint64
-			n, err := pipe(dst, src, &total)
+			var last, clock atomic.Int64
+			n, err := pipe(dst, src, &total, &last, &clock)
 			if err != nil {
 				t.Fatalf("pipe: %v", err)
 			}

@@ -187,6 +187,7 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 		{"dispatch.time_wait", func(c *config.Config) error { return g.st.SetTimeWait(c.Dispatch.TimeWait.Duration) }},
 		{"dispatch.delayed_ack", func(c *config.Config) error { return g.st.SetDelayedAck(c.Dispatch.DelayedAck.Duration) }},
 		{"dispatch.dial_timeout", func(c *config.Config) error { g.fwd.SetDialTimeout(c.Dispatch.DialTimeout.Duration); return nil }},
+		{"dispatch", func(c *config.Config) error { g.fwd.SetLimits(dispatchLimits(c.Dispatch)); return nil }},
 		{"health", g.applyHealth},
 		{"log", func(c *config.Config) error {
 			if g.setLog != nil {
