@@ -463,6 +463,10 @@ func dispatchLimits(d config.Dispatch) dispatch.Limits {
 	return l
 }
 
+// DispatchLimits returns the forwarder's limits in force ([dispatch]
+// handshake_timeout, idle_timeout, ...).
+func (g *Gateway) DispatchLimits() dispatch.Limits { return g.fwd.Limits() }
+
 // DialTimeout returns the forwarder's backend dial timeout in force.
 func (g *Gateway) DialTimeout() time.Duration { return g.fwd.DialTimeout() }
 
