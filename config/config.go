@@ -122,6 +122,25 @@ type Dispatch struct {
 	// carry it; default 2ms, 0 (ACK at once)..500ms. It applies to the
 	// connections established after it is set.
 	DelayedAck Duration
+	// HandshakeTimeout is [dispatch] handshake_timeout: how long a client
+	// may take to complete its TCP handshake; default 5s, > 0 and <= 60s.
+	HandshakeTimeout Duration
+	// HandshakeFirstAbove is [dispatch] handshake_first_above: above this
+	// many handshakes in flight the client's handshake is completed before
+	// the backend is dialled; default 256, 0 (always)..65536.
+	HandshakeFirstAbove int
+	// MaxInFlightPerSource is [dispatch] max_in_flight_per_source: the
+	// handshakes in flight from one source address (IPv6: /64); default 0,
+	// a quarter of max_in_flight; 0..65536.
+	MaxInFlightPerSource int
+	// IdleTimeout is [dispatch] idle_timeout: a proxied connection with no
+	// byte either way for that long is closed; default 1h, 0 disables,
+	// at most 168h.
+	IdleTimeout Duration
+	// MaxConnections is [dispatch] max_connections: the proxied
+	// connections open at once; over it a SYN gets RST; default 0 (no
+	// cap), 0..16777216.
+	MaxConnections int
 }
 
 // Health is the [health] section: the gateway's TCP-connect checks of
@@ -245,6 +264,9 @@ const (
 	maxTimeWait    = 60 * time.Second
 	maxDelayedAck  = 500 * time.Millisecond
 	maxInFlight    = 65536
+	maxHandshake   = 60 * time.Second
+	maxIdleTimeout = 168 * time.Hour
+	maxConnections = 1 << 24
 	maxIfNameLen   = 15 // IFNAMSIZ - 1
 )
 

@@ -38,14 +38,15 @@ func withDefaults(fn func(*Config)) *Config {
 
 func TestDefault(t *testing.T) {
 	want := &Config{
-		NIC:      NIC{Offload: true},
-		Control:  Control{Listen: "127.0.0.1:7070"},
-		State:    State{Path: "/var/lib/vipmux/state.json"},
-		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}, DelayedAck: Duration{2 * time.Millisecond}},
-		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
-		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
-		Log:      Log{Level: "info", Format: "text"},
-		Notify:   Notify{Timeout: Duration{5 * time.Second}},
+		NIC:     NIC{Offload: true},
+		Control: Control{Listen: "127.0.0.1:7070"},
+		State:   State{Path: "/var/lib/vipmux/state.json"},
+		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}, DelayedAck: Duration{2 * time.Millisecond},
+			HandshakeTimeout: Duration{5 * time.Second}, HandshakeFirstAbove: 256, IdleTimeout: Duration{time.Hour}},
+		Health: Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
+		ARP:    ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
+		Log:    Log{Level: "info", Format: "text"},
+		Notify: Notify{Timeout: Duration{5 * time.Second}},
 	}
 	if diff := cmp.Diff(want, Default(), cmpOpts); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -92,6 +93,11 @@ dial_timeout = "500ms"
 max_in_flight = 1
 time_wait = "0s"
 delayed_ack = "0s"
+handshake_timeout = "2s"
+handshake_first_above = 0
+max_in_flight_per_source = 100
+idle_timeout = "0s"
+max_connections = 5000
 [health]
 enabled = false
 interval = "1s"
@@ -124,10 +130,11 @@ listen = "198.19.0.1:9100"
 					Networks:  []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.19.0.0/16")},
 					Router:    netip.MustParseAddr("198.18.0.1"),
 				},
-				Control:  Control{Listen: ":7171", TokenFile: "/etc/vipmux/token"},
-				State:    State{Path: "/tmp/state.json"},
-				Shared:   Shared{Address: netip.MustParseAddr("198.18.0.100")},
-				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}, DelayedAck: Duration{0}},
+				Control: Control{Listen: ":7171", TokenFile: "/etc/vipmux/token"},
+				State:   State{Path: "/tmp/state.json"},
+				Shared:  Shared{Address: netip.MustParseAddr("198.18.0.100")},
+				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}, DelayedAck: Duration{0},
+					HandshakeTimeout: Duration{2 * time.Second}, HandshakeFirstAbove: 0, MaxInFlightPerSource: 100, IdleTimeout: Duration{0}, MaxConnections: 5000},
 				Health: Health{Interval: Duration{time.Second}, Timeout: Duration{300 * time.Millisecond}, Rise: 3, Fall: 4, Failback: true,
 					Port: map[uint16]HealthPort{8080: {Interval: Duration{50 * time.Millisecond}, Timeout: Duration{20 * time.Millisecond}, Rise: 1, Fall: 1}}},
 				ARP:     ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
@@ -209,10 +216,16 @@ dial_timeout = "60s"
 max_in_flight = 65536
 time_wait = "1m"
 delayed_ack = "500ms"
+handshake_timeout = "60s"
+handshake_first_above = 65536
+max_in_flight_per_source = 65536
+idle_timeout = "168h"
+max_connections = 16777216
 `,
 			want: withDefaults(func(c *Config) {
 				c.NIC.MTU = 576
-				c.Dispatch = Dispatch{DialTimeout: Duration{time.Minute}, MaxInFlight: 65536, TimeWait: Duration{time.Minute}, DelayedAck: Duration{500 * time.Millisecond}}
+				c.Dispatch = Dispatch{DialTimeout: Duration{time.Minute}, MaxInFlight: 65536, TimeWait: Duration{time.Minute}, DelayedAck: Duration{500 * time.Millisecond},
+					HandshakeTimeout: Duration{time.Minute}, HandshakeFirstAbove: 65536, MaxInFlightPerSource: 65536, IdleTimeout: Duration{168 * time.Hour}, MaxConnections: 1 << 24}
 			}),
 		},
 		{
@@ -664,6 +677,11 @@ retries = 3
 			wantErrs: []string{"dispatch.delayed_ack: 501ms is out of range"},
 		},
 		{
+			name:     "connection path limits out of range",
+			in:       minimal + "[dispatch]\nhandshake_timeout = \"61s\"\nhandshake_first_above = -1\nmax_in_flight_per_source = 65537\nidle_timeout = \"-1s\"\nmax_connections = -1\n",
+			wantErrs: []string{"dispatch.handshake_timeout: 1m1s is out of range", "dispatch.handshake_first_above: -1 is out of range", "dispatch.max_in_flight_per_source: 65537 is out of range", "dispatch.idle_timeout: -1s is out of range", "dispatch.max_connections: -1 is out of range"},
+		},
+		{
 			name:     "garp count negative",
 			in:       minimal + "[arp]\ngarp_count = -1\n",
 			wantErrs: []string{"arp.garp_count: -1 is out of range"},
@@ -795,7 +813,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:     "zero durations",
 			modify:   func(c *Config) { c.Dispatch = Dispatch{MaxInFlight: 1} },
-			wantErrs: []string{"dispatch.dial_timeout: 0s is out of range"},
+			wantErrs: []string{"dispatch.dial_timeout: 0s is out of range", "dispatch.handshake_timeout: 0s is out of range"},
 		},
 		{
 			name: "health out of range",

@@ -143,6 +143,36 @@ var keys = []key{
 		get:   func(c *Config) *Duration { return &c.Dispatch.DelayedAck },
 		check: func(_ *Config, v Duration) error { return durationRange(v, 0, maxDelayedAck, " (ACK at once)") },
 	},
+	&field[Duration]{
+		name: "dispatch.handshake_timeout", kind: duration, def: Duration{5 * time.Second}, reloadable: true,
+		get: func(c *Config) *Duration { return &c.Dispatch.HandshakeTimeout },
+		check: func(_ *Config, v Duration) error {
+			if d := v.Duration; d <= 0 || d > maxHandshake {
+				return fmt.Errorf("%s is out of range: use more than 0s and at most %s", d, maxHandshake)
+			}
+			return nil
+		},
+	},
+	&field[int]{
+		name: "dispatch.handshake_first_above", kind: integer, def: 256, reloadable: true,
+		get:   func(c *Config) *int { return &c.Dispatch.HandshakeFirstAbove },
+		check: func(_ *Config, v int) error { return inRange(v, 0, maxInFlight, " (always handshake first)") },
+	},
+	&field[int]{
+		name: "dispatch.max_in_flight_per_source", kind: integer, def: 0, reloadable: true,
+		get:   func(c *Config) *int { return &c.Dispatch.MaxInFlightPerSource },
+		check: func(_ *Config, v int) error { return inRange(v, 0, maxInFlight, " (a quarter of max_in_flight)") },
+	},
+	&field[Duration]{
+		name: "dispatch.idle_timeout", kind: duration, def: Duration{time.Hour}, reloadable: true,
+		get:   func(c *Config) *Duration { return &c.Dispatch.IdleTimeout },
+		check: func(_ *Config, v Duration) error { return durationRange(v, 0, maxIdleTimeout, " (never)") },
+	},
+	&field[int]{
+		name: "dispatch.max_connections", kind: integer, def: 0, reloadable: true,
+		get:   func(c *Config) *int { return &c.Dispatch.MaxConnections },
+		check: func(_ *Config, v int) error { return inRange(v, 0, maxConnections, " (no cap)") },
+	},
 
 	// [health]: the health package owns the limits and the defaults. The
 	// keys with port set may be overridden in [health.port.PORT].

@@ -11,8 +11,18 @@
 // checker (passive checking), so that a dead active member costs the
 // client nothing.
 //
+// Under pressure it stops dialling first: while more handshakes are in
+// flight than Limits.HandshakeFirstAbove, a new client's handshake is
+// completed before its backend is dialled, so that a backend sees a
+// connection only for a client that proved it is there. Every handshake
+// is bounded by Limits.HandshakeTimeout, one source address (an IPv6 /64)
+// holds at most Limits.MaxInFlightPerSource of them, at most
+// Limits.MaxConnections connections are proxied at once, and one that
+// carries no byte for Limits.IdleTimeout is closed (docs/hardening.md).
+//
 // It owns the goroutines of proxied connections: two per connection, both
-// stopped by Close.
+// stopped by Close; and one sweeper, which ends overdue handshakes and
+// idle connections.
 //
 //	f := dispatch.New(dispatch.Options{Table: reg, DialTimeout: 3 * time.Second, Logger: log})
 //	st.HandleTCP(8192, f.Handle)
@@ -120,13 +130,22 @@ const (
 	// DialTimeout: the backend did not answer within the dial timeout, or
 	// its member was marked down while the dial waited; RST.
 	DialTimeout
-	// HandshakeFailed: the backend was dialled but the client's handshake
-	// could not be completed (the client went away).
+	// HandshakeFailed: the client's handshake could not be completed: the
+	// client went away, or did not complete it within the handshake
+	// timeout.
 	HandshakeFailed
+	// MaxConnections: Limits.MaxConnections connections were proxied
+	// already; RST.
+	MaxConnections
+	// SourceLimit: the client's source address (IPv6: its /64) had
+	// Limits.MaxInFlightPerSource handshakes in flight already; the SYN
+	// is dropped without an answer, as a full SYN queue drops it, and the
+	// client retransmits it.
+	SourceLimit
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"proxied", "no_route", "refused", "dial_timeout", "handshake_failed"}
+var outcomeNames = [numOutcomes]string{"proxied", "no_route", "refused", "dial_timeout", "handshake_failed", "max_connections", "source_limit"}
 
 // String returns the outcome's name as used in logs and metrics.
 func (o Outcome) String() string {
@@ -134,6 +153,67 @@ func (o Outcome) String() string {
 		return "unknown"
 	}
 	return outcomeNames[o]
+}
+
+// Defaults of Limits' zero values.
+const (
+	// DefaultHandshakeTimeout is Limits.HandshakeTimeout's zero value:
+	// how long a client may take to answer the SYN-ACK.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultHandshakeFirstAbove is Limits.HandshakeFirstAbove's zero
+	// value.
+	DefaultHandshakeFirstAbove = 256
+)
+
+// sweepInterval is how often the sweeper looks for overdue handshakes:
+// a handshake ends at most this long after its timeout.
+const sweepInterval = 250 * time.Millisecond
+
+// maxIdleScan is the longest pause between two scans for idle
+// connections: an idle connection is closed at most this long (or a
+// quarter of the idle timeout, whichever is less) after its timeout.
+const maxIdleScan = 5 * time.Second
+
+// Limits bound what clients can make the forwarder hold. SetLimits
+// changes them while it runs; a change applies to the SYNs that follow,
+// and the idle timeout to every connection's next check.
+type Limits struct {
+	// HandshakeTimeout bounds the wait for a client's answer to the
+	// SYN-ACK (gVisor alone resends it for about 127 s); zero means
+	// DefaultHandshakeTimeout. A client that does not complete its
+	// handshake in time gets a RST, and its backend connection, if one
+	// was dialled, is closed.
+	HandshakeTimeout time.Duration
+	// HandshakeFirstAbove is how many handshakes may be in flight before
+	// the forwarder stops dialling first: a SYN that arrives while as
+	// many or more are in flight has its client's handshake completed
+	// before the backend is dialled. It is therefore the bound on the
+	// backend connections open at once for clients that have not
+	// completed their handshake. Zero means DefaultHandshakeFirstAbove;
+	// negative means always handshake first.
+	HandshakeFirstAbove int
+	// MaxInFlightPerSource caps the handshakes in flight from one source
+	// address (an IPv6 /64); a SYN over it is dropped (SourceLimit).
+	// Zero means no cap.
+	MaxInFlightPerSource int
+	// IdleTimeout closes, both ways, a proxied connection that carried no
+	// byte in either direction for that long. Zero disables it.
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections proxied at once; a SYN over it
+	// gets a RST (MaxConnections). Zero means no cap. The handshakes in
+	// flight when the cap is reached may still complete.
+	MaxConnections int
+}
+
+// withDefaults returns l with its zero values replaced by the defaults.
+func (l Limits) withDefaults() Limits {
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if l.HandshakeFirstAbove == 0 {
+		l.HandshakeFirstAbove = DefaultHandshakeFirstAbove
+	}
+	return l
 }
 
 // Options configures New.
@@ -152,6 +232,9 @@ type Options struct {
 	// redispatched; the gateway gives it the health checker. Nil means no
 	// redispatch: a failed dial answers the client with RST.
 	Observer Observer
+	// Limits bound handshakes and connections; see Limits for the zero
+	// values.
+	Limits Limits
 }
 
 // memberKey identifies a member's counters.
@@ -168,9 +251,19 @@ type Forwarder struct {
 	log         *slog.Logger
 	observer    Observer
 
+	limits atomic.Pointer[Limits] // see SetLimits
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// epoch is the origin of the forwarder's clock (now); clock is that
+	// clock as of the sweeper's last tick, which the copy loops read to
+	// mark a connection active without a clock call per read.
+	epoch time.Time
+	clock atomic.Int64
+	// idleClosed counts the connections that the idle timeout closed.
+	idleClosed atomic.Uint64
 
 	outcomes [numOutcomes]atomic.Uint64
 	// redispatched counts the failed attempts that were followed by a
@@ -189,6 +282,11 @@ type Forwarder struct {
 	mu     sync.Mutex
 	closed bool
 	conns  map[*proxied]struct{}
+	// pending are the SYNs between enter and their end (proxied or
+	// refused): their handshakes in flight. sources counts them by source
+	// (sourceKey).
+	pending map[*pending]struct{}
+	sources map[netip.Addr]int
 	// mode2 are the entries of members that belong to mode-2 members:
 	// those with a dial scope, which Prune keeps in step with the table.
 	mode2 map[memberKey]*counters
@@ -241,9 +339,13 @@ func New(opts Options) *Forwarder {
 		log:      opts.Logger,
 		observer: opts.Observer,
 		conns:    map[*proxied]struct{}{},
+		pending:  map[*pending]struct{}{},
+		sources:  map[netip.Addr]int{},
 		mode2:    map[memberKey]*counters{},
+		epoch:    time.Now(),
 	}
 	f.SetDialTimeout(opts.DialTimeout)
+	f.SetLimits(opts.Limits)
 	if f.dial == nil {
 		// SO_KEEPALIVE and its idle time; the kernel's interval and
 		// count. net.Dialer's KeepAlive would also set both of those:
@@ -253,34 +355,45 @@ func New(opts Options) *Forwarder {
 		f.dial = d.DialContext
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
+	f.clock.Store(f.now())
+	f.wg.Add(1)
+	go f.sweep()
 	return f
 }
 
 // Handle turns one SYN into a proxied connection or a RST. The stack calls
 // it on a goroutine of its own; Handle returns when the connection is over.
 //
-// A SYN goes through three steps, each of which returns Proxied to go on
-// or the outcome that refuses it: route (the table's member), connect (the
-// backend, with redispatch) and handshake (the client's side). A refused
-// SYN takes the one refusal path, refuse; an accepted one is proxied.
+// A SYN goes through four steps, each of which returns Proxied to go on
+// or the outcome that refuses it: route (the table's member), enter (the
+// limits), connect (the backend, with redispatch) and handshake (the
+// client's side). Connect comes before handshake, unless enter found the
+// forwarder under pressure (Limits.HandshakeFirstAbove). A refused SYN
+// takes the one refusal path, refuse; an accepted one is proxied.
 func (f *Forwarder) Handle(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	a := attempt{
 		src:   netip.AddrPortFrom(stack.FromAddr(id.RemoteAddress), id.RemotePort),
 		front: netip.AddrPortFrom(stack.FromAddr(id.LocalAddress), id.LocalPort),
 	}
-	if !f.enter() {
-		a.why = "forwarder closed"
-		f.refuse(r, &a, NoRoute)
-		return
-	}
-	defer f.wg.Done()
 	o := f.route(&a)
 	if o == Proxied {
-		o = f.connect(&a)
+		o = f.enter(&a)
 	}
-	if o == Proxied {
-		o = f.handshake(r, &a)
+	if a.hs != nil {
+		defer f.wg.Done()
+		switch {
+		case a.handshakeFirst:
+			o = f.handshake(r, &a)
+			if o == Proxied {
+				o = f.connect(&a)
+			}
+		default:
+			o = f.connect(&a)
+			if o == Proxied {
+				o = f.handshake(r, &a)
+			}
+		}
 	}
 	if o != Proxied {
 		f.refuse(r, &a, o)
@@ -306,6 +419,11 @@ type attempt struct {
 	// client and ep are the client's side, once handshake has completed it.
 	client *gonet.TCPConn
 	ep     tcpip.Endpoint
+	// hs is the SYN's entry among the handshakes in flight, once enter
+	// has admitted it; handshakeFirst says that enter found the
+	// forwarder under pressure.
+	hs             *pending
+	handshakeFirst bool
 	// why and err say why a step refused the SYN: the refusal's debug line.
 	why string
 	err error
@@ -414,30 +532,117 @@ func (f *Forwarder) dialMember(a *attempt) (o Outcome, failover bool) {
 	return Proxied, false
 }
 
+// pending is one SYN's handshake in flight.
+type pending struct {
+	// wq is the client endpoint's waiter queue. gVisor's CreateEndpoint
+	// blocks until it is notified writable; the sweeper and Close notify
+	// it to end a handshake that is overdue or no longer wanted.
+	wq waiter.Queue
+	// src is the source that the SYN counts against (sourceKey).
+	src netip.Addr
+	// since is when the SYN-ACK went out (the forwarder's clock, now);
+	// zero while no handshake waits.
+	since atomic.Int64
+}
+
+// sourceKey is the key that a client's handshakes are counted by: its
+// address, or for IPv6 its /64, which one host commonly holds whole.
+func sourceKey(a netip.Addr) netip.Addr {
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a.Unmap()
+}
+
+// enter admits the SYN under the forwarder's limits: Proxied with a.hs
+// set (counted in the WaitGroup until Handle returns), or the outcome
+// that refuses it: NoRoute once the forwarder is closed, MaxConnections,
+// SourceLimit. It decides whether the handshake comes first
+// (a.handshakeFirst).
+func (f *Forwarder) enter(a *attempt) Outcome {
+	l := f.limits.Load()
+	src := sourceKey(a.src.Addr())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closed:
+		a.why = "forwarder closed"
+		return NoRoute
+	case l.MaxConnections > 0 && len(f.conns) >= l.MaxConnections:
+		a.why = "max_connections reached"
+		return MaxConnections
+	case l.MaxInFlightPerSource > 0 && f.sources[src] >= l.MaxInFlightPerSource:
+		a.why = "max_in_flight_per_source reached"
+		return SourceLimit
+	}
+	a.handshakeFirst = l.HandshakeFirstAbove < 0 || len(f.pending) >= l.HandshakeFirstAbove
+	a.hs = &pending{src: src}
+	f.pending[a.hs] = struct{}{}
+	f.sources[src]++
+	f.wg.Add(1)
+	return Proxied
+}
+
+// leaveLocked removes hs from the handshakes in flight. f.mu is held.
+func (f *Forwarder) leaveLocked(hs *pending) {
+	if _, ok := f.pending[hs]; !ok {
+		return
+	}
+	delete(f.pending, hs)
+	if n := f.sources[hs.src] - 1; n > 0 {
+		f.sources[hs.src] = n
+	} else {
+		delete(f.sources, hs.src)
+	}
+}
+
 // handshake completes the client's handshake: Proxied with a.client and
-// a.ep set, or HandshakeFailed when the client went away.
+// a.ep set, or HandshakeFailed when the client went away, did not answer
+// within the handshake timeout (the sweeper ends the wait), or the
+// forwarder closed.
 func (f *Forwarder) handshake(r *tcp.ForwarderRequest, a *attempt) Outcome {
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
+	hs := a.hs
+	hs.since.Store(f.now())
+	// Close notifies every handshake in flight until Handle returns; one
+	// that starts after Close began is refused here.
+	if f.ctx.Err() != nil {
+		a.why = "forwarder closed"
+		return HandshakeFailed
+	}
+	ep, terr := r.CreateEndpoint(&hs.wq)
+	hs.since.Store(0)
 	if terr != nil {
 		a.why, a.err = "client handshake failed", errors.New(terr.String())
 		return HandshakeFailed
 	}
 	r.Complete(false)
 	setClientOptions(ep)
-	a.client, a.ep = gonet.NewTCPConn(&wq, ep), ep
+	a.client, a.ep = gonet.NewTCPConn(&hs.wq, ep), ep
 	return Proxied
 }
 
 // refuse is the one end of a refused SYN: it counts outcome o (on the
-// member's counters when route found any), answers the client with RST,
-// closes the backend connection if one was dialled, and logs one debug
-// line saying why.
+// member's counters when route found any), answers the client with RST
+// (resets its connection if the handshake completed first; drops the SYN
+// silently for SourceLimit), closes the backend connection if one was
+// dialled, removes the SYN from the handshakes in flight, and logs one
+// debug line saying why.
 func (f *Forwarder) refuse(r *tcp.ForwarderRequest, a *attempt, o Outcome) {
 	f.count(a.counters, o)
-	r.Complete(true)
+	if a.client != nil {
+		a.ep.Abort()
+		a.client.Close()
+	} else {
+		r.Complete(o != SourceLimit)
+	}
 	if a.backend != nil {
 		a.backend.Close()
+	}
+	if a.hs != nil {
+		f.mu.Lock()
+		f.leaveLocked(a.hs)
+		f.mu.Unlock()
 	}
 	// Per-connection lines are debug only; the check keeps the arguments
 	// from being built when debug is off.
@@ -460,8 +665,8 @@ func (f *Forwarder) refuse(r *tcp.ForwarderRequest, a *attempt, o Outcome) {
 // proxy splices an accepted connection until both sides are done, tracked
 // so that Prune and Close can end it.
 func (f *Forwarder) proxy(a *attempt) {
-	p := &proxied{client: a.client, ep: a.ep, backend: a.backend, member: memberKey{key: a.key, name: a.member.Name}, counters: a.counters}
-	if !f.track(p) {
+	p := &proxied{client: a.client, ep: a.ep, backend: a.backend, member: memberKey{key: a.key, name: a.member.Name}, counters: a.counters, clock: &f.clock}
+	if !f.track(p, a.hs) {
 		p.close()
 		return
 	}
@@ -576,8 +781,91 @@ func (f *Forwarder) Outcomes() map[Outcome]uint64 {
 // MemberStats.Redispatched).
 func (f *Forwarder) Redispatched() uint64 { return f.redispatched.Load() }
 
-// Close refuses new connections, closes every proxied one and waits for
-// their goroutines. It is idempotent.
+// SetLimits changes the forwarder's limits (see Limits) for the SYNs that
+// follow; the idle timeout applies to every connection from the next
+// scan.
+func (f *Forwarder) SetLimits(l Limits) {
+	l = l.withDefaults()
+	f.limits.Store(&l)
+}
+
+// Limits returns the limits in force, defaults filled in.
+func (f *Forwarder) Limits() Limits { return *f.limits.Load() }
+
+// IdleClosed returns how many connections the idle timeout closed.
+func (f *Forwarder) IdleClosed() uint64 { return f.idleClosed.Load() }
+
+// InFlight returns the number of handshakes in flight: SYNs admitted and
+// not yet proxied or refused.
+func (f *Forwarder) InFlight() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pending)
+}
+
+// now is the time since the forwarder's epoch, in nanoseconds: never
+// zero, so that zero can mean "not set".
+func (f *Forwarder) now() int64 { return int64(time.Since(f.epoch)) + 1 }
+
+// sweep is the forwarder's one timer goroutine. Every sweepInterval it
+// advances the coarse clock, ends the handshakes that waited longer than
+// the handshake timeout (their CreateEndpoint returns an error: the
+// client gets a RST, a backend connection dialled for it is closed), and,
+// every idle scan interval, closes the connections idle for longer than
+// the idle timeout. It returns when the forwarder closes.
+func (f *Forwarder) sweep() {
+	defer f.wg.Done()
+	tick := time.NewTicker(sweepInterval)
+	defer tick.Stop()
+	var (
+		wake     []*pending
+		idle     []*proxied
+		nextScan int64
+	)
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := f.now()
+		f.clock.Store(now)
+		l := f.limits.Load()
+		wake, idle = wake[:0], idle[:0]
+		f.mu.Lock()
+		for hs := range f.pending {
+			if s := hs.since.Load(); s != 0 && now-s >= int64(l.HandshakeTimeout) {
+				wake = append(wake, hs)
+			}
+		}
+		if l.IdleTimeout > 0 && now >= nextScan {
+			nextScan = now + int64(max(sweepInterval, min(l.IdleTimeout/4, maxIdleScan)))
+			// A connection's last activity is the coarse clock, up to one
+			// tick behind the read that set it: one tick of grace, so that
+			// none is closed early.
+			for p := range f.conns {
+				if now-p.last.Load() > int64(l.IdleTimeout+sweepInterval) {
+					idle = append(idle, p)
+				}
+			}
+		}
+		f.mu.Unlock()
+		for _, hs := range wake {
+			hs.wq.Notify(waiter.WritableEvents)
+		}
+		for _, p := range idle {
+			f.idleClosed.Add(1)
+			p.close()
+		}
+		clear(wake)
+		clear(idle)
+	}
+}
+
+// Close refuses new connections, closes every proxied one, ends the
+// handshakes in flight and waits for their goroutines. It does not wait
+// for a client's handshake: those in flight end at once (RST). It is
+// idempotent.
 func (f *Forwarder) Close() {
 	f.mu.Lock()
 	f.closed = true
@@ -594,7 +882,36 @@ func (f *Forwarder) Close() {
 	for _, p := range conns {
 		p.close()
 	}
-	f.wg.Wait()
+	// A handshake waits in gVisor until its waiter queue is notified.
+	// Notified again until every Handle has returned: one may have been
+	// between its check of f.ctx and the wait when it was last notified.
+	done := make(chan struct{})
+	go func() {
+		f.wg.Wait()
+		close(done)
+	}()
+	for {
+		f.wakePending()
+		select {
+		case <-done:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// wakePending notifies the waiter queue of every handshake in flight,
+// which ends those that wait (see pending.wq).
+func (f *Forwarder) wakePending() {
+	f.mu.Lock()
+	wake := make([]*pending, 0, len(f.pending))
+	for hs := range f.pending {
+		wake = append(wake, hs)
+	}
+	f.mu.Unlock()
+	for _, hs := range wake {
+		hs.wq.Notify(waiter.WritableEvents)
+	}
 }
 
 // count counts a SYN's outcome, in total and, with c, for its member.
@@ -671,17 +988,6 @@ func (f *Forwarder) scopesLocked(next *registry.Table) {
 	}
 }
 
-// enter counts a Handle in the WaitGroup unless the forwarder is closed.
-func (f *Forwarder) enter() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return false
-	}
-	f.wg.Add(1)
-	return true
-}
-
 // Prune cuts short the pending backend dials of a mode-2 member that next
 // marks down (see dialScope), and aborts (RST both ways) every connection
 // whose member next no longer has: a deregistered server's connections end at once instead of
@@ -739,13 +1045,16 @@ func inTable(t *registry.Table, mk memberKey) bool {
 	return t.MemberOrDraining(mk.key, mk.name)
 }
 
-// track registers p; it reports false when the forwarder is closing.
-func (f *Forwarder) track(p *proxied) bool {
+// track registers p, whose handshake hs is no longer in flight; it
+// reports false when the forwarder is closing.
+func (f *Forwarder) track(p *proxied, hs *pending) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.leaveLocked(hs)
 	if f.closed {
 		return false
 	}
+	p.last.Store(f.clock.Load())
 	f.conns[p] = struct{}{}
 	p.counters.active.Add(1)
 	return true
@@ -778,6 +1087,11 @@ type proxied struct {
 	member  memberKey
 	// counters are the member's; the copy loops add their bytes.
 	counters *counters
+	// last is when a byte last crossed either way (the forwarder's coarse
+	// clock, which clock points to); the copy loops set it, the sweeper
+	// reads it for the idle timeout.
+	last  atomic.Int64
+	clock *atomic.Int64
 
 	closeOnce sync.Once
 	// eofs counts the directions that ended at an EOF (see pipe).
@@ -802,11 +1116,11 @@ func (p *proxied) splice() (toBackend, toClient uint64) {
 	go func() {
 		defer close(done)
 		var err error
-		if toBackend, err = pipe(p.backend, p.client, &p.counters.toBackend, &p.eofs); err != nil {
+		if toBackend, err = pipe(p.backend, p.client, &p.counters.toBackend, &p.last, p.clock, &p.eofs); err != nil {
 			p.close() // unblock the other direction
 		}
 	}()
-	toClient, err := pipe(p.client, p.backend, &p.counters.toClient, &p.eofs)
+	toClient, err := pipe(p.client, p.backend, &p.counters.toClient, &p.last, p.clock, &p.eofs)
 	if err != nil {
 		p.close()
 	}
@@ -835,12 +1149,13 @@ func (p *proxied) close() {
 // other direction has ended at an EOF already (eofs, shared by both
 // directions, reaches 2): then both sides have sent their FIN, splice
 // closes both at once, and a close sends dst its FIN without the
-// shutdown syscall (issue 14, lever 3). It adds the
-// bytes written to total as it goes and returns their sum. A nil error
+// shutdown syscall (issue 14, lever 3). It adds the bytes written to
+// total as it goes and returns their sum; after each read that returned
+// bytes it sets last to clock's value. A nil error
 // means a clean EOF. It reads into a small buffer, switching to a large
 // one while reads fill the buffer and back when they do not (see
 // smallBufferSize).
-func pipe(dst, src net.Conn, total *atomic.Uint64, eofs *atomic.Int32) (uint64, error) {
+func pipe(dst, src net.Conn, total *atomic.Uint64, last, clock *atomic.Int64, eofs *atomic.Int32) (uint64, error) {
 	small := smallBufs.Get().(*[]byte)
 	defer smallBufs.Put(small)
 	var large *[]byte
@@ -854,6 +1169,7 @@ func pipe(dst, src net.Conn, total *atomic.Uint64, eofs *atomic.Int32) (uint64, 
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
+			last.Store(clock.Load())
 			w, werr := dst.Write(buf[:n])
 			sum += uint64(w)
 			total.Add(uint64(w))

@@ -62,7 +62,8 @@ func TestPipeBuffers(t *testing.T) {
 			dst := &sink{}
 			var total atomic.Uint64
 			var eofs atomic.Int32
-			n, err := pipe(dst, src, &total, &eofs)
+			var last, clock atomic.Int64
+			n, err := pipe(dst, src, &total, &last, &clock, &eofs)
 			if err != nil {
 				t.Fatalf("pipe: %v", err)
 			}
@@ -101,7 +102,8 @@ func TestPipeHalfClose(t *testing.T) {
 	for i, want := range []bool{true, false} {
 		dst := &halfSink{}
 		var total atomic.Uint64
-		if _, err := pipe(dst, &scriptedConn{reads: []int{10}}, &total, &eofs); err != nil {
+		var last, clock atomic.Int64
+		if _, err := pipe(dst, &scriptedConn{reads: []int{10}}, &total, &last, &clock, &eofs); err != nil {
 			t.Fatalf("pipe %d: %v", i+1, err)
 		}
 		if dst.closedWrite != want {

@@ -272,7 +272,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("[health]: %w", err)
 	}
 	g.health = healthRunner{hc: g.hc}
-	g.fwd = dispatch.New(dispatch.Options{Table: g.reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: g.log, Observer: g.hc})
+	g.fwd = dispatch.New(dispatch.Options{Table: g.reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: g.log, Observer: g.hc, Limits: dispatchLimits(cfg.Dispatch)})
 	g.reg.Watch(g.fwd.Prune) // a member that leaves takes its connections along
 	g.st.HandleTCP(cfg.Dispatch.MaxInFlight, g.fwd.Handle)
 	g.mtr, err = metrics.New(metrics.Options{Table: g.reg, Conns: g.fwd, Stack: g.st, Logger: g.log})
@@ -456,6 +456,28 @@ func (g *Gateway) Registry() *registry.Registry { return g.reg }
 
 // Addrs returns the addresses the stack holds, sorted.
 func (g *Gateway) Addrs() []netip.Addr { return g.st.Addrs() }
+
+// dispatchLimits are the forwarder's limits as [dispatch] sets them.
+func dispatchLimits(d config.Dispatch) dispatch.Limits {
+	l := dispatch.Limits{
+		HandshakeTimeout:     d.HandshakeTimeout.Duration,
+		HandshakeFirstAbove:  d.HandshakeFirstAbove,
+		MaxInFlightPerSource: d.MaxInFlightPerSource,
+		IdleTimeout:          d.IdleTimeout.Duration,
+		MaxConnections:       d.MaxConnections,
+	}
+	if l.HandshakeFirstAbove == 0 {
+		l.HandshakeFirstAbove = -1 // the config's 0: always handshake first
+	}
+	if l.MaxInFlightPerSource == 0 {
+		l.MaxInFlightPerSource = max(1, d.MaxInFlight/4)
+	}
+	return l
+}
+
+// DispatchLimits returns the forwarder's limits in force ([dispatch]
+// handshake_timeout, idle_timeout, ...).
+func (g *Gateway) DispatchLimits() dispatch.Limits { return g.fwd.Limits() }
 
 // DialTimeout returns the forwarder's backend dial timeout in force.
 func (g *Gateway) DialTimeout() time.Duration { return g.fwd.DialTimeout() }

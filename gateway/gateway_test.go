@@ -448,12 +448,12 @@ func TestGatewayReload(t *testing.T) {
 	}
 
 	// Accepted, through the API: every change applies.
-	e.write(t, move+"[dispatch]\ndial_timeout = \"1s\"\n[health]\nfailback = true\n")
+	e.write(t, move+"[dispatch]\ndial_timeout = \"1s\"\nidle_timeout = \"30s\"\nmax_connections = 100\n[health]\nfailback = true\n")
 	res, err := e.api.Reload(ctx)
 	if err != nil {
 		t.Fatalf("POST /v1/reload: %v", err)
 	}
-	if diff := cmp.Diff([]string{"dispatch.dial_timeout", "health.failback", "log.level", "shared.address"}, res.Changed); diff != "" {
+	if diff := cmp.Diff([]string{"dispatch.dial_timeout", "dispatch.idle_timeout", "dispatch.max_connections", "health.failback", "log.level", "shared.address"}, res.Changed); diff != "" {
 		t.Errorf("POST /v1/reload changed (-want +got):\n%s", diff)
 	}
 	if e.gw.Shared() != shared2 {
@@ -472,6 +472,9 @@ func TestGatewayReload(t *testing.T) {
 	if d := e.gw.DialTimeout(); d != time.Second {
 		t.Errorf("forwarder's dial timeout = %v, want 1s", d)
 	}
+	if l := e.gw.DispatchLimits(); l.IdleTimeout != 30*time.Second || l.MaxConnections != 100 {
+		t.Errorf("forwarder's limits after the reload: idle timeout %v, max connections %d; want 30s, 100", l.IdleTimeout, l.MaxConnections)
+	}
 	// The new shared address serves.
 	b := namedEcho(t, "127.0.0.2", "web-b")
 	if _, err := e.api.Register(ctx, control.RegisterRequest{Name: "web-b", Port: port(9090), Backend: b.String()}); err != nil {
@@ -484,7 +487,7 @@ func TestGatewayReload(t *testing.T) {
 	log := e.log.String()
 	for _, want := range []string{
 		`msg="reload refused: the configuration in force stays as it was" config=` + e.path + ` by=test err="config ` + e.path + `: health.rise: 0 is out of range: use 1..100"`,
-		fmt.Sprintf(`msg="config reloaded" config=%s by=api changed="dispatch.dial_timeout: \"3s\" -> \"1s\"; health.failback: false -> true; log.level: \"info\" -> \"debug\"; shared.address: 198.18.0.100 -> 198.18.0.101"`, e.path),
+		fmt.Sprintf(`msg="config reloaded" config=%s by=api changed="dispatch.dial_timeout: \"3s\" -> \"1s\"; dispatch.idle_timeout: \"1h0m0s\" -> \"30s\"; dispatch.max_connections: 0 -> 100; health.failback: false -> true; log.level: \"info\" -> \"debug\"; shared.address: 198.18.0.100 -> 198.18.0.101"`, e.path),
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %s:\n%s", want, log)

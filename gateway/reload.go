@@ -197,6 +197,7 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 		{"dispatch.delayed_ack", func(c *config.Config) error { return g.st.SetDelayedAck(c.Dispatch.DelayedAck.Duration) }},
 		{"dispatch.dial_timeout", func(c *config.Config) error { g.fwd.SetDialTimeout(c.Dispatch.DialTimeout.Duration); return nil }},
 		{"notify", func(c *config.Config) error { g.ntf.Set(notifySettings(c.Notify)); return nil }},
+		{"dispatch", func(c *config.Config) error { g.fwd.SetLimits(dispatchLimits(c.Dispatch)); return nil }},
 		{"health", g.applyHealth},
 		{"log", func(c *config.Config) error {
 			if g.setLog != nil {

@@ -18,6 +18,13 @@ const (
 	// ReasonDialTimeout: the backend did not answer within [dispatch]
 	// dial_timeout.
 	ReasonDialTimeout = "dial_timeout"
+	// ReasonMaxConnections: [dispatch] max_connections connections were
+	// open already.
+	ReasonMaxConnections = "max_connections"
+	// ReasonSourceLimit: the client's source address had [dispatch]
+	// max_in_flight_per_source handshakes in flight already; a reason of
+	// vipmux_connections_dropped_total (no RST: the SYN is dropped).
+	ReasonSourceLimit = "source_limit"
 )
 
 // Directions, the values of the direction label of
@@ -32,7 +39,7 @@ type connCollector struct {
 	table Table
 	conns Conns
 
-	accepted, active, refused, redispatched, handshake, bytes *prometheus.Desc
+	accepted, active, refused, dropped, redispatched, handshake, bytes *prometheus.Desc
 }
 
 func newConnCollector(t Table, c Conns) *connCollector {
@@ -45,12 +52,15 @@ func newConnCollector(t Table, c Conns) *connCollector {
 		active: prometheus.NewDesc("vipmux_connections_active",
 			"Proxied connections to the member that are open now.", member, nil),
 		refused: prometheus.NewDesc("vipmux_connections_refused_total",
-			"Client connections answered with RST, by reason: no_active_member (member=\"\"), backend_refused, dial_timeout.",
+			"Client connections answered with RST, by reason: no_active_member (member=\"\"), backend_refused, dial_timeout, max_connections.",
+			append(member, labelReason), nil),
+		dropped: prometheus.NewDesc("vipmux_connections_dropped_total",
+			"Client SYNs dropped without an answer (the client retransmits), by reason: source_limit (max_in_flight_per_source).",
 			append(member, labelReason), nil),
 		redispatched: prometheus.NewDesc("vipmux_connections_redispatched_total",
 			"Client connections whose dial to the member's backend failed and that were dialled to the binding's next healthy member instead, before their handshake completed (mode 2 only).", member, nil),
 		handshake: prometheus.NewDesc("vipmux_connections_handshake_failed_total",
-			"Client connections whose backend was dialled but whose client went away before the handshake completed.", member, nil),
+			"Client connections whose handshake did not complete: the client went away, or did not answer within [dispatch] handshake_timeout.", member, nil),
 		bytes: prometheus.NewDesc("vipmux_connection_bytes_total",
 			"Bytes proxied, by direction: client_to_backend, backend_to_client.",
 			append(member, labelDirection), nil),
@@ -59,7 +69,7 @@ func newConnCollector(t Table, c Conns) *connCollector {
 
 // Describe implements prometheus.Collector.
 func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.refused, c.redispatched, c.handshake, c.bytes} {
+	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.refused, c.dropped, c.redispatched, c.handshake, c.bytes} {
 		ch <- d
 	}
 }
@@ -84,6 +94,8 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.accepted, s.Outcomes[dispatch.Proxied])
 		counter(c.refused, s.Outcomes[dispatch.Refused], ReasonBackendRefused)
 		counter(c.refused, s.Outcomes[dispatch.DialTimeout], ReasonDialTimeout)
+		counter(c.refused, s.Outcomes[dispatch.MaxConnections], ReasonMaxConnections)
+		counter(c.dropped, s.Outcomes[dispatch.SourceLimit], ReasonSourceLimit)
 		if s.Binding.Port != 0 {
 			// A mode-1 binding has one member: nothing to redispatch to.
 			counter(c.redispatched, s.Redispatched)

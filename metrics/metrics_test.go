@@ -67,7 +67,7 @@ func TestConnCollector(t *testing.T) {
 		{
 			name:  "member in the table",
 			regs:  []registry.Registration{{Name: "web-a", IP: vip, Backend: be}},
-			conns: fakeConns{stats(mode1, "web-a", map[dispatch.Outcome]uint64{dispatch.Proxied: 5, dispatch.Refused: 2, dispatch.DialTimeout: 1, dispatch.HandshakeFailed: 3}, 4, 1000, 20)},
+			conns: fakeConns{stats(mode1, "web-a", map[dispatch.Outcome]uint64{dispatch.Proxied: 5, dispatch.Refused: 2, dispatch.DialTimeout: 1, dispatch.HandshakeFailed: 3, dispatch.MaxConnections: 6, dispatch.SourceLimit: 8}, 4, 1000, 20)},
 			want: `
 # HELP vipmux_connection_bytes_total Bytes proxied, by direction: client_to_backend, backend_to_client.
 # TYPE vipmux_connection_bytes_total counter
@@ -79,13 +79,17 @@ vipmux_connections_accepted_total{ip="198.18.0.10",member="web-a",port="*"} 5
 # HELP vipmux_connections_active Proxied connections to the member that are open now.
 # TYPE vipmux_connections_active gauge
 vipmux_connections_active{ip="198.18.0.10",member="web-a",port="*"} 4
-# HELP vipmux_connections_handshake_failed_total Client connections whose backend was dialled but whose client went away before the handshake completed.
+# HELP vipmux_connections_handshake_failed_total Client connections whose handshake did not complete: the client went away, or did not answer within [dispatch] handshake_timeout.
 # TYPE vipmux_connections_handshake_failed_total counter
 vipmux_connections_handshake_failed_total{ip="198.18.0.10",member="web-a",port="*"} 3
-# HELP vipmux_connections_refused_total Client connections answered with RST, by reason: no_active_member (member=""), backend_refused, dial_timeout.
+# HELP vipmux_connections_refused_total Client connections answered with RST, by reason: no_active_member (member=""), backend_refused, dial_timeout, max_connections.
 # TYPE vipmux_connections_refused_total counter
 vipmux_connections_refused_total{ip="198.18.0.10",member="web-a",port="*",reason="backend_refused"} 2
 vipmux_connections_refused_total{ip="198.18.0.10",member="web-a",port="*",reason="dial_timeout"} 1
+vipmux_connections_refused_total{ip="198.18.0.10",member="web-a",port="*",reason="max_connections"} 6
+# HELP vipmux_connections_dropped_total Client SYNs dropped without an answer (the client retransmits), by reason: source_limit (max_in_flight_per_source).
+# TYPE vipmux_connections_dropped_total counter
+vipmux_connections_dropped_total{ip="198.18.0.10",member="web-a",port="*",reason="source_limit"} 8
 `,
 		},
 		{
@@ -119,7 +123,7 @@ vipmux_connections_redispatched_total{ip="198.18.0.100",member="web-b",port="808
 			regs:  []registry.Registration{{Name: "web-b", IP: shared, Port: 8080, Backend: be, State: registry.Standby}},
 			conns: fakeConns{stats(port, "", map[dispatch.Outcome]uint64{dispatch.NoRoute: 7}, 0, 0, 0)},
 			want: `
-# HELP vipmux_connections_refused_total Client connections answered with RST, by reason: no_active_member (member=""), backend_refused, dial_timeout.
+# HELP vipmux_connections_refused_total Client connections answered with RST, by reason: no_active_member (member=""), backend_refused, dial_timeout, max_connections.
 # TYPE vipmux_connections_refused_total counter
 vipmux_connections_refused_total{ip="198.18.0.100",member="",port="8080",reason="no_active_member"} 7
 `,
@@ -157,7 +161,7 @@ vipmux_connections_active{ip="198.18.0.10",member="web-a",port="*"} 1
 			c := newConnCollector(reg, tc.conns)
 			names := tc.names
 			if names == nil {
-				names = []string{"vipmux_connections_accepted_total", "vipmux_connections_active", "vipmux_connections_refused_total",
+				names = []string{"vipmux_connections_accepted_total", "vipmux_connections_active", "vipmux_connections_refused_total", "vipmux_connections_dropped_total",
 					"vipmux_connections_redispatched_total", "vipmux_connections_handshake_failed_total", "vipmux_connection_bytes_total"}
 			}
 			if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want), names...); err != nil {

@@ -45,20 +45,23 @@ func registerLoop(base string, n int, timeout time.Duration) {
 	}
 }
 
-// synflood sends n TCP SYNs to target from 198.18.0.1 with random source
+// synflood sends n TCP SYNs to target from srcIP with random source
 // ports and sequence numbers through a raw socket, as fast as the kernel
 // takes them. The destination must be in 198.18.0.0/15. Source ports stay
 // below Linux's ephemeral range (32768..60999), so that the burst never
 // collides with the 4-tuple of a legitimate connection from the same host.
-func synflood(target string, n int, timeout time.Duration) {
+func synflood(target, srcIP string, n int, timeout time.Duration) {
 	dst, err := netip.ParseAddrPort(target)
 	if err != nil || !netip.MustParsePrefix("198.18.0.0/15").Contains(dst.Addr()) {
 		fail("synflood: %q: want IP:PORT in 198.18.0.0/15", target)
 	}
+	src, err := netip.ParseAddr(srcIP)
+	if err != nil || !netip.MustParsePrefix("198.18.0.0/15").Contains(src) {
+		fail("synflood: -src %q: want an IPv4 address in 198.18.0.0/15", srcIP)
+	}
 	if n < 1 || n > 100000 {
 		fail("synflood: -n %d: use 1..100000", n)
 	}
-	src := netip.MustParseAddr("198.18.0.1")
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
 	if err != nil {
 		fail("synflood: raw socket: %v", err)

@@ -11,7 +11,8 @@
 //	tcpclient dial [-timeout 10s] HOST:PORT          {"ok":..,"err":..,"ms":..}
 //	tcpclient stream -seed S HOST:PORT               send until stdin closes; "mark" lines on stdin report progress
 //	tcpclient register -n 200 CONTROL_URL            register p0..p(n-1) on 198.18.0.10.. (mode 1) as fast as possible; "ok IP" per 200
-//	tcpclient synflood -n 20000 HOST:PORT            n raw SYNs from 198.18.0.1, random source ports; {"sent":..}
+//	tcpclient synflood -n 20000 [-src IP] HOST:PORT   n raw SYNs from -src (default 198.18.0.1), random source ports; {"sent":..}
+//	tcpclient idle [-timeout 30s] HOST:PORT          connect, send nothing, wait for the peer to close; {"ok":..,"err":..,"ms":..}
 //	tcpclient sink [-timeout 60s] :PORT              accept connections and never read them, until the timeout
 //	tcpclient streams -n 100 -seed S HOST:PORT       stream on n connections at once until stdin closes (see streams)
 package main
@@ -48,6 +49,7 @@ func main() {
 	keepalive := fs.Bool("keepalive", false, "get: reuse one connection")
 	retries := fs.Int("retries", 0, "get: new connections tried after a failed request, each reported on stderr")
 	interval := fs.Duration("interval", 10*time.Millisecond, "stream: pause between writes")
+	src := fs.String("src", "198.18.0.1", "synflood: source address, in 198.18.0.0/15")
 	fs.Parse(args)
 	if fs.NArg() != 1 {
 		fail("%s: need exactly one URL or HOST:PORT", cmd)
@@ -77,7 +79,9 @@ func main() {
 	case "register":
 		registerLoop(target, int(*n), def(60*time.Second))
 	case "synflood":
-		synflood(target, int(*n), def(30*time.Second))
+		synflood(target, *src, int(*n), def(30*time.Second))
+	case "idle":
+		idle(target, def(30*time.Second))
 	case "sink":
 		sink(target, def(60*time.Second))
 	case "streams":
@@ -338,6 +342,37 @@ func dial(addr string, timeout time.Duration) {
 		c.Close()
 	}
 	printJSON(out)
+}
+
+// idle connects to addr, sends nothing and reads until the peer closes
+// (EOF or RST) or timeout passes: ok is true when the peer closed, ms is
+// how long the connection lived.
+func idle(addr string, timeout time.Duration) {
+	out := struct {
+		OK  bool   `json:"ok"`
+		Err string `json:"err,omitempty"`
+		MS  int64  `json:"ms"`
+	}{}
+	defer func() { printJSON(out) }()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		out.Err = "dial: " + err.Error()
+		return
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(timeout))
+	_, err = c.Read(make([]byte, 1))
+	out.MS = time.Since(start).Milliseconds()
+	var ne net.Error
+	switch {
+	case err == nil:
+		out.Err = "the peer sent data"
+	case errors.As(err, &ne) && ne.Timeout():
+		out.Err = "still open after " + timeout.String()
+	default:
+		out.OK, out.Err = true, err.Error()
+	}
 }
 
 // stream keeps writing pattern bytes until stdin reaches EOF, then
