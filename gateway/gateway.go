@@ -90,6 +90,11 @@ type Options struct {
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
 	SetLog func(config.Log)
+	// Reloading, if not nil, is called when Reread begins (SIGHUP, POST
+	// /v1/reload), and the function it returns when Reread ends, with
+	// Reread's error (nil: applied). serve tells systemd with them
+	// (RELOADING=1, then READY=1).
+	Reloading func() (done func(error))
 }
 
 // Gateway is one running gateway. Its methods are safe for concurrent
@@ -111,6 +116,8 @@ type Gateway struct {
 	health     healthRunner
 	mtr        *metrics.Metrics
 	handler    http.Handler
+	// reloading is Options.Reloading.
+	reloading func() func(error)
 	// ctl and mln are the control and metrics listeners (mln may be nil);
 	// Run serves them, Close closes them.
 	ctl, mln net.Listener
@@ -156,6 +163,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		link:   opts.Link,
 		cfg:    cfg,
 	}
+	g.reloading = opts.Reloading
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
