@@ -117,6 +117,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathStatus:        {method: http.MethodGet, fn: s.status},
 		PathHealth:        {method: http.MethodGet, open: true, fn: s.health},
 		PathDebugVars:     {method: http.MethodGet, fn: s.debugVars},
+		PathMaint:         {method: http.MethodPost, fn: s.maint},
 	}
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}

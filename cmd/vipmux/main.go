@@ -110,6 +110,8 @@ Exit status:
 			registerCommand(),
 			deregisterCommand(),
 			switchCommand(),
+			maintCommand(),
+			readyCommand(),
 			renewCommand(),
 			runCommand(),
 			statusCommand(),
