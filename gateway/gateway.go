@@ -230,16 +230,14 @@ func New(opts Options) (_ *Gateway, err error) {
 			return nil, err
 		}
 	}
-	front := g.link.Endpoint
-	if g.captureOut != nil {
-		g.capture, err = nic.NewCapture(front, g.captureOut, nic.DefaultSnapLen, g.log)
-		if err != nil {
-			return nil, fmt.Errorf("capture the front link's frames: %w", err)
-		}
-		front = g.capture
+	// The capture is always on the front link: with no recording (serve
+	// --pcap's, or GET /v1/capture's) a frame costs it one atomic load.
+	g.capture, err = nic.NewCapture(g.link.Endpoint, g.captureOut, nic.DefaultSnapLen, g.log)
+	if err != nil {
+		return nil, fmt.Errorf("capture the front link's frames: %w", err)
 	}
 	g.st, err = stack.New(stack.Options{
-		Link:         front,
+		Link:         g.capture,
 		Networks:     cfg.NIC.Networks,
 		Router:       cfg.NIC.Router,
 		Static:       staticAddrs(cfg),
@@ -285,6 +283,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
 		Metrics:    g.mtr.Handler(),
+		Capture:    frontCapture{g.capture},
 		Logger:     g.log,
 	})
 	if err != nil {
@@ -518,4 +517,21 @@ func (h *healthRunner) stop() bool {
 	<-h.done
 	h.cancel, h.done = nil, nil
 	return true
+}
+
+// frontCapture serves GET /v1/capture (control.Capturer) from the front
+// link's capture.
+type frontCapture struct{ c *nic.Capture }
+
+// Capture implements control.Capturer.
+func (f frontCapture) Capture(w io.Writer, snapLen int, filter string) (control.Recording, error) {
+	m, err := nic.ParseFilter(filter)
+	if err != nil {
+		return nil, registry.Invalid("filter", "%v", err)
+	}
+	r, err := f.c.Record(w, uint32(snapLen), m)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }

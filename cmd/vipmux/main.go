@@ -111,6 +111,7 @@ Exit status:
 			deregisterCommand(),
 			switchCommand(),
 			maintCommand(),
+			captureCommand(),
 			readyCommand(),
 			renewCommand(),
 			runCommand(),
