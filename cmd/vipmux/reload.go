@@ -32,7 +32,11 @@ Examples:
 			res, err := cl.Reload(ctx)
 			var ae *control.APIError
 			if errors.As(err, &ae) && ae.Code < 500 {
-				return fmt.Errorf("reload refused (%d %s): %s", ae.Code, http.StatusText(ae.Code), ae.Message)
+				msg := ae.Message
+				if ae.Field != "" && ae.Field != "config" {
+					msg = ae.Field + ": " + msg // the key at fault, for the journal of systemctl reload
+				}
+				return fmt.Errorf("reload refused (%d %s): %s", ae.Code, http.StatusText(ae.Code), msg)
 			}
 			if err != nil {
 				return fmt.Errorf("reload: %w", err)
