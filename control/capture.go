@@ -43,7 +43,9 @@ type Capturer interface {
 	Capture(w io.Writer, snapLen int, filter string) (Recording, error)
 }
 
-// Recording is a running capture.
+// Recording is a running capture. If it also has a method Done()
+// <-chan struct{}, the capture ends when that channel is closed (the
+// gateway stops) rather than holding up the server's shutdown.
 type Recording interface {
 	// Stop ends it: nothing is written to its writer after Stop returns,
 	// and what was buffered has been.
@@ -110,9 +112,14 @@ func (s *server) capture(w http.ResponseWriter, r *http.Request, capturer Captur
 	s.log.Info("capture started", "duration", d.String(), "filter", q.Get("filter"), "remote", r.RemoteAddr)
 	t := time.NewTimer(d)
 	defer t.Stop()
+	var ended <-chan struct{}
+	if e, ok := rec.(interface{ Done() <-chan struct{} }); ok {
+		ended = e.Done()
+	}
 	select {
 	case <-t.C:
-	case <-r.Context().Done(): // the client went away, or the server closes
+	case <-r.Context().Done(): // the client went away
+	case <-ended: // the gateway stops
 	}
 	err = rec.Stop()
 	s.log.Info("capture ended", "frames", rec.Frames(), "remote", r.RemoteAddr, "err", err)

@@ -59,4 +59,33 @@ func TestGatewayCapture(t *testing.T) {
 	if bytes.Contains(got, []byte("not-this-port")) {
 		t.Errorf("capture with filter \"tcp and port 8443\" holds a connection to port 80")
 	}
+
+	// A capture that runs when the gateway closes ends with it: the
+	// client gets what was recorded, and Close does not wait for the
+	// capture's hour.
+	var last lockedBuffer
+	go func() {
+		_, err := e.api.Capture(ctx, control.CaptureRequest{Duration: time.Hour}, &last)
+		done <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(e.log.String(), "capture started") < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second capture did not start within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := e.gw.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Capture ended by Close: %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("a capture still runs 20 s after Close returned")
+	}
+	if got := last.String(); len(got) < 24 {
+		t.Errorf("capture ended by Close holds %d bytes, want the pcap header at least", len(got))
+	}
 }

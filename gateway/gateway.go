@@ -283,7 +283,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
 		Metrics:    g.mtr.Handler(),
-		Capture:    frontCapture{g.capture},
+		Capture:    frontCapture{c: g.capture, done: g.ctx.Done()},
 		Logger:     g.log,
 	})
 	if err != nil {
@@ -520,8 +520,22 @@ func (h *healthRunner) stop() bool {
 }
 
 // frontCapture serves GET /v1/capture (control.Capturer) from the front
-// link's capture.
-type frontCapture struct{ c *nic.Capture }
+// link's capture. Its recordings end when done is closed (Close cancels
+// the gateway's context), so that a capture does not hold up the control
+// API's shutdown.
+type frontCapture struct {
+	c    *nic.Capture
+	done <-chan struct{}
+}
+
+// recording is a control.Recording that ends with the gateway.
+type recording struct {
+	*nic.Recording
+	done <-chan struct{}
+}
+
+// Done is closed when the gateway stops.
+func (r recording) Done() <-chan struct{} { return r.done }
 
 // Capture implements control.Capturer.
 func (f frontCapture) Capture(w io.Writer, snapLen int, filter string) (control.Recording, error) {
@@ -533,5 +547,5 @@ func (f frontCapture) Capture(w io.Writer, snapLen int, filter string) (control.
 	if err != nil {
 		return nil, err
 	}
-	return r, nil
+	return recording{Recording: r, done: f.done}, nil
 }
