@@ -53,6 +53,9 @@ type Options struct {
 	// package metrics). It needs the token like every other path but
 	// /healthz. Nil: /metrics is 404.
 	Metrics http.Handler
+	// Capture, when set, serves GET /v1/capture (PathCapture): the front
+	// NIC's frames as a pcap stream. Nil: the path is 404.
+	Capture Capturer
 	// Logger receives one Info line per successful change and one Error
 	// line per internal error. Required.
 	Logger *slog.Logger
@@ -117,6 +120,11 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathStatus:        {method: http.MethodGet, fn: s.status},
 		PathHealth:        {method: http.MethodGet, open: true, fn: s.health},
 		PathDebugVars:     {method: http.MethodGet, fn: s.debugVars},
+		PathMaint:         {method: http.MethodPost, fn: s.maint},
+	}
+	pprofRoutes(s.routes)
+	if opts.Capture != nil {
+		s.routes[PathCapture] = s.captureRoute(opts.Capture)
 	}
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}

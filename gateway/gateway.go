@@ -91,6 +91,11 @@ type Options struct {
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
 	SetLog func(config.Log)
+	// Reloading, if not nil, is called when Reread begins (SIGHUP, POST
+	// /v1/reload), and the function it returns when Reread ends, with
+	// Reread's error (nil: applied). serve tells systemd with them
+	// (RELOADING=1, then READY=1).
+	Reloading func() (done func(error))
 }
 
 // Gateway is one running gateway. Its methods are safe for concurrent
@@ -113,6 +118,8 @@ type Gateway struct {
 	mtr        *metrics.Metrics
 	ntf        *notify.Notifier
 	handler    http.Handler
+	// reloading is Options.Reloading.
+	reloading func() func(error)
 	// ctl and mln are the control and metrics listeners (mln may be nil);
 	// Run serves them, Close closes them.
 	ctl, mln net.Listener
@@ -158,6 +165,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		link:   opts.Link,
 		cfg:    cfg,
 	}
+	g.reloading = opts.Reloading
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -224,16 +232,14 @@ func New(opts Options) (_ *Gateway, err error) {
 			return nil, err
 		}
 	}
-	front := g.link.Endpoint
-	if g.captureOut != nil {
-		g.capture, err = nic.NewCapture(front, g.captureOut, nic.DefaultSnapLen, g.log)
-		if err != nil {
-			return nil, fmt.Errorf("capture the front link's frames: %w", err)
-		}
-		front = g.capture
+	// The capture is always on the front link: with no recording (serve
+	// --pcap's, or GET /v1/capture's) a frame costs it one atomic load.
+	g.capture, err = nic.NewCapture(g.link.Endpoint, g.captureOut, nic.DefaultSnapLen, g.log)
+	if err != nil {
+		return nil, fmt.Errorf("capture the front link's frames: %w", err)
 	}
 	g.st, err = stack.New(stack.Options{
-		Link:         front,
+		Link:         g.capture,
 		Networks:     cfg.NIC.Networks,
 		Router:       cfg.NIC.Router,
 		Static:       staticAddrs(cfg),
@@ -288,6 +294,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
 		Metrics:    g.mtr.Handler(),
+		Capture:    frontCapture{c: g.capture, done: g.ctx.Done()},
 		Logger:     g.log,
 	})
 	if err != nil {
@@ -565,4 +572,35 @@ func (d dadNotifier) Prepare(prev, next *registry.Table) error {
 		d.ntf.Send(notify.Event{Kind: notify.DADConflict, Binding: ce.Addr.String(), Why: ce.Error()})
 	}
 	return err
+}
+
+// frontCapture serves GET /v1/capture (control.Capturer) from the front
+// link's capture. Its recordings end when done is closed (Close cancels
+// the gateway's context), so that a capture does not hold up the control
+// API's shutdown.
+type frontCapture struct {
+	c    *nic.Capture
+	done <-chan struct{}
+}
+
+// recording is a control.Recording that ends with the gateway.
+type recording struct {
+	*nic.Recording
+	done <-chan struct{}
+}
+
+// Done is closed when the gateway stops.
+func (r recording) Done() <-chan struct{} { return r.done }
+
+// Capture implements control.Capturer.
+func (f frontCapture) Capture(w io.Writer, snapLen int, filter string) (control.Recording, error) {
+	m, err := nic.ParseFilter(filter)
+	if err != nil {
+		return nil, registry.Invalid("filter", "%v", err)
+	}
+	r, err := f.c.Record(w, uint32(snapLen), m)
+	if err != nil {
+		return nil, err
+	}
+	return recording{Recording: r, done: f.done}, nil
 }

@@ -84,7 +84,11 @@ func refusal(kind ReloadErrorKind, key string, err error) *ReloadError {
 // Reread reads the configuration again through Options.Load and applies
 // it as Reload does; by says who asked ("SIGHUP", "api"), for the log. A
 // configuration that Load cannot read is a ReloadInvalid.
-func (g *Gateway) Reread(by string) ([]string, error) {
+func (g *Gateway) Reread(by string) (changed []string, err error) {
+	if g.reloading != nil {
+		done := g.reloading()
+		defer func() { done(err) }()
+	}
 	if g.load == nil {
 		return nil, g.refused(by, &ReloadError{Key: "config", Kind: ReloadConflict, Msg: "this gateway was not given a way to read its configuration again"})
 	}

@@ -57,7 +57,9 @@ func openAFPacket(opts Options) (*Link, error) {
 			return nil, err
 		}
 	}
-	quietKernel(opts.Interface, opts.Logger)
+	// The interface outlives the gateway: its settings get their values
+	// back on Close (issue 15: the host is left as found).
+	l.restoreOnClose(quietKernel(opts.Interface, opts.Logger))
 	if err := netlink.LinkSetUp(link); err != nil {
 		l.Close()
 		return nil, permError("set interface up", err, "CAP_NET_ADMIN")

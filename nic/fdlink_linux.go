@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -56,26 +58,61 @@ func randomMAC() (net.HardwareAddr, error) {
 	return mac, nil
 }
 
+// frontSysctls are the kernel settings that quietKernel changes on the
+// front interface (under /proc/sys/net, %s the interface's name), and the
+// values it writes.
+var frontSysctls = []struct{ path, value string }{
+	{"ipv4/conf/%s/arp_ignore", "8"},
+	{"ipv4/conf/%s/forwarding", "0"},
+	{"ipv6/conf/%s/disable_ipv6", "1"},
+}
+
 // quietKernel tells the host kernel to leave the interface to us: it must
 // not answer ARP for our addresses (arp_ignore=8: answer nothing there), must
 // not speak IPv6 on it, must not forward frames that it receives there.
 // Failures are logged, not fatal: the stack works without them, only less
 // cleanly.
-func quietKernel(name string, log *slog.Logger) {
-	for _, s := range []struct{ path, value string }{
-		{"ipv4/conf/" + name + "/arp_ignore", "8"},
-		{"ipv4/conf/" + name + "/forwarding", "0"},
-		{"ipv6/conf/" + name + "/disable_ipv6", "1"},
-	} {
-		p := filepath.Join("/proc/sys/net", s.path)
+//
+// It returns restore, which writes back the values that it changed, so
+// that the host is left as it was found (the Link's Close calls it once
+// the link's sockets are closed). A setting that could not be read or
+// written is not restored.
+func quietKernel(name string, log *slog.Logger) (restore func()) {
+	type saved struct{ path, old string }
+	var changed []saved
+	for _, s := range frontSysctls {
+		p := filepath.Join("/proc/sys/net", fmt.Sprintf(s.path, name))
+		old, rerr := os.ReadFile(p)
 		if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {
 				err = pe.Err // permError names the file
 			}
-			log.Warn("cannot set kernel setting of front interface", "interface", name, "sysctl", s.path, "value", s.value,
+			log.Warn("cannot set kernel setting of front interface", "interface", name, "sysctl", fmt.Sprintf(s.path, name), "value", s.value,
 				"err", permError("write "+p, err, "CAP_NET_ADMIN"))
+			continue
 		}
+		if prev := strings.TrimSpace(string(old)); rerr == nil && prev != s.value {
+			changed = append(changed, saved{p, prev})
+		}
+	}
+	return func() {
+		for _, s := range slices.Backward(changed) {
+			if err := os.WriteFile(s.path, []byte(s.old), 0o644); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				// ErrNotExist: the interface is gone, and its settings with it.
+				log.Warn("cannot restore kernel setting of front interface", "interface", name, "sysctl", s.path, "value", s.old, "err", err)
+			}
+		}
+	}
+}
+
+// restoreOnClose makes l's Close call restore after closing l's sockets.
+func (l *Link) restoreOnClose(restore func()) {
+	closeFn := l.close
+	l.close = func() error {
+		err := closeFn()
+		restore()
+		return err
 	}
 }
 

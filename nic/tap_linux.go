@@ -50,7 +50,9 @@ func openTAP(opts Options) (*Link, error) {
 	if err := netlink.LinkSetMTU(link, int(mtu)); err != nil {
 		return nil, permError(fmt.Sprintf("set tap mtu %d", mtu), err, "CAP_NET_ADMIN")
 	}
-	quietKernel(opts.Interface, opts.Logger)
+	// The device, and its settings with it, goes when fd is closed: there
+	// is nothing to restore.
+	_ = quietKernel(opts.Interface, opts.Logger)
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, permError("set tap up", err, "CAP_NET_ADMIN")
 	}

@@ -78,6 +78,9 @@ func TestUnit(t *testing.T) {
 		{"Service", "ExecStart", "/usr/local/bin/vipmux serve --config /etc/vipmux/vipmux.toml"},
 		{"Service", "ExecStartPre", "/usr/local/bin/vipmux check --quiet --config /etc/vipmux/vipmux.toml"},
 		{"Service", "Restart", "on-failure"},
+		// READY=1 once serving, STOPPING=1, RELOADING=1 (issue 15 point 2).
+		{"Service", "Type", "notify"},
+		{"Service", "NotifyAccess", "main"},
 		{"Service", "User", "vipmux"},
 		{"Service", "Group", "vipmux"},
 		{"Service", "NoNewPrivileges", "yes"},
@@ -93,8 +96,9 @@ func TestUnit(t *testing.T) {
 		}
 	}
 	// A reload checks the file first: a bad one fails systemctl reload
-	// before the gateway is signalled.
-	wantReload := []string{"/usr/local/bin/vipmux check --quiet --config /etc/vipmux/vipmux.toml", "/bin/kill -HUP $MAINPID"}
+	// before the gateway is asked; then vipmux reload asks it through the
+	// API and exits 1 when it refuses, which a SIGHUP could not report.
+	wantReload := []string{"/usr/local/bin/vipmux check --quiet --config /etc/vipmux/vipmux.toml", "/usr/local/bin/vipmux reload --config /etc/vipmux/vipmux.toml"}
 	if diff := cmp.Diff(wantReload, u["Service"]["ExecReload"]); diff != "" {
 		t.Errorf("[Service] ExecReload (-want +got):\n%s", diff)
 	}

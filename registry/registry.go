@@ -300,7 +300,7 @@ func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 	if m.State != state {
 		m.State, m.Since, m.Cause, m.Reason, m.FailedOver = state, now, CauseRegister, "registered", false
 	}
-	if m.Down { // a registration is proof of life
+	if m.Down && m.DownCause != DownMaint { // a registration is proof of life, not the end of maintenance
 		m.Down, m.DownCause, m.Since, m.Cause, m.Reason = false, DownNone, now, CauseRegister, "registered again"
 	}
 	r.failover(b, now)
@@ -443,7 +443,7 @@ func (r *Registry) checkTable(t *Table) error {
 				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("state", "missing"))
 			}
 			switch m.DownCause {
-			case DownNone, DownHealth, DownLease:
+			case DownNone, DownHealth, DownLease, DownMaint:
 			default:
 				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("down_cause", "%q: use %q or %q", m.DownCause, DownHealth, DownLease))
 			}

@@ -33,8 +33,8 @@ Examples:
 			var ae *control.APIError
 			if errors.As(err, &ae) && ae.Code < 500 {
 				msg := ae.Message
-				if ae.Field != "" && !strings.HasPrefix(msg, ae.Field) {
-					msg = ae.Field + ": " + msg // the key at fault first, as the log says it
+				if ae.Field != "" && ae.Field != "config" {
+					msg = ae.Field + ": " + msg // the key at fault, for the journal of systemctl reload
 				}
 				return fmt.Errorf("reload refused (%d %s): %s", ae.Code, http.StatusText(ae.Code), msg)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"github.com/vipmux/vipmux/config"
+	"github.com/vipmux/vipmux/internal/sdnotify"
 	// Aliased: the tests of package main have a fake control API named gateway.
 	vipgateway "github.com/vipmux/vipmux/gateway"
 	"github.com/vipmux/vipmux/nic"
@@ -123,6 +124,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 		}
 	}
 	gopts := vipgateway.Options{Config: cfg, ConfigPath: opts.config, Load: opts.load, Store: store, Logger: log, SetLog: opts.logs.Set}
+	sd := sdnotify.FromEnv()
+	gopts.Reloading = systemdReloading(sd, log)
 	if opts.pcap != "" {
 		gopts.OpenCapture = func() (io.Writer, error) {
 			f, err := createPcap(opts.pcap)
@@ -150,7 +153,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 			}
 		}
 	})
+	// Ready: the NIC is open, the table restored and the control API's
+	// listener open (gateway.New); Run serves it from now on.
+	notifyLogged(log, sd.Ready("serving on "+gw.ControlAddr().String()))
 	err = gw.Run(ctx)
+	notifyLogged(log, sd.Stopping("stopping"))
 	stopHup()
 	wg.Wait()
 	// What went wrong in the teardown (an incomplete capture, say) is
@@ -159,4 +166,33 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 		log.Error("gateway: close", "err", cerr)
 	}
 	return err
+}
+
+// systemdReloading returns the gateway's Reloading hook for sd: RELOADING=1
+// (with MONOTONIC_USEC) when a reload begins and READY=1 when it ends,
+// with a STATUS= line that says whether it was applied. Nil outside
+// systemd.
+func systemdReloading(sd *sdnotify.Notifier, log *slog.Logger) func() func(error) {
+	if !sd.Enabled() {
+		return nil
+	}
+	return func() func(error) {
+		done, err := sd.Reloading()
+		notifyLogged(log, err)
+		return func(rerr error) {
+			status := "serving; config reloaded"
+			if rerr != nil {
+				status = "serving; reload refused: " + rerr.Error()
+			}
+			notifyLogged(log, done(status))
+		}
+	}
+}
+
+// notifyLogged logs a failure to tell systemd: the gateway goes on, and
+// systemd's own timeouts say the rest.
+func notifyLogged(log *slog.Logger, err error) {
+	if err != nil {
+		log.Warn("cannot notify systemd", "err", err)
+	}
 }
