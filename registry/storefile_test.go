@@ -1,0 +1,93 @@
+package registry
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// TestFileStoreReplaced (issue 12 point 9): a state file, journal or
+// directory removed or replaced behind the store's back is noticed on the
+// next save, which writes a fresh snapshot (recreating the directory), so
+// that a restart finds every change, not an empty or stale table.
+func TestFileStoreReplaced(t *testing.T) {
+	tests := []struct {
+		name string
+		// tamper runs between two saves; path is the state file.
+		tamper func(t *testing.T, path string)
+	}{
+		{name: "directory removed", tamper: func(t *testing.T, path string) {
+			if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "journal removed", tamper: func(t *testing.T, path string) {
+			if err := os.Remove(path + ".journal"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "state file removed", tamper: func(t *testing.T, path string) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "journal replaced", tamper: func(t *testing.T, path string) {
+			// As an editor or a restore from backup does: a new file
+			// renamed over the old one.
+			if err := os.WriteFile(path+".new", []byte("vipmux-journal 1\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(path+".new", path+".journal"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "state file replaced by an older copy", tamper: func(t *testing.T, path string) {
+			if err := os.WriteFile(path+".new", []byte(`{"version":1,"bindings":[]}`+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(path+".new", path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "lib", "state.json")
+			st := &FileStore{Path: path}
+			r, err := New(Options{Networks: front, Store: st})
+			if err != nil {
+				t.Fatalf("New() error: %v", err)
+			}
+			// Two saves: the first compacts, the second appends to the
+			// journal, which is the path that must notice.
+			mustRegister(t, r, Registration{Name: "web-a", IP: ipA, Backend: beA})
+			mustRegister(t, r, Registration{Name: "web-b", IP: ipB, Backend: beC})
+			tc.tamper(t, path)
+			mustRegister(t, r, Registration{Name: "web-c", IP: netip.MustParseAddr("198.18.0.12"), Backend: beC})
+
+			got, err := (&FileStore{Path: path}).Load()
+			if err != nil {
+				t.Fatalf("Load() after the save that followed: %v", err)
+			}
+			var names []string
+			if got != nil {
+				for _, b := range got.Bindings() {
+					names = append(names, b.Members[0].Name)
+				}
+			}
+			if want := []string{"web-a", "web-b", "web-c"}; !slices.Equal(names, want) {
+				t.Errorf("restart after %s and one save finds %q, want %q", tc.name, names, want)
+			}
+			// Later saves go on through the journal of the new snapshot.
+			if err := r.Deregister("web-a", Key{IP: ipA}); err != nil {
+				t.Fatalf("Deregister() error: %v", err)
+			}
+			got, err = (&FileStore{Path: path}).Load()
+			if err != nil || got == nil || got.Len() != 2 {
+				t.Errorf("Load() after a later save = %v, %v; want 2 bindings", got, err)
+			}
+		})
+	}
+}
