@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,5 +46,53 @@ func TestStateDirRemoved(t *testing.T) {
 	want := []string{"198.18.0.10:0 web-a@" + be + "=active", "198.18.0.11:0 web-a@" + be + "=active", "198.18.0.12:0 web-a@" + be + "=active"}
 	if got := tp.Status().Summary(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("table after rm -rf of the state directory, a registration and a restart:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestStateLocked (issue 12 point 9): a second `serve` on the state path
+// of a running one is refused before it touches anything (not even with
+// --reset-state, which would move the running gateway's files aside): it
+// exits non-zero naming the path and the running gateway's pid, and the
+// first one goes on serving.
+func TestStateLocked(t *testing.T) {
+	t.Parallel()
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a"}, Extra: "[arp]\ndad_probes = 0"})
+	statePath := filepath.Join(tp.dir, "lib", "state.json")
+	g := tp.StartConfig(stateConfig(tp, "first.toml", statePath))
+	tp.Register("web-a", "198.18.0.10", tp.Server("web-a").IP)
+	before, err := os.ReadFile(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another control port, so that only the state path is shared.
+	second := strings.Replace(tp.Config(), tp.controlListen(), "127.0.0.1:7071", 1)
+	second = strings.Replace(second, filepath.Join(tp.dir, "state.json"), statePath, 1)
+	cfg := tp.WriteConfig("second.toml", second)
+	pid := g.proc.cmd.Process.Pid
+	for i, args := range [][]string{{"serve", "--config", cfg}, {"serve", "--config", cfg, "--reset-state"}} {
+		p := tp.startProc(fmt.Sprintf("vipmux-second-%d", i), tp.GatewayNS, vipmuxBin, args...)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("vipmux %s on a state path in use still runs after 10 s, want it refused", strings.Join(args, " "))
+		}
+		out := p.output()
+		if code := p.exitCode(); code == 0 {
+			t.Errorf("vipmux %s on a state path in use: exit 0, want non-zero\n%s", strings.Join(args, " "), out)
+		}
+		for _, want := range []string{statePath, fmt.Sprintf("pid %d", pid)} {
+			if !strings.Contains(out, want) {
+				t.Errorf("vipmux %s on a state path in use: message does not name %q:\n%s", strings.Join(args, " "), want, out)
+			}
+		}
+	}
+	if after, err := os.ReadFile(statePath); err != nil || string(after) != string(before) {
+		t.Errorf("state file after the refused starts = %q, %v; want it unchanged %q", after, err, before)
+	}
+	if code, body := g.HealthCheck(); code != 200 {
+		t.Errorf("first gateway after the refused starts: /healthz %d %s, want 200", code, body)
+	}
+	if got := tp.Get("http://198.18.0.10:8080/"); got != "web-a" {
+		t.Errorf("first gateway after the refused starts: curl = %q, want web-a", got)
 	}
 }

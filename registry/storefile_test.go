@@ -1,10 +1,12 @@
 package registry
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -90,4 +92,32 @@ func TestFileStoreReplaced(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFileStoreLock (issue 12 point 9): a second store on the same state
+// path cannot lock it while the first holds it; the error names the path
+// and the holder's pid. Close lets go.
+func TestFileStoreLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lib", "state.json")
+	first := &FileStore{Path: path}
+	if err := first.Lock(); err != nil {
+		t.Fatalf("first Lock() on a fresh path: %v", err)
+	}
+	second := &FileStore{Path: path}
+	err := second.Lock()
+	if err == nil {
+		t.Fatalf("second Lock() while the first holds it = nil, want an error")
+	}
+	for _, want := range []string{path, fmt.Sprintf("pid %d", os.Getpid())} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second Lock() error = %q, want it to name %q", err, want)
+		}
+	}
+	if err := first.Close(); err != nil {
+		t.Fatalf("Close() error: %v", err)
+	}
+	if err := second.Lock(); err != nil {
+		t.Errorf("Lock() after the holder closed: %v, want nil", err)
+	}
+	second.Close()
 }
