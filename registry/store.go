@@ -117,8 +117,9 @@ type FileStore struct {
 	last *Table
 	gen  uint64
 	// files are the snapshot and journal that the last compaction
-	// wrote (storefile.go).
+	// wrote, and lock the lock file that Lock holds (storefile.go).
 	files storeFiles
+	lock  *os.File
 }
 
 var _ Store = (*FileStore)(nil)
@@ -233,6 +234,9 @@ func (s *FileStore) Save(t *Table) error {
 		limit = defaultJournalLimit
 	}
 	if s.journal == nil || s.last == nil || s.size > limit || !s.files.intact(s) {
+		if err := s.keepLock(); err != nil {
+			return err
+		}
 		return s.compact(t)
 	}
 	// Tables share the bindings that a change did not replace, and the
@@ -322,11 +326,13 @@ func (s *FileStore) closeJournal() {
 	}
 }
 
-// Close closes the journal; a later Save opens it again (compacting).
+// Close closes the journal and releases the lock (see Lock); a later
+// Save opens the journal again (compacting).
 func (s *FileStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closeJournal()
+	s.unlock()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -120,4 +121,30 @@ func TestFileStoreLock(t *testing.T) {
 		t.Errorf("Lock() after the holder closed: %v, want nil", err)
 	}
 	second.Close()
+}
+
+// TestFileStoreLockKept: the save that recreates a removed state directory
+// recreates the lock file too, so that a gateway started afterwards is
+// still refused.
+func TestFileStoreLockKept(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lib", "state.json")
+	st := &FileStore{Path: path}
+	if err := st.Lock(); err != nil {
+		t.Fatalf("Lock(): %v", err)
+	}
+	defer st.Close()
+	r, err := New(Options{Networks: front, Store: st})
+	if err != nil {
+		t.Fatalf("New() error: %v", err)
+	}
+	mustRegister(t, r, Registration{Name: "web-a", IP: ipA, Backend: beA})
+	if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, Registration{Name: "web-b", IP: ipB, Backend: beC})
+	other := &FileStore{Path: path}
+	if err := other.Lock(); !errors.Is(err, ErrLocked) {
+		other.Close()
+		t.Errorf("Lock() by another store after the directory was recreated = %v, want ErrLocked", err)
+	}
 }
