@@ -48,12 +48,20 @@ func TestServeFrontLinkGone(t *testing.T) {
 				t.Fatalf("serve still runs 10 s after its front interface %s was deleted (/healthz %d %s), want it to exit", tc.del, code, body)
 			}
 			out := g.Log()
-			if code := g.proc.exitCode(); code == 0 {
+			code := g.proc.exitCode()
+			if code == 0 {
 				t.Errorf("serve after its front interface was deleted: exit 0, want non-zero\n%s", out)
 			}
+			t.Logf("serve exited %d after %s was deleted; its last lines:\n%s", code, tc.del, lastLines(out, 3))
 			if !strings.Contains(out, "front") || !strings.Contains(out, tc.iface) {
 				t.Errorf("serve's message does not say that front interface %s is gone:\n%s", tc.iface, out)
 			}
 		})
 	}
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

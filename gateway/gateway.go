@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipmux/vipmux/config"
@@ -123,6 +124,9 @@ type Gateway struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// stopping is set when Close begins (Healthy reads it without mu,
+	// which a reload may hold for a while).
+	stopping atomic.Bool
 
 	// shared is [shared] address in force, for the control API.
 	shared atomicAddr
@@ -276,6 +280,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Token:      token,
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
+		Health:     g.Healthy,
 		Metrics:    g.mtr.Handler(),
 		Logger:     g.log,
 	})
@@ -288,9 +293,11 @@ func New(opts Options) (_ *Gateway, err error) {
 // Run serves the control API (and [metrics] listen) and runs the lease
 // expiry until ctx is done or Close is called, and starts the health
 // checks if [health] enabled (they run until Close, or a reload turns
-// them off). It returns nil when ctx is done or Close was called, or the
-// error that stopped the control API. Call Close afterwards; Run may be
-// called once.
+// them off). It returns nil when ctx is done or Close was called, the
+// front link's error when the link failed (its interface deleted, its
+// receive loop dead: a gateway without its front link serves nothing,
+// so it stops rather than live on), or the error that stopped the
+// control API. Call Close afterwards; Run may be called once.
 func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	switch {
@@ -319,6 +326,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 	wg.Go(func() { _ = g.reg.RunExpiry(ctx, ExpiryInterval) })
+	linkDown := g.link.Done()
+	wg.Go(func() {
+		select {
+		case <-linkDown:
+			g.log.Error("front link failed; the gateway stops", "nic", g.link.Name, "err", g.link.Err())
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	if g.mln != nil {
 		wg.Go(func() { g.serveMetrics(ctx) })
 	}
@@ -329,7 +345,27 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
+	select {
+	case <-linkDown:
+		return g.link.Err()
+	default:
+	}
 	return err
+}
+
+// Healthy reports whether the gateway can serve, for GET /healthz: nil
+// while it runs, the front link's error once the link failed (see
+// nic.Link.Done), ErrClosed once Close has begun.
+func (g *Gateway) Healthy() error {
+	if g.link != nil {
+		if err := g.link.Err(); err != nil {
+			return err
+		}
+	}
+	if g.stopping.Load() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // serveMetrics serves only GET /metrics (without the control token) on
@@ -361,6 +397,7 @@ func (g *Gateway) close() error {
 	// first, and none starts afterwards (it could start the health
 	// checker again, or change the stack while it stops); Run does not
 	// start either.
+	g.stopping.Store(true)
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()

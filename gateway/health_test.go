@@ -2,10 +2,12 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // getHealthz GETs /healthz from e's control API: status code and the
@@ -39,5 +41,27 @@ func TestGatewayHealthzClosed(t *testing.T) {
 	code, msg := getHealthz(t, e)
 	if code != http.StatusServiceUnavailable || !strings.Contains(msg, "closed") {
 		t.Errorf("/healthz of a closed gateway = %d %q, want 503 saying it is closed", code, msg)
+	}
+}
+
+// TestGatewayFrontLinkFailed (issue 12 point 11, issue 15 point 0): when
+// the front link fails (its interface deleted, its receive loop dead),
+// /healthz answers 503 with the link's error and Run returns that error,
+// so that serve exits non-zero instead of living on without its link.
+func TestGatewayFrontLinkFailed(t *testing.T) {
+	e := newEnv(t, "")
+	linkErr := errors.New("front interface test0 (index 7) is gone")
+	e.link.Fail(linkErr)
+	select {
+	case err := <-e.runErr:
+		if !errors.Is(err, linkErr) {
+			t.Errorf("Run() after the front link failed = %v, want %v", err, linkErr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run() still running 10 s after the front link failed, want it to return the link's error")
+	}
+	e.runErr <- nil // for cleanup
+	if code, msg := getHealthz(t, e); code != http.StatusServiceUnavailable || !strings.Contains(msg, "test0") {
+		t.Errorf("/healthz after the front link failed = %d %q, want 503 naming test0", code, msg)
 	}
 }
