@@ -80,6 +80,7 @@ func TestStateLocked(t *testing.T) {
 		if code := p.exitCode(); code == 0 {
 			t.Errorf("vipmux %s on a state path in use: exit 0, want non-zero\n%s", strings.Join(args, " "), out)
 		}
+		t.Logf("vipmux %s refused: %s", strings.Join(args[2:], " "), strings.TrimSpace(out))
 		for _, want := range []string{statePath, fmt.Sprintf("pid %d", pid)} {
 			if !strings.Contains(out, want) {
 				t.Errorf("vipmux %s on a state path in use: message does not name %q:\n%s", strings.Join(args, " "), want, out)
