@@ -148,3 +148,36 @@ func TestFileStoreLockKept(t *testing.T) {
 		t.Errorf("Lock() by another store after the directory was recreated = %v, want ErrLocked", err)
 	}
 }
+
+// TestFileStoreIntactAppends: with the files left alone, the check costs
+// no compaction: saves after the first append to the journal and leave
+// the snapshot as it is.
+func TestFileStoreIntactAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	st := &FileStore{Path: path}
+	r, err := New(Options{Networks: front, Store: st})
+	if err != nil {
+		t.Fatalf("New() error: %v", err)
+	}
+	mustRegister(t, r, Registration{Name: "web-a", IP: ipA, Backend: beA})
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRegister(t, r, Registration{Name: "web-b", IP: ipB, Backend: beC})
+	mustRegister(t, r, Registration{Name: "web-c", IP: netip.MustParseAddr("198.18.0.12"), Backend: beC})
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Errorf("the snapshot was rewritten by saves of untouched files, want them appended to the journal")
+	}
+	j, err := os.ReadFile(st.JournalPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(j), "\n"); lines != 3 {
+		t.Errorf("journal has %d lines after a compaction and two saves, want 3 (header and two saves)\n%s", lines, j)
+	}
+}
