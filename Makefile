@@ -63,7 +63,8 @@ unit:
 e2e: deps
 	$(GO) test -count=1 -timeout 15m ./e2e/
 
-# test fuzzes every decoder briefly too (API requests, config, state file);
+# test fuzzes every decoder briefly too (API requests, config, state file,
+# state journal replay, inbound Ethernet frames into the stack);
 # make fuzz FUZZTIME=10m runs them longer.
 test: deps vet gvisor-check unit
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)

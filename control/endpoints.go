@@ -289,6 +289,12 @@ func (s *server) reloadConfig(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) health(w http.ResponseWriter, r *http.Request) error {
+	if s.healthFn != nil {
+		if err := s.healthFn(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error()})
+			return nil
+		}
+	}
 	writeJSON(w, http.StatusOK, okBody{OK: true})
 	return nil
 }

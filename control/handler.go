@@ -49,6 +49,12 @@ type Options struct {
 	// error is a *registry.FieldError or a FieldNamer. Without it the path
 	// is 404.
 	Reload func(ctx context.Context) ([]string, error)
+	// Health, when not nil, is asked by every GET /healthz: nil means
+	// healthy (200 {"ok":true}); an error is 503 with the error's text,
+	// so that a load balancer or systemd's watchdog sees a gateway that
+	// can no longer serve (its front link gone, its stack closed). Nil:
+	// /healthz always answers 200.
+	Health func() error
 	// Metrics, when set, serves GET /metrics (the Prometheus text format;
 	// package metrics). It needs the token like every other path but
 	// /healthz. Nil: /metrics is 404.
@@ -76,6 +82,8 @@ type server struct {
 	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
 	sharedFunc func() netip.Addr
 	reload     func(ctx context.Context) ([]string, error)
+	// healthFn is Options.Health.
+	healthFn func() error
 }
 
 // route is one endpoint: the method it accepts, whether it needs the token,
@@ -107,6 +115,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 
 		sharedFunc: opts.SharedFunc,
 		reload:     opts.Reload,
+		healthFn:   opts.Health,
 	}
 	if s.auth {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))

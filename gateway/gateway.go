@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipmux/vipmux/config"
@@ -132,6 +133,9 @@ type Gateway struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// stopping is set when Close begins (Healthy reads it without mu,
+	// which a reload may hold for a while).
+	stopping atomic.Bool
 
 	// shared is [shared] address in force, for the control API.
 	shared atomicAddr
@@ -293,6 +297,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Token:      token,
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
+		Health:     g.Healthy,
 		Metrics:    g.mtr.Handler(),
 		Capture:    frontCapture{c: g.capture, done: g.ctx.Done()},
 		Logger:     g.log,
@@ -306,9 +311,11 @@ func New(opts Options) (_ *Gateway, err error) {
 // Run serves the control API (and [metrics] listen) and runs the lease
 // expiry until ctx is done or Close is called, and starts the health
 // checks if [health] enabled (they run until Close, or a reload turns
-// them off). It returns nil when ctx is done or Close was called, or the
-// error that stopped the control API. Call Close afterwards; Run may be
-// called once.
+// them off). It returns nil when ctx is done or Close was called, the
+// front link's error when the link failed (its interface deleted, its
+// receive loop dead: a gateway without its front link serves nothing,
+// so it stops rather than live on), or the error that stopped the
+// control API. Call Close afterwards; Run may be called once.
 func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	switch {
@@ -338,6 +345,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel() // runs before wg.Wait
 	wg.Go(func() { _ = g.reg.RunExpiry(ctx, ExpiryInterval) })
 	wg.Go(func() { g.ntf.Run(ctx) })
+	linkDown := g.link.Done()
+	wg.Go(func() {
+		select {
+		case <-linkDown:
+			g.log.Error("front link failed; the gateway stops", "nic", g.link.Name, "err", g.link.Err())
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	if g.mln != nil {
 		wg.Go(func() { g.serveMetrics(ctx) })
 	}
@@ -348,7 +364,27 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
+	select {
+	case <-linkDown:
+		return g.link.Err()
+	default:
+	}
 	return err
+}
+
+// Healthy reports whether the gateway can serve, for GET /healthz: nil
+// while it runs, the front link's error once the link failed (see
+// nic.Link.Done), ErrClosed once Close has begun.
+func (g *Gateway) Healthy() error {
+	if g.link != nil {
+		if err := g.link.Err(); err != nil {
+			return err
+		}
+	}
+	if g.stopping.Load() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // serveMetrics serves only GET /metrics (without the control token) on
@@ -380,6 +416,7 @@ func (g *Gateway) close() error {
 	// first, and none starts afterwards (it could start the health
 	// checker again, or change the stack while it stops); Run does not
 	// start either.
+	g.stopping.Store(true)
 	g.mu.Lock()
 	g.closed = true
 	g.mu.Unlock()

@@ -104,6 +104,8 @@ type env struct {
 	pcap *lockedBuffer
 	// runErr receives Run's result.
 	runErr chan error
+	// link is the gateway's front link.
+	link *nic.Link
 }
 
 // newEnv builds and runs a gateway whose config file is baseConfig and
@@ -140,12 +142,13 @@ func newEnv(t *testing.T, extra string) *env {
 	if err != nil {
 		t.Fatalf("listen for the control API: %v", err)
 	}
+	e.link = &nic.Link{Endpoint: ethernet.New(gwWire), Name: "test0", MAC: net.HardwareAddr(gatewayMAC), MTU: 1500}
 	e.gw, err = gateway.New(gateway.Options{
 		Control:     ctl,
 		Config:      cfg,
 		ConfigPath:  e.path,
 		Load:        load,
-		Link:        &nic.Link{Endpoint: ethernet.New(gwWire), Name: "test0", MAC: net.HardwareAddr(gatewayMAC), MTU: 1500},
+		Link:        e.link,
 		OpenCapture: func() (io.Writer, error) { return e.pcap, nil },
 		Store:       &registry.FileStore{Path: filepath.Join(dir, "state.json")},
 		Logger:      log,

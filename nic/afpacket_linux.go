@@ -99,7 +99,7 @@ func openOffload(link netlink.Link, mac net.HardwareAddr, mtu uint32, opts Optio
 		log.Info("receive offload (GRO) stays off on the front interface", "interface", name, "err", err)
 	}
 	log.Info("segmentation offloads on", "interface", name, "tx", "host GSO, 64 KiB segments", "rx_gro", gro)
-	return &Link{
+	l := &Link{
 		Endpoint: ep,
 		Name:     name,
 		MAC:      mac,
@@ -109,7 +109,10 @@ func openOffload(link netlink.Link, mac net.HardwareAddr, mtu uint32, opts Optio
 			ep.closeRx()
 			return errors.Join(unix.Close(rx), unix.Close(tx))
 		},
-	}, nil
+	}
+	ep.fail = func(err error) { l.failReceive(ifindex, err) }
+	l.watch(ifindex, ep.check)
+	return l, nil
 }
 
 // limitGRO keeps coalesced segments within what the receive path and gVisor

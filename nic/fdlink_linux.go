@@ -24,8 +24,12 @@ const gsoMaxSize = 1 << 16
 
 // newFDLink wraps fd (a packet socket or a TAP fd) in gVisor's fdbased
 // endpoint, which reads and writes whole Ethernet frames, and returns the
-// Link that owns fd from then on.
+// Link that owns fd from then on. The link fails (Link.Fail) when the
+// endpoint's receive loop stops on an error (on a packet socket, ENETDOWN
+// too: the interface went down or away, and the loop does not resume), or
+// when interface ifindex is gone.
 func newFDLink(fd int, name string, mac net.HardwareAddr, mtu uint32, ifindex int) (*Link, error) {
+	l := &Link{Name: name, MAC: mac, MTU: mtu, close: func() error { return unix.Close(fd) }}
 	ep, err := fdbased.New(&fdbased.Options{
 		FDs:                []int{fd},
 		MTU:                mtu,
@@ -35,17 +39,20 @@ func newFDLink(fd int, name string, mac net.HardwareAddr, mtu uint32, ifindex in
 		GSOMaxSize:         gsoMaxSize,
 		GVisorGSOEnabled:   true,
 		InterfaceIndex:     ifindex,
+		// Called when the receive loop ends: with nil when the stack
+		// detached the endpoint, with the error that stopped it otherwise.
+		ClosedFunc: func(err tcpip.Error) {
+			if err != nil {
+				l.failReceive(ifindex, errors.New(err.String()))
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fdbased endpoint: %w", err)
 	}
-	return &Link{
-		Endpoint: ep,
-		Name:     name,
-		MAC:      mac,
-		MTU:      mtu,
-		close:    func() error { return unix.Close(fd) },
-	}, nil
+	l.Endpoint = ep
+	l.watch(ifindex, nil)
+	return l, nil
 }
 
 // randomMAC returns a random locally administered unicast MAC.

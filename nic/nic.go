@@ -59,6 +59,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -98,6 +99,12 @@ type Options struct {
 }
 
 // Link is an open front link.
+//
+// A link can fail while it is open: its receive loop stops on an error
+// it cannot recover from, or its interface disappears (ip link del, its
+// namespace removed, moved to another namespace). Then the stack receives
+// nothing more, and the owner learns it from Done and Err: a gateway that
+// goes on without its front link answers nothing and says nothing.
 type Link struct {
 	// Endpoint is the link endpoint to give the stack.
 	Endpoint stack.LinkEndpoint
@@ -112,6 +119,49 @@ type Link struct {
 	Offload bool
 
 	close func() error
+
+	// failMu guards failed and err (see Fail).
+	failMu sync.Mutex
+	failed chan struct{}
+	err    error
+}
+
+// Done returns a channel that is closed when the link has failed (see
+// Fail); it is never closed on a link that works, Close included.
+func (l *Link) Done() <-chan struct{} {
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	if l.failed == nil {
+		l.failed = make(chan struct{})
+	}
+	return l.failed
+}
+
+// Err returns why the link failed, or nil while it works.
+func (l *Link) Err() error {
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	return l.err
+}
+
+// Fail marks the link failed with err, which should name the interface,
+// and closes Done. The first call wins; later ones are ignored. The
+// drivers call it; so may the owner of a Link built around an endpoint of
+// its own (a test's channel endpoint).
+func (l *Link) Fail(err error) {
+	if err == nil {
+		err = errors.New("front link failed")
+	}
+	l.failMu.Lock()
+	defer l.failMu.Unlock()
+	if l.err != nil {
+		return
+	}
+	l.err = err
+	if l.failed == nil {
+		l.failed = make(chan struct{})
+	}
+	close(l.failed)
 }
 
 // Open opens the front link that opts describe. It needs CAP_NET_RAW

@@ -76,6 +76,12 @@ type vnetEndpoint struct {
 	mac tcpip.LinkAddress
 	log *slog.Logger
 
+	// fail reports a receive error that ends the receive goroutine
+	// (Link.Fail); check asks the link's watcher to look at once whether
+	// the interface still exists (after ENETDOWN). Set before Attach.
+	fail  func(error)
+	check chan struct{}
+
 	// stopping is set while Attach(nil) interrupts the receive goroutine
 	// (a read deadline in the past), so that it returns instead of
 	// reporting the interruption as a failure.
@@ -128,7 +134,7 @@ func newVnetEndpoint(rxfd, txfd int, mac net.HardwareAddr, mtu uint32, ifindex i
 		rx.Close()
 		return nil, fmt.Errorf("rx socket: %w", err)
 	}
-	return &vnetEndpoint{LinkEndpoint: tx, rx: rx, rc: rc, mac: tcpip.LinkAddress(mac), log: log}, nil
+	return &vnetEndpoint{LinkEndpoint: tx, rx: rx, rc: rc, mac: tcpip.LinkAddress(mac), log: log, fail: func(error) {}, check: make(chan struct{}, 1)}, nil
 }
 
 // GSOMaxSize implements stack.GSOEndpoint.
@@ -237,14 +243,21 @@ func (e *vnetEndpoint) receive(d stack.NetworkDispatcher) {
 			if e.stopping.Load() {
 				return // Attach(nil)
 			}
-			e.log.Error("front link receive failed; the stack receives nothing more", "err", err)
+			e.fail(err)
 			return
 		}
 		if errno != 0 {
+			if errno == unix.ENETDOWN {
+				// Down, or deleted: the watcher tells which.
+				select {
+				case e.check <- struct{}{}:
+				default:
+				}
+			}
 			if errno == unix.EINTR || errno == unix.ENETDOWN || errno == unix.ENOBUFS {
 				continue // the link went down or a burst overflowed; keep reading
 			}
-			e.log.Error("front link receive failed; the stack receives nothing more", "err", errno)
+			e.fail(errno)
 			return
 		}
 		for i := range n {

@@ -94,6 +94,11 @@ func decodeState(data []byte) (*Table, uint64, error) {
 // holds it). A last line cut short or failing its checksum is a save that
 // a crash interrupted, never acknowledged: it is skipped. A bad line with
 // good lines after it is damage, and Load fails.
+//
+// A save also checks that the paths still lead to the snapshot and the
+// journal it wrote; if one was removed or replaced (the directory deleted
+// while serving, say), the save compacts, recreating the directory, so
+// that nothing is appended to a file that a restart would not read.
 type FileStore struct {
 	// Path is the state file (the snapshot).
 	Path string
@@ -111,6 +116,10 @@ type FileStore struct {
 	// delta is taken against it.
 	last *Table
 	gen  uint64
+	// files are the snapshot and journal that the last compaction
+	// wrote, and lock the lock file that Lock holds (storefile.go).
+	files storeFiles
+	lock  *os.File
 }
 
 var _ Store = (*FileStore)(nil)
@@ -224,7 +233,10 @@ func (s *FileStore) Save(t *Table) error {
 	if limit <= 0 {
 		limit = defaultJournalLimit
 	}
-	if s.journal == nil || s.last == nil || s.size > limit {
+	if s.journal == nil || s.last == nil || s.size > limit || !s.files.intact(s) {
+		if err := s.keepLock(); err != nil {
+			return err
+		}
 		return s.compact(t)
 	}
 	// Tables share the bindings that a change did not replace, and the
@@ -274,6 +286,7 @@ func (s *FileStore) compact(t *Table) error {
 	if err := s.writeSnapshot(append(data, '\n')); err != nil {
 		return err
 	}
+	s.files.wroteSnapshot(s.Path)
 	// The snapshot is durable and names a generation that the old
 	// journal lacks: from here the old journal no longer counts.
 	s.closeJournal()
@@ -302,6 +315,7 @@ func (s *FileStore) compact(t *Table) error {
 		return nil
 	}
 	s.journal, s.size, s.last, s.gen = f, int64(len(header)), t, gen
+	s.files.openedJournal(f)
 	return nil
 }
 
@@ -312,19 +326,21 @@ func (s *FileStore) closeJournal() {
 	}
 }
 
-// Close closes the journal; a later Save opens it again (compacting).
+// Close closes the journal and releases the lock (see Lock); a later
+// Save opens the journal again (compacting).
 func (s *FileStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closeJournal()
+	s.unlock()
 	return nil
 }
 
 // writeSnapshot replaces the snapshot with data atomically and durably.
 func (s *FileStore) writeSnapshot(data []byte) error {
 	dir := filepath.Dir(s.Path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("state directory: %w", err)
+	if err := makeStateDir(dir); err != nil {
+		return err
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(s.Path)+".tmp*")
 	if err != nil {

@@ -114,6 +114,12 @@ type serveOptions struct {
 // gateway.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serveOptions) error {
 	store := &registry.FileStore{Path: cfg.State.Path}
+	// Before anything else, --reset-state included: a second gateway on
+	// the same state path must change nothing. The gateway's Close
+	// releases it (the store is its io.Closer), the process's end too.
+	if err := store.Lock(); err != nil {
+		return fmt.Errorf("state.path: %w; stop the other gateway, or give this one a state.path of its own", err)
+	}
 	if opts.reset {
 		moved, err := store.MoveAside(time.Now())
 		if err != nil {
