@@ -86,6 +86,11 @@ type Options struct {
 	Store registry.Store
 	// Logger receives the gateway's log lines; nil discards them.
 	Logger *slog.Logger
+	// AllowLoopbackBackends accepts loopback backends, which the
+	// registry refuses otherwise (they would forward the front network
+	// to the gateway's own host). Only for tests whose backends are
+	// kernel listeners on loopback; serve never sets it.
+	AllowLoopbackBackends bool
 	// SetLog applies a reloaded [log] section to Logger (the level and
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
@@ -180,6 +185,9 @@ func New(opts Options) (_ *Gateway, err error) {
 		Store:    opts.Store,
 		Failback: cfg.Health.Failback,
 		Logger:   g.log,
+		// The shared address is the gateway's too: never a backend.
+		FrontAddr:             func(a netip.Addr) bool { return a == g.Shared() },
+		AllowLoopbackBackends: opts.AllowLoopbackBackends,
 	})
 	if err != nil {
 		// The file is left exactly as it was: it may be all that is left

@@ -218,6 +218,17 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 // bindings: their members registered on it, and moving them would break
 // what they were told. Deregister them first (or keep the address).
 func (g *Gateway) checkShared(next netip.Addr) error {
+	// A member's backend may not become a front address: its connections
+	// would come back into the gateway.
+	for _, b := range g.reg.Table().Bindings() {
+		for _, m := range b.Members {
+			if next.IsValid() && m.Backend.Addr().Unmap() == next {
+				return &ReloadError{Key: "shared.address", Kind: ReloadConflict, Msg: fmt.Sprintf(
+					"cannot make %s the shared address: it is the backend of member %s of binding %s; change that backend first",
+					next, m.Name, b.Key)}
+			}
+		}
+	}
 	old := g.cfg.Shared.Address
 	if !old.IsValid() {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,7 +179,8 @@ func checkState(r *checkReport, cfg *config.Config) {
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		r.add(sevOK, key, "%s does not exist yet: the table starts empty", p)
 	} else {
-		reg, err := registry.New(registry.Options{Networks: cfg.NIC.Networks, Store: &registry.FileStore{Path: p}})
+		shared := cfg.Shared.Address
+		reg, err := registry.New(registry.Options{Networks: cfg.NIC.Networks, Store: &registry.FileStore{Path: p}, FrontAddr: func(a netip.Addr) bool { return a == shared }})
 		if err != nil {
 			r.add(sevError, key, "%s: %v; serve refuses to start: repair it, or start serve once with --reset-state to move it aside", p, err)
 		} else {
