@@ -3,6 +3,7 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRegisterRefusesSelfBackend runs the real binary (issue 12, point 3):
@@ -43,4 +44,32 @@ func TestRegisterRefusesSelfBackend(t *testing.T) {
 	if after := tp.Status().Summary(); strings.Join(after, " ") != strings.Join(before, " ") {
 		t.Errorf("refused registrations changed the table:\nbefore %v\nafter  %v", before, after)
 	}
+}
+
+// TestControlExposedRefused runs the real binary (issue 12, point 4): a
+// control API that listens on the back-side network without a token makes
+// serve exit non-zero at once, and vipmux check fail, both naming
+// control.listen and the keys that fix it (token_file, insecure = true);
+// with insecure = true written on purpose, serve starts.
+func TestControlExposedRefused(t *testing.T) {
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a"}, ControlListen: gatewayControl})
+	exposed := strings.Replace(tp.Config(), "insecure = true\n", "", 1)
+	p := tp.WriteConfig("exposed.toml", exposed)
+
+	out, errOut, code := run(10*time.Second, nil, "ip", "netns", "exec", tp.GatewayNS, vipmuxBin, "serve", "--config", p)
+	if code <= 0 {
+		t.Errorf("vipmux serve with control.listen %s and no token: exit %d, want a refusal (non-zero exit)\nstdout: %s\nstderr: %s", gatewayControl, code, out, errOut)
+	}
+	for _, want := range []string{"control.listen", "not a loopback address", "token_file", "insecure = true"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("vipmux serve's refusal lacks %q:\n%s", want, errOut)
+		}
+	}
+	out, errOut, code = tp.CLI(nil, "check", "--config", p)
+	if code != 1 || !strings.Contains(errOut, "control.listen") || !strings.Contains(errOut, "insecure = true") {
+		t.Errorf("vipmux check: exit %d, want 1 naming control.listen and insecure = true\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+
+	insecure := strings.Replace(exposed, "[control]\n", "[control]\ninsecure = true\n", 1)
+	tp.StartConfig(tp.WriteConfig("insecure.toml", insecure)) // fails the test unless /healthz answers
 }
