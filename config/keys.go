@@ -71,7 +71,13 @@ var keys = []key{
 	&field[string]{
 		name: "control.listen", kind: text, def: "127.0.0.1:7070",
 		get:   func(c *Config) *string { return &c.Control.Listen },
-		check: func(_ *Config, v string) error { return checkHostPort(v) },
+		needs: []string{"control.token_file", "control.insecure"},
+		check: func(c *Config, v string) error {
+			if err := checkHostPort(v); err != nil {
+				return err
+			}
+			return c.checkExposed(v)
+		},
 	},
 	&field[string]{
 		name: "control.token_file", kind: text, example: `"/etc/vipmux/token"`,
@@ -82,6 +88,10 @@ var keys = []key{
 			}
 			return nil
 		},
+	},
+	&field[bool]{
+		name: "control.insecure", kind: boolean,
+		get: func(c *Config) *bool { return &c.Control.Insecure },
 	},
 
 	// [state]: fixed at start-up.
