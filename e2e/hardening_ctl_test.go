@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -72,4 +73,48 @@ func TestControlExposedRefused(t *testing.T) {
 
 	insecure := strings.Replace(exposed, "[control]\n", "[control]\ninsecure = true\n", 1)
 	tp.StartConfig(tp.WriteConfig("insecure.toml", insecure)) // fails the test unless /healthz answers
+}
+
+// TestTokenRotation runs the real binary (issue 12, point 4): the token
+// file is read again on reload, through the API (vipmux reload) and
+// through SIGHUP, so that rotating the token needs no restart; the old
+// token is refused afterwards.
+func TestTokenRotation(t *testing.T) {
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a"}, Token: "first-token"})
+	g := tp.Start()
+	rotate := func(tok string) {
+		t.Helper()
+		if err := os.WriteFile(tp.TokenFile(), []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := tp.API("GET", "/v1/status", "", "first-token"); r.Code != 200 {
+		t.Fatalf("GET /v1/status with the first token: %d %s", r.Code, r.Body)
+	}
+
+	// vipmux reload, authenticated with the token in force.
+	rotate("second-token")
+	if err := os.WriteFile(tp.TokenFile()+".first", []byte("first-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := tp.CLI([]string{"VIPMUX_TOKEN_FILE=" + tp.TokenFile() + ".first"}, "reload"); code != 0 {
+		t.Fatalf("vipmux reload with the first token: exit %d\n%s%s", code, out, errOut)
+	}
+	if r := tp.API("GET", "/v1/status", "", "first-token"); r.Code != 401 {
+		t.Errorf("GET /v1/status with the first token after the rotation: %d, want 401", r.Code)
+	}
+	if r := tp.API("GET", "/v1/status", "", "second-token"); r.Code != 200 {
+		t.Errorf("GET /v1/status with the second token after the rotation: %d %s, want 200", r.Code, r.Body)
+	}
+
+	// SIGHUP.
+	rotate("third-token")
+	g.hup()
+	g.waitLog(t, "config reloaded", 2)
+	if r := tp.API("GET", "/v1/status", "", "second-token"); r.Code != 401 {
+		t.Errorf("GET /v1/status with the second token after SIGHUP: %d, want 401", r.Code)
+	}
+	if r := tp.API("GET", "/v1/status", "", "third-token"); r.Code != 200 {
+		t.Errorf("GET /v1/status with the third token after SIGHUP: %d %s, want 200", r.Code, r.Body)
+	}
 }
