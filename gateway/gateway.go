@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipmux/vipmux/config"
@@ -131,6 +132,9 @@ type Gateway struct {
 
 	// shared is [shared] address in force, for the control API.
 	shared atomicAddr
+	// token is the control API's token in force ("" for none): read from
+	// [control] token_file at start and again on every reload.
+	token atomic.Pointer[string]
 
 	// mu serializes reloads, Run's start and Close's start, and guards
 	// the following fields.
@@ -172,14 +176,11 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 	}()
 
-	token := ""
-	if cfg.Control.TokenFile != "" {
-		t, err := control.ReadTokenFile(cfg.Control.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("control.token_file: %w", err)
-		}
-		token = t
+	token, err := readToken(cfg.Control.TokenFile)
+	if err != nil {
+		return nil, err
 	}
+	g.token.Store(&token)
 	g.reg, err = registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
 		Store:    opts.Store,
@@ -281,7 +282,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Registry:   g.reg,
 		Shared:     cfg.Shared.Address,
 		SharedFunc: g.Shared,
-		Token:      token,
+		TokenFunc:  func() string { return *g.token.Load() },
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
 		Metrics:    g.mtr.Handler(),
@@ -468,6 +469,19 @@ func (g *Gateway) Config() *config.Config {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.cfg
+}
+
+// readToken reads the control API's token from path, "" when path is
+// empty (no authentication).
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	t, err := control.ReadTokenFile(path)
+	if err != nil {
+		return "", fmt.Errorf("control.token_file: %w", err)
+	}
+	return t, nil
 }
 
 // staticAddrs are the addresses that cfg has the stack hold besides the

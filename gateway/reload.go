@@ -153,6 +153,16 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 	if err != nil {
 		return nil, refusal(ReloadConflict, "config", err)
 	}
+	// The token file is read again, so that rotating the token needs no
+	// restart; a file that cannot be read refuses the whole reload.
+	token, err := readToken(next.Control.TokenFile)
+	if err != nil {
+		return nil, &ReloadError{Key: "control.token_file", Kind: ReloadInvalid, Msg: err.Error() + ": the token in force stays"}
+	}
+	if token != *g.token.Load() {
+		changes = append(changes, config.Change{Key: "control.token_file", Old: "the token in force", New: "the token now in " + next.Control.TokenFile})
+		slices.SortFunc(changes, func(a, b config.Change) int { return strings.Compare(a.Key, b.Key) })
+	}
 	if len(changes) == 0 {
 		return nil, nil
 	}
@@ -211,6 +221,7 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 		}
 	}
 	g.cfg = next
+	g.token.Store(&token)
 	return changes, nil
 }
 
