@@ -75,8 +75,8 @@ type server struct {
 	// auth.
 	tokenFunc func() string
 	conns     Conns
-	log      *slog.Logger
-	routes   map[string]route
+	log       *slog.Logger
+	routes    map[string]route
 
 	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
 	sharedFunc func() netip.Addr
@@ -110,7 +110,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		conns:  opts.Conns,
 
 		tokenFunc: opts.TokenFunc,
-		log:    opts.Logger,
+		log:       opts.Logger,
 
 		sharedFunc: opts.SharedFunc,
 		reload:     opts.Reload,
