@@ -89,6 +89,10 @@ type Control struct {
 	// false) such a config is refused: anyone who reaches the address
 	// could change the routing.
 	Insecure bool
+	// MaxConnections is [control] max_connections: the most connections
+	// that the API serves at once; more wait in the kernel's backlog.
+	// Default 64.
+	MaxConnections int
 }
 
 // State is the [state] section: where the registry's table survives a
@@ -228,13 +232,16 @@ func (d Duration) MarshalText() ([]byte, error) {
 // Limits and choices that only config enforces. The limits that another
 // package enforces at run time are that package's constants, used in keys.
 const (
-	minMTU         = 576
-	maxMTU         = 65535
-	maxDialTimeout = 60 * time.Second
-	maxTimeWait    = 60 * time.Second
-	maxDelayedAck  = 500 * time.Millisecond
-	maxInFlight    = 65536
-	maxIfNameLen   = 15 // IFNAMSIZ - 1
+	// maxControlConnections bounds [control] max_connections: each
+	// connection is a goroutine and a descriptor.
+	maxControlConnections = 4096
+	minMTU                = 576
+	maxMTU                = 65535
+	maxDialTimeout        = 60 * time.Second
+	maxTimeWait           = 60 * time.Second
+	maxDelayedAck         = 500 * time.Millisecond
+	maxInFlight           = 65536
+	maxIfNameLen          = 15 // IFNAMSIZ - 1
 )
 
 var (

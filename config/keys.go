@@ -93,6 +93,16 @@ var keys = []key{
 		name: "control.insecure", kind: boolean,
 		get: func(c *Config) *bool { return &c.Control.Insecure },
 	},
+	&field[int]{
+		name: "control.max_connections", kind: integer, def: 64,
+		get: func(c *Config) *int { return &c.Control.MaxConnections },
+		check: func(_ *Config, v int) error {
+			if v < 1 || v > maxControlConnections {
+				return fmt.Errorf("%d is out of range 1..%d", v, maxControlConnections)
+			}
+			return nil
+		},
+	},
 
 	// [state]: fixed at start-up.
 	&field[string]{

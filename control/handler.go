@@ -146,6 +146,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok || !rt.open {
 		if !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vipmux"`)
+			// A client without the token keeps no connection open.
+			w.Header().Set("Connection", "close")
 			s.fail(w, r, &httpError{code: http.StatusUnauthorized, msg: "missing or wrong bearer token"})
 			return
 		}

@@ -204,6 +204,9 @@ func New(opts Options) (_ *Gateway, err error) {
 			return nil, fmt.Errorf("control.listen: %w", err)
 		}
 	}
+	// A flood of idle or slow clients holds at most max_connections
+	// goroutines and descriptors.
+	g.ctl = control.LimitListener(g.ctl, cfg.Control.MaxConnections)
 	if cfg.Metrics.Listen != "" {
 		g.mln, err = net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
