@@ -51,3 +51,32 @@ func TestControlExposed(t *testing.T) {
 		})
 	}
 }
+
+// TestControlTLSKeys: tls_cert and tls_key come together; the one that is
+// missing is named.
+func TestControlTLSKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		control string
+		wantKey string // "" for valid
+	}{
+		{name: "neither", control: ``},
+		{name: "both", control: "tls_cert = \"/etc/vipmux/api.pem\"\ntls_key = \"/etc/vipmux/api.key\""},
+		{name: "cert alone", control: `tls_cert = "/etc/vipmux/api.pem"`, wantKey: "control.tls_key"},
+		{name: "key alone", control: `tls_key = "/etc/vipmux/api.key"`, wantKey: "control.tls_cert"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(minimal + "\n[control]\n" + tc.control + "\n"))
+			if tc.wantKey == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v, want nil", err)
+				}
+				return
+			}
+			var ke *KeyError
+			if !errors.As(err, &ke) || ke.Key != tc.wantKey {
+				t.Errorf("Parse = %v, want a KeyError for %s", err, tc.wantKey)
+			}
+		})
+	}
+}

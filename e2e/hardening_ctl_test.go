@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vipmux/vipmux/internal/testcert"
 )
 
 // TestRegisterRefusesSelfBackend runs the real binary (issue 12, point 3):
@@ -116,5 +120,46 @@ func TestTokenRotation(t *testing.T) {
 	}
 	if r := tp.API("GET", "/v1/status", "", "third-token"); r.Code != 200 {
 		t.Errorf("GET /v1/status with the third token after SIGHUP: %d %s, want 200", r.Code, r.Body)
+	}
+}
+
+// TestControlTLS runs the real binary (issue 12, point 4): with [control]
+// tls_cert and tls_key (a certificate generated here, signed by a CA
+// generated here) the control API speaks HTTPS only; the CLI trusts the CA
+// of --ca-file or $VIPMUX_CA_FILE, finds https from the config's
+// tls_cert, and refuses the certificate without the CA.
+func TestControlTLS(t *testing.T) {
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a"}, Token: "tls-token"})
+	certs := testcert.Write(t, tp.dir, "api", "127.0.0.1")
+	cfg := tp.WriteConfig("tls.toml", strings.Replace(tp.Config(), "[control]\n",
+		fmt.Sprintf("[control]\ntls_cert = %q\ntls_key = %q\n", certs.Cert, certs.Key), 1))
+	p := tp.startProc("vipmux-tls", tp.GatewayNS, vipmuxBin, "serve", "--config", cfg)
+	https := []string{"VIPMUX_GATEWAY=https://127.0.0.1:7070", "VIPMUX_TOKEN_FILE=" + tp.TokenFile()}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, errOut, code := tp.CLI(https, "status", "--ca-file", certs.CA)
+		if code == 0 {
+			break
+		}
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("vipmux status over TLS with --ca-file: exit %d\n%s%s\nserve's log:\n%s", code, out, errOut, p.output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, errOut, code := tp.CLI(append(https, "VIPMUX_CA_FILE="+certs.CA), "register", "--name", "web-a", "--ip", "198.18.0.10", "--backend", tp.Servers[0].IP); code != 0 {
+		t.Errorf("vipmux register over TLS with $VIPMUX_CA_FILE: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := tp.CLI([]string{"VIPMUX_GATEWAY="}, "status", "--config", cfg, "--ca-file", certs.CA); code != 0 || !strings.Contains(out, "web-a") {
+		t.Errorf("vipmux status --config (https from tls_cert) --ca-file: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := tp.CLI(https, "status"); code == 0 || !strings.Contains(errOut, "certificate") {
+		t.Errorf("vipmux status over TLS without the CA: exit %d, want a certificate error\n%s%s", code, out, errOut)
+	}
+	if r, _, code := tp.GatewayCurl("-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer tls-token", "http://127.0.0.1:7070/v1/status"); code == 0 && r == "200" {
+		t.Errorf("plain HTTP to the TLS control API: served (%s), want a failure", r)
+	}
+	if code, _, ok := p.stop(syscall.SIGTERM, 5*time.Second); !ok || code != 0 {
+		t.Errorf("vipmux serve after SIGTERM: exit %d (exited: %v), want 0", code, ok)
 	}
 }
