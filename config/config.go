@@ -93,6 +93,11 @@ type Control struct {
 	// that the API serves at once; more wait in the kernel's backlog.
 	// Default 64.
 	MaxConnections int
+	// TLSCert and TLSKey are [control] tls_cert and tls_key: optional,
+	// together; PEM files of the API's certificate (with its chain) and
+	// private key. Set, the API speaks HTTPS only. Both are read again on
+	// every reload.
+	TLSCert, TLSKey string
 }
 
 // State is the [state] section: where the registry's table survives a

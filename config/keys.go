@@ -103,6 +103,28 @@ var keys = []key{
 			return nil
 		},
 	},
+	&field[string]{
+		name: "control.tls_cert", kind: text, example: `"/etc/vipmux/api.pem"`,
+		get:   func(c *Config) *string { return &c.Control.TLSCert },
+		needs: []string{"control.tls_key"},
+		check: func(c *Config, v string) error {
+			if v == "" && c.Control.TLSKey != "" {
+				return errors.New("missing: tls_key is set; give the certificate that goes with it, or leave both out for plain HTTP")
+			}
+			return nil
+		},
+	},
+	&field[string]{
+		name: "control.tls_key", kind: text, example: `"/etc/vipmux/api.key"`,
+		get:   func(c *Config) *string { return &c.Control.TLSKey },
+		needs: []string{"control.tls_cert"},
+		check: func(c *Config, v string) error {
+			if v == "" && c.Control.TLSCert != "" {
+				return errors.New("missing: tls_cert is set; give its private key, or leave both out for plain HTTP")
+			}
+			return nil
+		},
+	},
 
 	// [state]: fixed at start-up.
 	&field[string]{

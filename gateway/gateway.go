@@ -18,6 +18,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -135,6 +136,10 @@ type Gateway struct {
 	// token is the control API's token in force ("" for none): read from
 	// [control] token_file at start and again on every reload.
 	token atomic.Pointer[string]
+	// cert is the control API's TLS certificate in force, nil for plain
+	// HTTP: read from [control] tls_cert and tls_key at start and again on
+	// every reload.
+	cert atomic.Pointer[tls.Certificate]
 
 	// mu serializes reloads, Run's start and Close's start, and guards
 	// the following fields.
@@ -181,6 +186,11 @@ func New(opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.token.Store(&token)
+	cert, err := readCert(cfg.Control)
+	if err != nil {
+		return nil, err
+	}
+	g.cert.Store(cert)
 	g.reg, err = registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
 		Store:    opts.Store,
@@ -207,6 +217,14 @@ func New(opts Options) (_ *Gateway, err error) {
 	// A flood of idle or slow clients holds at most max_connections
 	// goroutines and descriptors.
 	g.ctl = control.LimitListener(g.ctl, cfg.Control.MaxConnections)
+	if cert != nil {
+		// HTTPS only; GetCertificate serves the certificate in force, which
+		// a reload may replace.
+		g.ctl = tls.NewListener(g.ctl, &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return g.cert.Load(), nil },
+		})
+	}
 	if cfg.Metrics.Listen != "" {
 		g.mln, err = net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -485,6 +503,19 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("control.token_file: %w", err)
 	}
 	return t, nil
+}
+
+// readCert loads the control API's certificate and key; nil when c has
+// no tls_cert (plain HTTP).
+func readCert(c config.Control) (*tls.Certificate, error) {
+	if c.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("control.tls_cert: load %s and control.tls_key %s: %w", c.TLSCert, c.TLSKey, err)
+	}
+	return &cert, nil
 }
 
 // staticAddrs are the addresses that cfg has the stack hold besides the

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -159,10 +160,19 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 	if err != nil {
 		return nil, &ReloadError{Key: "control.token_file", Kind: ReloadInvalid, Msg: err.Error() + ": the token in force stays"}
 	}
+	// So are the certificate and key: a renewed certificate needs no
+	// restart either.
+	cert, err := readCert(next.Control)
+	if err != nil {
+		return nil, &ReloadError{Key: "control.tls_cert", Kind: ReloadInvalid, Msg: err.Error() + ": the certificate in force stays"}
+	}
+	if old := g.cert.Load(); cert != nil && old != nil && !slices.EqualFunc(cert.Certificate, old.Certificate, bytes.Equal) {
+		changes = append(changes, config.Change{Key: "control.tls_cert", Old: "the certificate in force", New: "the certificate now in " + next.Control.TLSCert})
+	}
 	if token != *g.token.Load() {
 		changes = append(changes, config.Change{Key: "control.token_file", Old: "the token in force", New: "the token now in " + next.Control.TokenFile})
-		slices.SortFunc(changes, func(a, b config.Change) int { return strings.Compare(a.Key, b.Key) })
 	}
+	slices.SortFunc(changes, func(a, b config.Change) int { return strings.Compare(a.Key, b.Key) })
 	if len(changes) == 0 {
 		return nil, nil
 	}
@@ -222,6 +232,7 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 	}
 	g.cfg = next
 	g.token.Store(&token)
+	g.cert.Store(cert)
 	return changes, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/vipmux/vipmux/internal/testcert"
 )
 
 // TestCheckExposedAPI: vipmux check fails, as serve does, a control API
@@ -42,5 +44,23 @@ func TestCheckExposedAPI(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckTLS: vipmux check loads [control] tls_cert and tls_key as
+// serve does: a pair that loads passes, a key that does not fails naming
+// control.tls_cert.
+func TestCheckTLS(t *testing.T) {
+	f := newCheckFixture(t)
+	certs := testcert.Write(t, f.dir, "api", "127.0.0.1")
+	tlsKeys := fmt.Sprintf("[control]\ntls_cert = %q\ntls_key = %q\n", certs.Cert, certs.Key)
+	p := f.config(t, "", "[control]\n", tlsKeys)
+	if out, err := runApp("check", "--config", p); err != nil || !strings.Contains(out, "the API speaks HTTPS") {
+		t.Errorf("vipmux check with a good pair: %v\n%s", err, out)
+	}
+	bad := fmt.Sprintf("[control]\ntls_cert = %q\ntls_key = %q\n", certs.Cert, certs.CA)
+	p = f.config(t, "", "[control]\n", bad)
+	if out, err := runApp("check", "--config", p); err == nil || !strings.Contains(out, "control.tls_cert") {
+		t.Errorf("vipmux check with a CA certificate for a key: %v, want an error naming control.tls_cert\n%s", err, out)
 	}
 }
