@@ -85,6 +85,20 @@ type Control struct {
 	// request needs "Authorization: Bearer <token>" with the file's
 	// contents as the token.
 	TokenFile string
+	// Insecure is [control] insecure: serve the API on an address other
+	// than loopback without a token, on purpose. Without it (default
+	// false) such a config is refused: anyone who reaches the address
+	// could change the routing.
+	Insecure bool
+	// MaxConnections is [control] max_connections: the most connections
+	// that the API serves at once; more wait in the kernel's backlog.
+	// Default 64.
+	MaxConnections int
+	// TLSCert and TLSKey are [control] tls_cert and tls_key: optional,
+	// together; PEM files of the API's certificate (with its chain) and
+	// private key. Set, the API speaks HTTPS only. Both are read again on
+	// every reload.
+	TLSCert, TLSKey string
 }
 
 // State is the [state] section: where the registry's table survives a
@@ -268,6 +282,9 @@ const (
 	maxIdleTimeout = 168 * time.Hour
 	maxConnections = 1 << 24
 	maxIfNameLen   = 15 // IFNAMSIZ - 1
+	// maxControlConnections bounds [control] max_connections: each
+	// connection is a goroutine and a descriptor.
+	maxControlConnections = 4096
 )
 
 var (
@@ -560,6 +577,30 @@ func lastAddr(p netip.Prefix) netip.Addr {
 
 // checkHostPort checks a listen address: host:port with a numeric port.
 // An empty host means every address.
+// checkExposed refuses a control API that listens beyond loopback
+// without a token, unless c says insecure on purpose.
+func (c *Config) checkExposed(listen string) error {
+	if c.Control.TokenFile != "" || c.Control.Insecure || loopbackListen(listen) {
+		return nil
+	}
+	return fmt.Errorf("%s is not a loopback address and no token is configured: anyone who reaches it could change the routing; set [control] token_file (a file holding the API token), or insecure = true to serve the API there without authentication on purpose", listen)
+}
+
+// loopbackListen reports whether the host of listen (host:port) is a
+// loopback address, or "localhost". A host name, or no host (every
+// interface), is not.
+func loopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
 func checkHostPort(s string) error {
 	if s == "" {
 		return errors.New("required: a host:port such as \"127.0.0.1:7070\"")

@@ -39,7 +39,7 @@ func withDefaults(fn func(*Config)) *Config {
 func TestDefault(t *testing.T) {
 	want := &Config{
 		NIC:     NIC{Offload: true},
-		Control: Control{Listen: "127.0.0.1:7070"},
+		Control: Control{Listen: "127.0.0.1:7070", MaxConnections: 64},
 		State:   State{Path: "/var/lib/vipmux/state.json"},
 		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}, DelayedAck: Duration{2 * time.Millisecond},
 			HandshakeTimeout: Duration{5 * time.Second}, HandshakeFirstAbove: 256, IdleTimeout: Duration{time.Hour}},
@@ -130,7 +130,7 @@ listen = "198.19.0.1:9100"
 					Networks:  []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.19.0.0/16")},
 					Router:    netip.MustParseAddr("198.18.0.1"),
 				},
-				Control: Control{Listen: ":7171", TokenFile: "/etc/vipmux/token"},
+				Control: Control{Listen: ":7171", TokenFile: "/etc/vipmux/token", MaxConnections: 64},
 				State:   State{Path: "/tmp/state.json"},
 				Shared:  Shared{Address: netip.MustParseAddr("198.18.0.100")},
 				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}, DelayedAck: Duration{0},

@@ -73,7 +73,13 @@ var keys = []key{
 	&field[string]{
 		name: "control.listen", kind: text, def: "127.0.0.1:7070",
 		get:   func(c *Config) *string { return &c.Control.Listen },
-		check: func(_ *Config, v string) error { return checkHostPort(v) },
+		needs: []string{"control.token_file", "control.insecure"},
+		check: func(c *Config, v string) error {
+			if err := checkHostPort(v); err != nil {
+				return err
+			}
+			return c.checkExposed(v)
+		},
 	},
 	&field[string]{
 		name: "control.token_file", kind: text, example: `"/etc/vipmux/token"`,
@@ -81,6 +87,42 @@ var keys = []key{
 		check: func(_ *Config, v string) error {
 			if v != "" && strings.TrimSpace(v) == "" {
 				return errors.New("is only whitespace: leave it out to disable token authentication")
+			}
+			return nil
+		},
+	},
+	&field[bool]{
+		name: "control.insecure", kind: boolean,
+		get: func(c *Config) *bool { return &c.Control.Insecure },
+	},
+	&field[int]{
+		name: "control.max_connections", kind: integer, def: 64,
+		get: func(c *Config) *int { return &c.Control.MaxConnections },
+		check: func(_ *Config, v int) error {
+			if v < 1 || v > maxControlConnections {
+				return fmt.Errorf("%d is out of range 1..%d", v, maxControlConnections)
+			}
+			return nil
+		},
+	},
+	&field[string]{
+		name: "control.tls_cert", kind: text, example: `"/etc/vipmux/api.pem"`,
+		get:   func(c *Config) *string { return &c.Control.TLSCert },
+		needs: []string{"control.tls_key"},
+		check: func(c *Config, v string) error {
+			if v == "" && c.Control.TLSKey != "" {
+				return errors.New("missing: tls_key is set; give the certificate that goes with it, or leave both out for plain HTTP")
+			}
+			return nil
+		},
+	},
+	&field[string]{
+		name: "control.tls_key", kind: text, example: `"/etc/vipmux/api.key"`,
+		get:   func(c *Config) *string { return &c.Control.TLSKey },
+		needs: []string{"control.tls_cert"},
+		check: func(c *Config, v string) error {
+			if v == "" && c.Control.TLSCert != "" {
+				return errors.New("missing: tls_cert is set; give its private key, or leave both out for plain HTTP")
 			}
 			return nil
 		},

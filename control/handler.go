@@ -34,6 +34,11 @@ type Options struct {
 	// GET /healthz as "Authorization: Bearer <Token>"; otherwise the answer
 	// is 401. Empty means no authentication.
 	Token string
+	// TokenFunc, when not nil, is asked for the token on every request
+	// instead of Token: the gateway sets it, so that a reload can replace
+	// the token (the token file is read again). Empty means no
+	// authentication.
+	TokenFunc func() string
 	// SharedFunc, when not nil, is asked for the shared address on every
 	// request instead of Shared: serve sets it, so that a reload can
 	// change the address.
@@ -75,9 +80,12 @@ type server struct {
 	// hides the token's length as well as its content.
 	tokenSum [sha256.Size]byte
 	auth     bool
-	conns    Conns
-	log      *slog.Logger
-	routes   map[string]route
+	// tokenFunc is Options.TokenFunc; when set, it replaces tokenSum and
+	// auth.
+	tokenFunc func() string
+	conns     Conns
+	log       *slog.Logger
+	routes    map[string]route
 
 	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
 	sharedFunc func() netip.Addr
@@ -111,7 +119,9 @@ func NewHandler(opts Options) (http.Handler, error) {
 		shared: opts.Shared.Unmap(),
 		auth:   opts.Token != "",
 		conns:  opts.Conns,
-		log:    opts.Logger,
+
+		tokenFunc: opts.TokenFunc,
+		log:       opts.Logger,
 
 		sharedFunc: opts.SharedFunc,
 		reload:     opts.Reload,
@@ -153,6 +163,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok || !rt.open {
 		if !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vipmux"`)
+			// A client without the token keeps no connection open.
+			w.Header().Set("Connection", "close")
 			s.fail(w, r, &httpError{code: http.StatusUnauthorized, msg: "missing or wrong bearer token"})
 			return
 		}
@@ -173,7 +185,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // authorized reports whether r carries the token (or no token is needed).
 func (s *server) authorized(r *http.Request) bool {
-	if !s.auth {
+	want, auth := s.tokenSum, s.auth
+	if s.tokenFunc != nil {
+		tok := s.tokenFunc()
+		want, auth = sha256.Sum256([]byte(tok)), tok != ""
+	}
+	if !auth {
 		return true
 	}
 	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -181,7 +198,7 @@ func (s *server) authorized(r *http.Request) bool {
 		return false
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(cred)))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+	return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
 }
 
 // writeJSON answers with code and v as JSON.

@@ -70,7 +70,7 @@ func newEnv(t testing.TB, opts dispatch.Options) *env {
 func newEnvMTU(t testing.TB, mtu uint32, opts dispatch.Options) *env {
 	t.Helper()
 	leakcheck.Goroutines(t)
-	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{frontNet}})
+	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{frontNet}, AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}

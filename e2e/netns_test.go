@@ -553,6 +553,10 @@ func (tp *Topology) Config() string {
 	fmt.Fprintf(&b, "\n[control]\nlisten = %q\n", tp.controlListen())
 	if tp.opts.Token != "" {
 		fmt.Fprintf(&b, "token_file = %q\n", tp.TokenFile())
+	} else if tp.opts.ControlListen != "" && !strings.HasPrefix(tp.opts.ControlListen, "127.") {
+		// The back-side network is the test's own namespace: no token
+		// on purpose (serve refuses it otherwise).
+		b.WriteString("insecure = true\n")
 	}
 	fmt.Fprintf(&b, "\n[state]\npath = %q\n", filepath.Join(tp.dir, "state.json"))
 	if tp.opts.Extra != "" {

@@ -18,6 +18,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -88,6 +89,11 @@ type Options struct {
 	Store registry.Store
 	// Logger receives the gateway's log lines; nil discards them.
 	Logger *slog.Logger
+	// AllowLoopbackBackends accepts loopback backends, which the
+	// registry refuses otherwise (they would forward the front network
+	// to the gateway's own host). Only for tests whose backends are
+	// kernel listeners on loopback; serve never sets it.
+	AllowLoopbackBackends bool
 	// SetLog applies a reloaded [log] section to Logger (the level and
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
@@ -139,6 +145,13 @@ type Gateway struct {
 
 	// shared is [shared] address in force, for the control API.
 	shared atomicAddr
+	// token is the control API's token in force ("" for none): read from
+	// [control] token_file at start and again on every reload.
+	token atomic.Pointer[string]
+	// cert is the control API's TLS certificate in force, nil for plain
+	// HTTP: read from [control] tls_cert and tls_key at start and again on
+	// every reload.
+	cert atomic.Pointer[tls.Certificate]
 
 	// mu serializes reloads, Run's start and Close's start, and guards
 	// the following fields.
@@ -181,19 +194,24 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 	}()
 
-	token := ""
-	if cfg.Control.TokenFile != "" {
-		t, err := control.ReadTokenFile(cfg.Control.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("control.token_file: %w", err)
-		}
-		token = t
+	token, err := readToken(cfg.Control.TokenFile)
+	if err != nil {
+		return nil, err
 	}
+	g.token.Store(&token)
+	cert, err := readCert(cfg.Control)
+	if err != nil {
+		return nil, err
+	}
+	g.cert.Store(cert)
 	g.reg, err = registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
 		Store:    opts.Store,
 		Failback: cfg.Health.Failback,
 		Logger:   g.log,
+		// The shared address is the gateway's too: never a backend.
+		FrontAddr:             func(a netip.Addr) bool { return a == g.Shared() },
+		AllowLoopbackBackends: opts.AllowLoopbackBackends,
 	})
 	if err != nil {
 		// The file is left exactly as it was: it may be all that is left
@@ -208,6 +226,17 @@ func New(opts Options) (_ *Gateway, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("control.listen: %w", err)
 		}
+	}
+	// A flood of idle or slow clients holds at most max_connections
+	// goroutines and descriptors.
+	g.ctl = control.LimitListener(g.ctl, cfg.Control.MaxConnections)
+	if cert != nil {
+		// HTTPS only; GetCertificate serves the certificate in force, which
+		// a reload may replace.
+		g.ctl = tls.NewListener(g.ctl, &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return g.cert.Load(), nil },
+		})
 	}
 	if cfg.Metrics.Listen != "" {
 		g.mln, err = net.Listen("tcp", cfg.Metrics.Listen)
@@ -294,7 +323,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Registry:   g.reg,
 		Shared:     cfg.Shared.Address,
 		SharedFunc: g.Shared,
-		Token:      token,
+		TokenFunc:  func() string { return *g.token.Load() },
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
 		Health:     g.Healthy,
@@ -538,6 +567,32 @@ func (g *Gateway) Config() *config.Config {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.cfg
+}
+
+// readToken reads the control API's token from path, "" when path is
+// empty (no authentication).
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	t, err := control.ReadTokenFile(path)
+	if err != nil {
+		return "", fmt.Errorf("control.token_file: %w", err)
+	}
+	return t, nil
+}
+
+// readCert loads the control API's certificate and key; nil when c has
+// no tls_cert (plain HTTP).
+func readCert(c config.Control) (*tls.Certificate, error) {
+	if c.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("control.tls_cert: load %s and control.tls_key %s: %w", c.TLSCert, c.TLSKey, err)
+	}
+	return &cert, nil
 }
 
 // staticAddrs are the addresses that cfg has the stack hold besides the

@@ -152,6 +152,8 @@ func newEnv(t *testing.T, extra string) *env {
 		OpenCapture: func() (io.Writer, error) { return e.pcap, nil },
 		Store:       &registry.FileStore{Path: filepath.Join(dir, "state.json")},
 		Logger:      log,
+		// The backends are kernel listeners on loopback.
+		AllowLoopbackBackends: true,
 		SetLog: func(l config.Log) {
 			var lv slog.Level
 			_ = lv.UnmarshalText([]byte(l.Level))

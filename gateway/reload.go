@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -166,6 +167,25 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 	if err != nil {
 		return nil, refusal(ReloadConflict, "config", err)
 	}
+	// The token file is read again, so that rotating the token needs no
+	// restart; a file that cannot be read refuses the whole reload.
+	token, err := readToken(next.Control.TokenFile)
+	if err != nil {
+		return nil, &ReloadError{Key: "control.token_file", Kind: ReloadInvalid, Msg: err.Error() + ": the token in force stays"}
+	}
+	// So are the certificate and key: a renewed certificate needs no
+	// restart either.
+	cert, err := readCert(next.Control)
+	if err != nil {
+		return nil, &ReloadError{Key: "control.tls_cert", Kind: ReloadInvalid, Msg: err.Error() + ": the certificate in force stays"}
+	}
+	if old := g.cert.Load(); cert != nil && old != nil && !slices.EqualFunc(cert.Certificate, old.Certificate, bytes.Equal) {
+		changes = append(changes, config.Change{Key: "control.tls_cert", Old: "the certificate in force", New: "the certificate now in " + next.Control.TLSCert})
+	}
+	if token != *g.token.Load() {
+		changes = append(changes, config.Change{Key: "control.token_file", Old: "the token in force", New: "the token now in " + next.Control.TokenFile})
+	}
+	slices.SortFunc(changes, func(a, b config.Change) int { return strings.Compare(a.Key, b.Key) })
 	if len(changes) == 0 {
 		return nil, nil
 	}
@@ -226,6 +246,8 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 		}
 	}
 	g.cfg = next
+	g.token.Store(&token)
+	g.cert.Store(cert)
 	return changes, nil
 }
 
@@ -233,6 +255,17 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 // bindings: their members registered on it, and moving them would break
 // what they were told. Deregister them first (or keep the address).
 func (g *Gateway) checkShared(next netip.Addr) error {
+	// A member's backend may not become a front address: its connections
+	// would come back into the gateway.
+	for _, b := range g.reg.Table().Bindings() {
+		for _, m := range b.Members {
+			if next.IsValid() && m.Backend.Addr().Unmap() == next {
+				return &ReloadError{Key: "shared.address", Kind: ReloadConflict, Msg: fmt.Sprintf(
+					"cannot make %s the shared address: it is the backend of member %s of binding %s; change that backend first",
+					next, m.Name, b.Key)}
+			}
+		}
+	}
 	old := g.cfg.Shared.Address
 	if !old.IsValid() {
 		return nil

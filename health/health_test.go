@@ -76,7 +76,7 @@ func (s *server) Restart() { s.listen(s.addr.String()) }
 // newRegistry returns an in-memory registry with failback as given.
 func newRegistry(t testing.TB, failback bool) *registry.Registry {
 	t.Helper()
-	r, err := registry.New(registry.Options{Failback: failback})
+	r, err := registry.New(registry.Options{Failback: failback, AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}

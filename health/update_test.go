@@ -53,7 +53,7 @@ func TestUpdateInvalid(t *testing.T) {
 func TestRelease(t *testing.T) {
 	a, b := newServer(t), newServer(t)
 	now := time.Now()
-	r, err := registry.New(registry.Options{Now: func() time.Time { return now }})
+	r, err := registry.New(registry.Options{Now: func() time.Time { return now }, AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}

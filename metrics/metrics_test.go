@@ -27,7 +27,7 @@ var (
 // newRegistry returns an in-memory registry with regs registered.
 func newRegistry(t testing.TB, regs ...registry.Registration) *registry.Registry {
 	t.Helper()
-	r, err := registry.New(registry.Options{})
+	r, err := registry.New(registry.Options{AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}

@@ -86,6 +86,17 @@ type Options struct {
 	Failback bool
 	// Logger receives one line per automatic change; nil discards.
 	Logger *slog.Logger
+	// FrontAddr reports whether ip is one of the gateway's own front
+	// addresses outside the table (the gateway: [shared] address). A
+	// backend may not be one, nor any address the table holds: the
+	// member's connections would come back into the gateway. Nil: none.
+	FrontAddr func(ip netip.Addr) bool
+	// AllowLoopbackBackends accepts loopback backends, which are refused
+	// otherwise: on a gateway, a backend of 127.0.0.1 forwards the front
+	// LAN to the gateway's own host (its control API, metrics, pprof).
+	// Only for tests whose backends are kernel listeners on loopback; a
+	// serving gateway never sets it.
+	AllowLoopbackBackends bool
 }
 
 // Registry holds the table. Its methods are safe for concurrent use.
@@ -269,6 +280,14 @@ func (r *Registry) RegisterBatch(regs []Registration) ([]Binding, error) {
 // update, and returns the new binding (t's own: clone it to hand it out).
 func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 	k := Key{IP: reg.IP, Port: reg.Port}
+	if be := reg.Backend.Addr().Unmap(); be == k.IP || r.isFront(t, be) {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, Invalid("backend", "%s is one of the gateway's own front addresses: the member's connections would come back into the gateway; give the server's address", be))
+	}
+	if !t.Holds(k.IP) {
+		if who, ok := t.backendUser(k.IP); ok {
+			return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is the backend address of %s: holding it would send that member's connections back into the gateway; change its backend first", k.IP, who))
+		}
+	}
 	old, _ := t.bindings.get(k)
 	b := cloneBinding(k, old)
 	now := r.now()
@@ -362,8 +381,8 @@ func (r *Registry) checkRegistration(reg Registration) error {
 	if err := r.checkIP(reg.IP); err != nil {
 		return err
 	}
-	if !reg.Backend.Addr().IsValid() || reg.Backend.Addr().IsUnspecified() {
-		return Invalid("backend", "%q is not a host address", reg.Backend.Addr())
+	if err := r.checkBackend(reg.Backend.Addr()); err != nil {
+		return err
 	}
 	switch reg.State {
 	case "", Active, Standby:
@@ -406,6 +425,45 @@ func (r *Registry) checkIP(ip netip.Addr) error {
 	return Invalid("ip", "%s is outside the front networks %v (nic.networks)", ip, r.opts.Networks)
 }
 
+// checkBackend refuses a backend address that is no server's: one that
+// would turn the gateway against itself or against its networks. The
+// gateway's own front addresses are checked against the table, in
+// register.
+func (r *Registry) checkBackend(a netip.Addr) error {
+	if !a.IsValid() || a.IsUnspecified() {
+		return Invalid("backend", "%q is not a host address", a)
+	}
+	if a.Zone() != "" {
+		return Invalid("backend", "%s: a backend address has no zone", a)
+	}
+	a = a.Unmap()
+	switch {
+	case a.IsUnspecified():
+		return Invalid("backend", "%q is not a host address", a)
+	case a.IsLoopback() && !r.opts.AllowLoopbackBackends:
+		return Invalid("backend", "%s is a loopback address: the gateway would forward the front network to its own host (its control API, metrics, pprof); give the server's address", a)
+	case a.IsLinkLocalUnicast():
+		return Invalid("backend", "%s is a link-local address (169.254.0.0/16, fe80::/10): only the gateway's own links reach it (a cloud's metadata service lives there); give the server's routable address", a)
+	case a.IsMulticast():
+		return Invalid("backend", "%s is a multicast address: a TCP backend is one host", a)
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return Invalid("backend", "%s is the broadcast address: a TCP backend is one host", a)
+	}
+	for _, p := range r.opts.Networks {
+		if a.Is4() && p.Addr().Is4() && p.Contains(a) && a.BitLen()-p.Bits() >= 2 && isBroadcast(a, p) {
+			return Invalid("backend", "%s is the broadcast address of the front network %s: a TCP backend is one host", a, p)
+		}
+	}
+	return nil
+}
+
+// isFront reports whether ip is one of the gateway's front addresses:
+// held by t, or Options.FrontAddr's.
+func (r *Registry) isFront(t *Table, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return t.Holds(ip) || (r.opts.FrontAddr != nil && r.opts.FrontAddr(ip))
+}
+
 // keyField names the request field that selects binding k.
 func keyField(k Key) string {
 	if k.Port != 0 {
@@ -438,6 +496,9 @@ func (r *Registry) checkTable(t *Table) error {
 		for _, m := range b.Members {
 			if err := r.checkRegistration(Registration{Name: m.Name, IP: k.IP, Port: k.Port, Backend: m.Backend, State: m.State, ProxyProtocol: m.ProxyProtocol}); err != nil {
 				return fmt.Errorf("binding %s member %q: %w", k, m.Name, err)
+			}
+			if r.isFront(t, m.Backend.Addr()) {
+				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("backend", "%s is one of the gateway's own front addresses: the member's connections would come back into the gateway", m.Backend.Addr()))
 			}
 			if m.State == "" {
 				return fmt.Errorf("binding %s member %q: %w", k, m.Name, Invalid("state", "missing"))

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -148,6 +149,11 @@ type Table struct {
 	// addresses that the stack must hold, kept up to date change by
 	// change instead of recomputed from the whole table.
 	ips trie[addrKey, int]
+	// backends counts, per backend address, the members that use it:
+	// register refuses a new front address that is a backend (it would
+	// send that member's connections back into the gateway) without
+	// walking the table.
+	backends trie[addrKey, int]
 	// drains are deregistered members whose connections still run; see
 	// Drain. Shared between tables: copied before any change.
 	drains []Drain
@@ -324,14 +330,24 @@ func Union(a, b *Table) *Table {
 // clone returns a table for update to change: it shares everything with t
 // (the persistent tries and, until it changes them, the drains).
 func (t *Table) clone() *Table {
-	return &Table{bindings: t.bindings, ports: t.ports, leased: t.leased, ips: t.ips, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
+	return &Table{bindings: t.bindings, ports: t.ports, leased: t.leased, ips: t.ips, backends: t.backends, drains: t.drains[:len(t.drains):len(t.drains)], changes: t.changes}
 }
 
 // set puts b at its key, replacing what was there; t is a table being
 // built.
 func (t *Table) set(b *Binding) {
-	if _, had := t.bindings.get(b.Key); !had {
+	old, had := t.bindings.get(b.Key)
+	if !had {
 		t.hold(b.IP, 1)
+		old = &Binding{}
+	}
+	if !sameBackends(old.Members, b.Members) {
+		for _, m := range old.Members {
+			t.countBackend(m.Backend.Addr(), -1)
+		}
+		for _, m := range b.Members {
+			t.countBackend(m.Backend.Addr(), 1)
+		}
 	}
 	t.bindings = t.bindings.with(b.Key, b)
 	if b.Port != 0 {
@@ -347,8 +363,12 @@ func (t *Table) set(b *Binding) {
 
 // del removes the binding at k, if any; t is a table being built.
 func (t *Table) del(k Key) {
-	if _, had := t.bindings.get(k); !had {
+	old, had := t.bindings.get(k)
+	if !had {
 		return
+	}
+	for _, m := range old.Members {
+		t.countBackend(m.Backend.Addr(), -1)
 	}
 	t.bindings = t.bindings.without(k)
 	if k.Port != 0 {
@@ -357,6 +377,40 @@ func (t *Table) del(k Key) {
 	t.leased = t.leased.without(k)
 	t.hold(k.IP, -1)
 	t.changes++
+}
+
+// sameBackends reports whether a and b are members with the same
+// backends, in order: set's shortcut for the changes that only change
+// states.
+func sameBackends(a, b []Member) bool {
+	return slices.EqualFunc(a, b, func(x, y Member) bool { return x.Backend.Addr() == y.Backend.Addr() })
+}
+
+// countBackend adds d to the count of members whose backend is a.
+func (t *Table) countBackend(a netip.Addr, d int) {
+	k := addrKey{a.Unmap()}
+	n, _ := t.backends.get(k)
+	if n += d; n > 0 {
+		t.backends = t.backends.with(k, n)
+	} else {
+		t.backends = t.backends.without(k)
+	}
+}
+
+// backendUser returns a member whose backend is ip, as "member NAME of
+// binding KEY"; it walks the table only when there is one.
+func (t *Table) backendUser(ip netip.Addr) (string, bool) {
+	if _, ok := t.backends.get(addrKey{ip}); !ok {
+		return "", false
+	}
+	for k, b := range t.bindings.All() {
+		for _, m := range b.Members {
+			if m.Backend.Addr().Unmap() == ip {
+				return fmt.Sprintf("member %s of binding %s", m.Name, k), true
+			}
+		}
+	}
+	return "", false
 }
 
 // hold adds d to ip's count of holders, removing ip at zero.

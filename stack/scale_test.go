@@ -24,7 +24,7 @@ func TestManyAddresses(t *testing.T) {
 	const n = 10000
 	bigNet := netip.MustParsePrefix("198.18.0.0/16")
 	st, wire := newStackOpts(t, func(o *stack.Options) { o.Networks = []netip.Prefix{bigNet} })
-	r, err := registry.New(registry.Options{Networks: []netip.Prefix{bigNet}})
+	r, err := registry.New(registry.Options{Networks: []netip.Prefix{bigNet}, AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}

@@ -72,7 +72,7 @@ func newStackOpts(t testing.TB, set func(*stack.Options)) (*stack.Stack, *channe
 // must refuse.
 func table(t testing.TB, addrs ...netip.Addr) *registry.Table {
 	t.Helper()
-	r, err := registry.New(registry.Options{})
+	r, err := registry.New(registry.Options{AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}
@@ -253,7 +253,7 @@ func TestRegistryApplier(t *testing.T) {
 		out = netip.MustParseAddr("203.0.113.5")
 		be  = netip.MustParseAddrPort("127.0.0.1:9")
 	)
-	r, err := registry.New(registry.Options{}) // any IP: the stack must refuse out
+	r, err := registry.New(registry.Options{AllowLoopbackBackends: true}) // any IP: the stack must refuse out
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}

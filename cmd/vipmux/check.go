@@ -1,15 +1,19 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/vipmux/vipmux/config"
@@ -146,6 +150,7 @@ func checkConfig(path string) checkReport {
 	r.add(sevOK, "config "+path, "parses and validates (nic.driver %s, nic.interface %s, %d %s)", cfg.NIC.Driver, cfg.NIC.Interface, len(cfg.NIC.Networks), plural(len(cfg.NIC.Networks), "network", "networks"))
 	checkState(&r, cfg)
 	checkToken(&r, cfg.Control.TokenFile)
+	checkTLS(&r, cfg.Control)
 	checkInterface(&r, cfg.NIC)
 	checkListen(&r, "control.listen", cfg.Control.Listen)
 	if cfg.Metrics.Listen != "" {
@@ -178,7 +183,8 @@ func checkState(r *checkReport, cfg *config.Config) {
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		r.add(sevOK, key, "%s does not exist yet: the table starts empty", p)
 	} else {
-		reg, err := registry.New(registry.Options{Networks: cfg.NIC.Networks, Store: &registry.FileStore{Path: p}})
+		shared := cfg.Shared.Address
+		reg, err := registry.New(registry.Options{Networks: cfg.NIC.Networks, Store: &registry.FileStore{Path: p}, FrontAddr: func(a netip.Addr) bool { return a == shared }})
 		if err != nil {
 			r.add(sevError, key, "%s: %v; serve refuses to start: repair it, or start serve once with --reset-state to move it aside", p, err)
 		} else {
@@ -214,6 +220,29 @@ func checkToken(r *checkReport, path string) {
 	r.add(sevOK, key, "%s holds a token", path)
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		r.add(sevWarning, key, "%s has mode %04o: others may read the token; chmod 0600 it", path, fi.Mode().Perm())
+	}
+}
+
+// checkTLS loads the control API's certificate and key as serve does,
+// and warns of a certificate that has expired or is not valid yet.
+func checkTLS(r *checkReport, c config.Control) {
+	const key = "control.tls_cert"
+	if c.TLSCert == "" {
+		return
+	}
+	pair, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		r.add(sevError, key, "load %s and control.tls_key %s: %v", c.TLSCert, c.TLSKey, err)
+		return
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		r.add(sevError, key, "%s: %v", c.TLSCert, err)
+		return
+	}
+	r.add(sevOK, key, "%s and its key load (subject %s, valid until %s): the API speaks HTTPS", c.TLSCert, cert.Subject, cert.NotAfter.UTC().Format("2006-01-02"))
+	if now := time.Now(); now.After(cert.NotAfter) || now.Before(cert.NotBefore) {
+		r.add(sevWarning, key, "%s is valid from %s to %s only: clients refuse it now", c.TLSCert, cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 }
 

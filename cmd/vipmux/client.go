@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -31,7 +32,8 @@ func clientFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "gateway", Usage: "`ADDRESS` of the gateway's control API: host:port (as [control] listen writes it) or a URL; default $VIPMUX_GATEWAY, else [control] listen of --config, else " + defaultGateway},
 		&cli.PathFlag{Name: "token-file", Usage: "`FILE` holding the API token; default $VIPMUX_TOKEN_FILE, else [control] token_file of --config when the address came from it"},
-		&cli.PathFlag{Name: "config", Usage: "the gateway's config `FILE`, read for [control] listen and token_file when neither --gateway nor $VIPMUX_GATEWAY is given; default $VIPMUX_CONFIG, else " + defaultConfig + " if it exists"},
+		&cli.PathFlag{Name: "config", Usage: "the gateway's config `FILE`, read for [control] listen, token_file and tls_cert (https) when neither --gateway nor $VIPMUX_GATEWAY is given; default $VIPMUX_CONFIG, else " + defaultConfig + " if it exists"},
+		&cli.PathFlag{Name: "ca-file", Usage: "PEM `FILE` of the CA certificates that an https gateway's certificate must chain to; default $VIPMUX_CA_FILE, else the system's roots"},
 		durationFlag("timeout", defaultTimeout, "give up on the gateway after `DURATION`"),
 	}, extra...)
 }
@@ -95,6 +97,7 @@ type gatewayTarget struct {
 	tokenFile string // "" for no token
 	from      string // where url came from, for messages: "--gateway", ...
 	tokenFrom string // where tokenFile came from, likewise
+	tls       bool   // the config's API speaks HTTPS (tls_cert)
 }
 
 // resolveGateway finds the gateway and its token: --gateway, else
@@ -119,6 +122,7 @@ func resolveGateway(c *cli.Context) (gatewayTarget, error) {
 		switch {
 		case err == nil:
 			addr, g.from = ctl.Listen, "[control] listen of "+path
+			g.tls = ctl.TLSCert != ""
 			if g.tokenFile == "" {
 				g.tokenFile, g.tokenFrom = ctl.TokenFile, "[control] token_file of "+path
 			}
@@ -131,6 +135,9 @@ func resolveGateway(c *cli.Context) (gatewayTarget, error) {
 	u, err := gatewayURL(addr)
 	if err != nil {
 		return g, fmt.Errorf("%s: %w", g.from, err)
+	}
+	if g.tls {
+		u = "https://" + strings.TrimPrefix(u, "http://")
 	}
 	g.url = u
 	return g, nil
@@ -152,12 +159,13 @@ func readControl(path string) (config.Control, error) {
 		Control struct {
 			Listen    string `toml:"listen"`
 			TokenFile string `toml:"token_file"`
+			TLSCert   string `toml:"tls_cert"`
 		} `toml:"control"`
 	}
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		return config.Control{}, fmt.Errorf("cannot read [control]: %w", err)
 	}
-	ctl := config.Control{Listen: raw.Control.Listen, TokenFile: raw.Control.TokenFile}
+	ctl := config.Control{Listen: raw.Control.Listen, TokenFile: raw.Control.TokenFile, TLSCert: raw.Control.TLSCert}
 	if ctl.Listen == "" {
 		ctl.Listen = config.Default().Control.Listen
 	}
@@ -196,6 +204,22 @@ func newClient(c *cli.Context) (*control.Client, error) {
 		return nil, err
 	}
 	cl := &control.Client{BaseURL: g.url}
+	caFile, caFrom := flagString(c, "ca-file"), "--ca-file"
+	if caFile == "" {
+		caFile, caFrom = os.Getenv("VIPMUX_CA_FILE"), "$VIPMUX_CA_FILE"
+	}
+	if caFile != "" {
+		if !strings.HasPrefix(g.url, "https://") {
+			return nil, fmt.Errorf("%s: %s is not https (from %s): a CA file is for a gateway with [control] tls_cert; write https://HOST:PORT", caFrom, g.url, g.from)
+		}
+		tc, err := control.ClientTLS(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", caFrom, err)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tc
+		cl.HTTP = &http.Client{Transport: tr, Timeout: clientTimeout(c)}
+	}
 	if g.tokenFile != "" {
 		t, err := control.ReadTokenFile(g.tokenFile)
 		if err != nil {

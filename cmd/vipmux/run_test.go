@@ -92,7 +92,7 @@ type gateway struct {
 
 func newGateway(t *testing.T) *gateway {
 	t.Helper()
-	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}})
+	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}, AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}
