@@ -28,7 +28,7 @@ type confKey struct {
 
 // parseExample splits config.example.toml into its opening comment and its
 // sections. A comment block belongs to the key or section line right
-// below it; a comment block between a section line and its first key
+// below it (and to the key lines right after that one); a comment block between a section line and its first key
 // (with a blank line after it) is the section's too.
 func parseExample(text string) (header string, sections []confSection) {
 	var block []string
@@ -38,7 +38,9 @@ func parseExample(text string) (header string, sections []confSection) {
 		block = nil
 		return s
 	}
+	prevKey := false
 	for _, line := range strings.Split(text, "\n") {
+		isKey := exampleKey.MatchString(line) && cur != nil
 		switch {
 		case line == "":
 			if cur == nil && header == "" {
@@ -53,10 +55,17 @@ func parseExample(text string) (header string, sections []confSection) {
 			cur = &sections[len(sections)-1]
 		case exampleKey.MatchString(line) && cur != nil:
 			m := exampleKey.FindStringSubmatch(line)
-			cur.keys = append(cur.keys, confKey{name: m[2], value: m[3], doc: strings.TrimSpace(flush())})
+			doc := strings.TrimSpace(flush())
+			if doc == "" && prevKey && len(cur.keys) > 0 {
+				// Keys on consecutive lines share the comment above
+				// the first ("Optional, together.").
+				doc = cur.keys[len(cur.keys)-1].doc
+			}
+			cur.keys = append(cur.keys, confKey{name: m[2], value: m[3], doc: doc})
 		case strings.HasPrefix(line, "#"):
 			block = append(block, strings.TrimPrefix(strings.TrimPrefix(line, "#"), " "))
 		}
+		prevKey = isKey
 	}
 	return header, sections
 }
