@@ -33,6 +33,7 @@ import (
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/dispatch"
+	"github.com/vipmux/vipmux/etcdstore"
 	"github.com/vipmux/vipmux/health"
 	"github.com/vipmux/vipmux/metrics"
 	"github.com/vipmux/vipmux/nic"
@@ -175,12 +176,23 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 		token = t
 	}
+	var shared *etcdstore.Store
+	if cfg.Cluster.Enabled() {
+		// [cluster]: the table is etcd's, shared by the gateways (cluster.go).
+		if shared, err = openTable(g.ctx, cfg.Cluster, g.log); err != nil {
+			return nil, err
+		}
+		g.store = shared
+	}
 	g.reg, err = registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
-		Store:    opts.Store,
+		Store:    g.store,
 		Failback: cfg.Health.Failback,
 		Logger:   g.log,
 	})
+	if err != nil && shared != nil {
+		return nil, fmt.Errorf("cluster.etcd: the shared table: %w", err)
+	}
 	if err != nil {
 		// The file is left exactly as it was: it may be all that is left
 		// of the table.
@@ -269,6 +281,11 @@ func New(opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.reg.Watch(g.mtr.Watch) // counts and logs switches and failovers
+	if shared != nil {
+		// Other gateways' changes reach the table (and the stack, the
+		// forwarder, the metrics) from here on; Close's step 2 stops it.
+		g.wg.Go(func() { _ = shared.Run(g.ctx, g.reg) })
+	}
 	g.handler, err = control.NewHandler(control.Options{
 		Registry:   g.reg,
 		Shared:     cfg.Shared.Address,
