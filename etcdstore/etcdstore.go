@@ -91,6 +91,11 @@ type Store struct {
 	log       *slog.Logger
 	now       func() time.Time
 
+	// wmu guards wctx, the context of the running watch (nil between
+	// watches): RequestProgress addresses the watch stream through it.
+	wmu  sync.Mutex
+	wctx context.Context
+
 	// mu guards the following fields: the view, as of rev.
 	mu  sync.Mutex
 	rev int64
@@ -98,9 +103,9 @@ type Store struct {
 	raw map[registry.Key]*registry.Binding
 	// leases are the lease keys present, with their etcd lease.
 	leases map[memberRef]clientv3.LeaseID
-	// gone is when each leased member's lease key was first seen
-	// missing: its lease deadline in the registry's table.
-	gone map[memberRef]time.Time
+	// gone is, per binding and member, when a leased member's lease key
+	// was first seen missing: its lease deadline in the registry's table.
+	gone map[registry.Key]map[string]time.Time
 	// shown are the bindings as last handed to the registry.
 	shown map[registry.Key]*registry.Binding
 }
@@ -220,10 +225,15 @@ func (s *Store) Revision() int64 {
 // the watch breaks, it lists again and hands t the difference. It returns
 // ctx's error.
 func (s *Store) Run(ctx context.Context, t Table) error {
+	// t holds the table that Load returned, but for the leased members'
+	// deadlines (a restored table's run from the restart): hand it those
+	// bindings as the view has them, and the view's revision.
 	s.mu.Lock()
-	set := make([]*registry.Binding, 0, len(s.shown))
+	var set []*registry.Binding
 	for _, b := range s.shown {
-		set = append(set, b)
+		if leased(b) {
+			set = append(set, b)
+		}
 	}
 	rev := s.rev
 	s.mu.Unlock()
@@ -269,6 +279,14 @@ func (s *Store) watch(ctx context.Context, t Table) (relist bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(s.Revision()+1))
+	s.wmu.Lock()
+	s.wctx = wctx
+	s.wmu.Unlock()
+	defer func() {
+		s.wmu.Lock()
+		s.wctx = nil
+		s.wmu.Unlock()
+	}()
 	for resp := range wch {
 		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
 			return true, nil
@@ -276,8 +294,18 @@ func (s *Store) watch(ctx context.Context, t Table) (relist bool, err error) {
 		if err := resp.Err(); err != nil {
 			return false, err
 		}
-		if len(resp.Events) > 0 {
+		switch {
+		case len(resp.Events) > 0:
 			s.applyEvents(resp.Events, t)
+		case resp.IsProgressNotify():
+			// Every change of the table up to this revision has been
+			// delivered: the view is at it, although the revisions
+			// since were other keys' (the cluster's holders).
+			s.mu.Lock()
+			rev := max(s.rev, resp.Header.Revision)
+			s.rev = rev
+			s.mu.Unlock()
+			t.ApplyRemote(rev, nil, nil)
 		}
 	}
 	return false, errors.New("watch channel closed")
@@ -301,10 +329,12 @@ func (s *Store) applyEvents(evs []*clientv3.Event, t Table) {
 		switch {
 		case isLease && ev.Type == mvccpb.PUT:
 			s.leases[ref] = clientv3.LeaseID(ev.Kv.Lease)
-			delete(s.gone, ref)
 		case isLease:
 			delete(s.leases, ref)
-			s.gone[ref] = s.now()
+			if s.gone[k] == nil {
+				s.gone[k] = map[string]time.Time{}
+			}
+			s.gone[k][name] = s.now()
 		case ev.Type == mvccpb.PUT:
 			b, err := decodeBinding(k, ev.Kv.Value)
 			if err != nil {
@@ -392,13 +422,8 @@ func (s *Store) relist(ctx context.Context) error {
 	defer s.mu.Unlock()
 	s.raw, s.leases, s.rev = raw, leases, resp.Header.Revision
 	if s.gone == nil {
-		s.gone = map[memberRef]time.Time{}
+		s.gone = map[registry.Key]map[string]time.Time{}
 		s.shown = map[registry.Key]*registry.Binding{}
-	}
-	for ref := range s.gone {
-		if _, ok := leases[ref]; ok {
-			delete(s.gone, ref)
-		}
 	}
 	return nil
 }
@@ -409,6 +434,8 @@ func (s *Store) relist(ctx context.Context) error {
 // at the registry's next expiry run); s.mu is held.
 func (s *Store) deriveLocked(k registry.Key) *registry.Binding {
 	raw, ok := s.raw[k]
+	gone := s.gone[k]
+	delete(s.gone, k) // kept below for the members that still need it
 	if !ok {
 		return nil
 	}
@@ -416,19 +443,20 @@ func (s *Store) deriveLocked(k registry.Key) *registry.Binding {
 	for i := range b.Members {
 		m := &b.Members[i]
 		m.Expires = time.Time{}
-		ref := memberRef{k, m.Name}
 		if m.TTL == 0 || m.DownCause == registry.DownLease {
-			delete(s.gone, ref)
 			continue
 		}
-		if _, ok := s.leases[ref]; ok {
+		if _, ok := s.leases[memberRef{k, m.Name}]; ok {
 			continue
 		}
-		at, ok := s.gone[ref]
+		at, ok := gone[m.Name]
 		if !ok {
 			at = s.now()
-			s.gone[ref] = at
 		}
+		if s.gone[k] == nil {
+			s.gone[k] = map[string]time.Time{}
+		}
+		s.gone[k][m.Name] = at
 		m.Expires = at
 	}
 	return b
@@ -533,9 +561,32 @@ func (s *Store) Commit(rev int64, edits []registry.Edit) (int64, error) {
 	}
 	if !resp.Succeeded {
 		revoke()
+		s.catchUp(ctx, resp.Header.Revision)
 		return resp.Header.Revision, registry.ErrStale
 	}
 	return resp.Header.Revision, nil
+}
+
+// catchUp asks the watch for progress notifications until the view
+// reaches rev, or ctx is done: the revisions after a change of the table
+// may be other keys', which the watch does not report, and the registry
+// waits for its view to reach rev before it retries.
+func (s *Store) catchUp(ctx context.Context, rev int64) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.Revision() < rev {
+		s.wmu.Lock()
+		wctx := s.wctx
+		s.wmu.Unlock()
+		if wctx != nil {
+			_ = s.cli.RequestProgress(wctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // leased reports whether b has a member on a lease.

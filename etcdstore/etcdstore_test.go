@@ -116,8 +116,8 @@ func (g *gateway) stop() {
 
 func endpointOf(cli *clientv3.Client) string { return cli.Endpoints()[0] }
 
-// waitRev waits until every gateway's view is at etcd's current revision
-// (only the table's keys are written in these tests).
+// waitRev waits until every gateway's view is at etcd's current
+// revision.
 func waitRev(t testing.TB, cli *clientv3.Client, gws ...*gateway) {
 	t.Helper()
 	resp, err := cli.Get(context.Background(), "/vipmux/table/", clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -126,6 +126,9 @@ func waitRev(t testing.TB, cli *clientv3.Client, gws ...*gateway) {
 	}
 	want := resp.Header.Revision
 	for _, g := range gws {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		g.st.catchUp(ctx, want)
+		cancel()
 		eventually(t, fmt.Sprintf("view at revision >= %d", want), func() bool { return g.reg.Revision() >= want })
 	}
 }
@@ -181,6 +184,24 @@ func TestNoLostUpdate(t *testing.T) {
 		acked []reg
 		errs  []error
 	)
+	// Another writer bumps etcd's revision with keys outside the table,
+	// as the cluster's holders do: a retry must not wait for a revision
+	// that the table's watch never reports.
+	stopOther := make(chan struct{})
+	var other sync.WaitGroup
+	other.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stopOther:
+				return
+			default:
+			}
+			if _, err := cli.Put(context.Background(), "/vipmux/holders/x", fmt.Sprint(i)); err != nil {
+				t.Errorf("Put: %v", err)
+				return
+			}
+		}
+	})
 	var wg sync.WaitGroup
 	for gi, g := range []*gateway{a, b} {
 		for w := range workers {
@@ -207,6 +228,8 @@ func TestNoLostUpdate(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	close(stopOther)
+	other.Wait()
 	for _, err := range errs {
 		t.Errorf("Register/Switch: %v", err)
 	}
@@ -271,11 +294,22 @@ func TestCommitStale(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// The newest revision is another key's (a holder's), which
+			// the table's watch does not report: the refused Commit
+			// still returns only once the view is at it, so that the
+			// registry's retry does not wait for it in vain.
+			if _, err := cli.Put(context.Background(), "/vipmux/holders/x", tc.name); err != nil {
+				t.Fatal(err)
+			}
 			before := a.st.Revision()
-			_, err := a.st.Commit(tc.rev, []registry.Edit{tc.edit})
+			at, err := a.st.Commit(tc.rev, []registry.Edit{tc.edit})
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Commit(rev %d) error = %v, want %v", tc.rev, err, tc.wantErr)
 			}
+			if got := a.st.Revision(); got < at {
+				t.Errorf("after a refused Commit the view is at revision %d, want at least %d (the revision it returned)", got, at)
+			}
+			before = max(before, at)
 			resp, err := cli.Get(context.Background(), a.st.bindingKey(k))
 			if err != nil {
 				t.Fatal(err)
@@ -388,6 +422,7 @@ func TestMemberLease(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
 		t.Fatalf("lease key %s: %v, %v; want one key on an etcd lease", lk, resp, err)
 	}
+	waitRev(t, cli, b)
 	// Renewals through the other gateway keep the members up for three
 	// times their TTL.
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
