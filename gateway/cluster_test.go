@@ -2,7 +2,9 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -19,6 +21,9 @@ import (
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/gateway"
+	"github.com/vipmux/vipmux/nic"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 )
 
 // startEtcd starts an embedded single-member etcd on loopback and returns
@@ -26,20 +31,30 @@ import (
 // itself has the client alone.)
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	free := func() url.URL {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return url.URL{Scheme: "http", Host: ln.Addr().String()}
+	return startEtcdAt(t, freeURL(t))
+}
+
+// freeURL returns an http URL on a loopback port that was free a moment
+// ago.
+func freeURL(t *testing.T) url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer ln.Close()
+	return url.URL{Scheme: "http", Host: ln.Addr().String()}
+}
+
+// startEtcdAt is startEtcd serving clients on client.
+func startEtcdAt(t *testing.T, client url.URL) string {
+	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.LogLevel = "error"
 	cfg.TickMs, cfg.ElectionMs = 10, 100
 	cfg.UnsafeNoFsync = true
-	peer, client := free(), free()
+	peer := freeURL(t)
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
@@ -149,6 +164,73 @@ func TestGatewayClusterTLS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGatewayClusterWaitsForEtcd starts a gateway before its etcd: New
+// logs that etcd is unreachable and keeps trying, and completes once etcd
+// answers; cancelling Options.Context makes it give up.
+func TestGatewayClusterWaitsForEtcd(t *testing.T) {
+	newGateway := func(t *testing.T, ctx context.Context, endpoint string, log *lockedBuffer) (*gateway.Gateway, error) {
+		// Runs on a goroutine of its own: errors are returned, not fatal.
+		cfg, err := config.Parse([]byte(baseConfig + clusterConfig(endpoint, "gw-a")))
+		if err != nil {
+			return nil, fmt.Errorf("config.Parse: %w", err)
+		}
+		ctl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		return gateway.New(gateway.Options{
+			Config:  cfg,
+			Context: ctx,
+			Control: ctl,
+			Link:    &nic.Link{Endpoint: ethernet.New(channel.New(16, 1500, gatewayMAC)), Name: "test0", MAC: net.HardwareAddr(gatewayMAC), MTU: 1500},
+			Logger:  slog.New(slog.NewTextHandler(log, nil)),
+		})
+	}
+	const unreachable = "etcd unreachable: the gateway waits for the shared table before it starts; retrying"
+
+	t.Run("etcd comes up", func(t *testing.T) {
+		client := freeURL(t)
+		log := &lockedBuffer{}
+		type result struct {
+			gw  *gateway.Gateway
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			gw, err := newGateway(t, context.Background(), client.String(), log)
+			done <- result{gw, err}
+		}()
+		eventually(t, "New logging that etcd is unreachable", func() bool { return strings.Contains(log.String(), unreachable) })
+		startEtcdAt(t, client)
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("gateway.New after etcd came up: %v", r.err)
+		}
+		if err := r.gw.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	t.Run("given up", func(t *testing.T) {
+		log := &lockedBuffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		u := freeURL(t)
+		go func() {
+			gw, err := newGateway(t, ctx, u.String(), log)
+			if err == nil {
+				gw.Close()
+			}
+			done <- err
+		}()
+		eventually(t, "New logging that etcd is unreachable", func() bool { return strings.Contains(log.String(), unreachable) })
+		cancel()
+		err := <-done
+		if err == nil || !strings.Contains(err.Error(), "cluster.etcd") || !errors.Is(err, context.Canceled) {
+			t.Errorf("gateway.New with its context cancelled = %v, want an error naming cluster.etcd and wrapping context.Canceled", err)
+		}
+	})
 }
 
 // eventually polls cond until it holds, failing the test after 20s.

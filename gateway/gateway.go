@@ -87,6 +87,10 @@ type Options struct {
 	Store registry.Store
 	// Logger receives the gateway's log lines; nil discards them.
 	Logger *slog.Logger
+	// Context, if not nil, bounds New's wait for etcd at start-up
+	// ([cluster]: New retries until etcd answers); cancelling it makes New
+	// give up. It does not outlive New.
+	Context context.Context
 	// SetLog applies a reloaded [log] section to Logger (the level and
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
@@ -179,7 +183,11 @@ func New(opts Options) (_ *Gateway, err error) {
 	var shared *etcdstore.Store
 	if cfg.Cluster.Enabled() {
 		// [cluster]: the table is etcd's, shared by the gateways (cluster.go).
-		if shared, err = openTable(g.ctx, cfg.Cluster, g.log); err != nil {
+		octx := opts.Context
+		if octx == nil {
+			octx = g.ctx
+		}
+		if shared, err = openTable(octx, cfg.Cluster, g.log); err != nil {
 			return nil, err
 		}
 		g.store = shared
