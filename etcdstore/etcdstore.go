@@ -99,6 +99,15 @@ type Store struct {
 	// mu guards the following fields: the view, as of rev.
 	mu  sync.Mutex
 	rev int64
+	// applied is the newest revision whose changes of the table t has
+	// applied: from events and lists only. rev may run ahead of it on a
+	// progress notification, which etcd before 3.4.24 and 3.5.8 can send
+	// ahead of events still on their way (etcd issue 15220): a
+	// successful Commit waits for applied, so that its answer never
+	// rests on one.
+	applied int64
+	// advanced is closed, and replaced, when applied grows.
+	advanced chan struct{}
 	// raw are the bindings as etcd holds them.
 	raw map[registry.Key]*registry.Binding
 	// leases are the lease keys present, with their etcd lease.
@@ -238,6 +247,7 @@ func (s *Store) Run(ctx context.Context, t Table) error {
 	rev := s.rev
 	s.mu.Unlock()
 	t.ApplyRemote(rev, set, nil)
+	s.setApplied(rev)
 
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -351,6 +361,42 @@ func (s *Store) applyEvents(evs []*clientv3.Event, t Table) {
 	set, del := s.refreshLocked(dirty)
 	s.mu.Unlock()
 	t.ApplyRemote(rev, set, del)
+	s.setApplied(rev)
+}
+
+// setApplied records that t has applied the table's changes up to rev.
+func (s *Store) setApplied(rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rev > s.applied {
+		s.applied = rev
+		if s.advanced != nil {
+			close(s.advanced)
+			s.advanced = nil
+		}
+	}
+}
+
+// waitApplied waits until t has applied the changes up to rev, or ctx is
+// done.
+func (s *Store) waitApplied(ctx context.Context, rev int64) error {
+	for {
+		s.mu.Lock()
+		if s.applied >= rev {
+			s.mu.Unlock()
+			return nil
+		}
+		if s.advanced == nil {
+			s.advanced = make(chan struct{})
+		}
+		ch := s.advanced
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // relistApply lists the table again and hands t what changed.
@@ -370,6 +416,7 @@ func (s *Store) relistApply(ctx context.Context, t Table) error {
 	rev := s.rev
 	s.mu.Unlock()
 	t.ApplyRemote(rev, set, del)
+	s.setApplied(rev)
 	return nil
 }
 
@@ -563,6 +610,11 @@ func (s *Store) Commit(rev int64, edits []registry.Edit) (int64, error) {
 		revoke()
 		s.catchUp(ctx, resp.Header.Revision)
 		return resp.Header.Revision, registry.ErrStale
+	}
+	// Read your writes: the change's own event, not a progress
+	// notification, is what must have reached the registry.
+	if err := s.waitApplied(ctx, resp.Header.Revision); err != nil {
+		return 0, fmt.Errorf("committed at revision %d, but this gateway's watch has not delivered it: %w", resp.Header.Revision, err)
 	}
 	return resp.Header.Revision, nil
 }

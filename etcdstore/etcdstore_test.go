@@ -1,12 +1,15 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -22,8 +25,15 @@ import (
 
 // startEtcd starts an embedded single-member etcd on loopback with short
 // raft timers (its minimum lease TTL is then 1s), and returns a client.
+//
+// With VIPMUX_ETCD_BIN set (e.g. to Debian etcd-server's /usr/bin/etcd),
+// it runs that binary instead, with heartbeat 50 ms and election 500 ms:
+// the server that the e2e tests and a Debian cluster use (etcd 3.4).
 func startEtcd(t testing.TB) *clientv3.Client {
 	t.Helper()
+	if bin := os.Getenv("VIPMUX_ETCD_BIN"); bin != "" {
+		return startEtcdBinary(t, bin)
+	}
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.LogLevel = "error"
@@ -44,6 +54,38 @@ func startEtcd(t testing.TB) *clientv3.Client {
 		t.Fatal("embedded etcd not ready after 30s")
 	}
 	return newClient(t, client.String())
+}
+
+// startEtcdBinary runs the etcd server binary bin on loopback.
+func startEtcdBinary(t testing.TB, bin string) *clientv3.Client {
+	t.Helper()
+	peer, client := freeURL(t), freeURL(t)
+	cmd := exec.Command(bin,
+		"--name", "test", "--data-dir", t.TempDir(),
+		"--listen-client-urls", client.String(), "--advertise-client-urls", client.String(),
+		"--listen-peer-urls", peer.String(), "--initial-advertise-peer-urls", peer.String(),
+		"--initial-cluster", "test="+peer.String(),
+		"--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", bin, out.String())
+		}
+	})
+	cli := newClient(t, client.String())
+	eventually(t, bin+" answering", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := cli.Get(ctx, "health")
+		return err == nil
+	})
+	return cli
 }
 
 func newClient(t testing.TB, endpoint string) *clientv3.Client {
@@ -380,13 +422,13 @@ func TestCompaction(t *testing.T) {
 		t.Fatalf("stopped watch at revision %d, compacted at %d: the test compacts nothing it needs", a.st.Revision(), b.reg.Revision())
 	}
 	a.run(t, false)
-	waitRev(t, cli, a, b)
-	if diff := cmp.Diff(tableOf(b.reg), tableOf(a.reg), cmpOpts); diff != "" {
-		t.Errorf("after compaction and relist, tables differ (-b +a):\n%s", diff)
-	}
-	if _, ok := a.reg.Table().Binding(k0); ok {
-		t.Errorf("binding %s deregistered during the compacted gap is still in the relisted table", k0)
-	}
+	// Not waitRev: a progress notification may run ahead of a watch
+	// that is catching up (etcd before 3.4.24), and this one must list
+	// again first.
+	eventually(t, "the restarted gateway's table equal to the other's, without the binding deregistered in the gap", func() bool {
+		_, has0 := a.reg.Table().Binding(k0)
+		return !has0 && cmp.Equal(tableOf(b.reg), tableOf(a.reg), cmpOpts)
+	})
 	// The watch runs again: a new change arrives.
 	k9 := registry.Key{IP: ipOf(9), Port: 80}
 	if _, err := b.reg.Register(registry.Registration{Name: "web-c", IP: k9.IP, Port: k9.Port, Backend: be}); err != nil {
