@@ -250,6 +250,13 @@ func (s *Store) Run(ctx context.Context, t Table) error {
 	s.setApplied(rev)
 
 	wait := 100 * time.Millisecond
+	sleep := func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 	for ctx.Err() == nil {
 		relist, err := s.watch(ctx, t)
 		if ctx.Err() != nil {
@@ -258,25 +265,21 @@ func (s *Store) Run(ctx context.Context, t Table) error {
 		if relist {
 			s.log.Warn("the etcd watch fell behind a compaction: listing the shared table again", "revision", s.Revision())
 		} else {
-			s.log.Warn("the etcd watch ended: watching again", "revision", s.Revision(), "err", err)
-			select {
-			case <-ctx.Done():
-				continue
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 5*time.Second)
+			s.log.Warn("the etcd watch ended: listing the shared table and watching again", "revision", s.Revision(), "err", err)
+			sleep()
 		}
-		// List again in both cases: the watch may have missed what
-		// happened while it was down, and a compacted revision cannot be
-		// watched from at all.
-		if err := s.relistApply(ctx, t); err != nil {
-			s.log.Error("list the shared table in etcd", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
+		// List again in both cases, before any new watch: the watch may
+		// have missed what happened while it was down, a compacted
+		// revision cannot be watched from at all, and the view's revision
+		// may be a progress notification's, which a new watch must not
+		// start from.
+		for ctx.Err() == nil {
+			err := s.relistApply(ctx, t)
+			if err == nil {
+				break
 			}
-			wait = min(2*wait, 5*time.Second)
-			continue
+			s.log.Error("list the shared table in etcd", "err", err)
+			sleep()
 		}
 		wait = 100 * time.Millisecond
 	}
