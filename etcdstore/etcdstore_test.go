@@ -34,26 +34,43 @@ func startEtcd(t testing.TB) *clientv3.Client {
 	if bin := os.Getenv("VIPMUX_ETCD_BIN"); bin != "" {
 		return startEtcdBinary(t, bin)
 	}
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	cfg.UnsafeNoFsync = true
+	cli, _ := startEmbedded(t)
+	return cli
+}
+
+// startEmbedded starts the embedded etcd and returns a client and a
+// function that restarts the server (same data, same addresses).
+func startEmbedded(t testing.TB) (*clientv3.Client, func()) {
+	t.Helper()
+	dir := t.TempDir()
 	peer, client := freeURL(t), freeURL(t)
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("embed.StartEtcd: %v", err)
+	var e *embed.Etcd
+	start := func() {
+		cfg := embed.NewConfig()
+		cfg.Dir = dir
+		cfg.LogLevel = "error"
+		cfg.TickMs, cfg.ElectionMs = 10, 100
+		cfg.UnsafeNoFsync = true
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		var err error
+		if e, err = embed.StartEtcd(cfg); err != nil {
+			t.Fatalf("embed.StartEtcd: %v", err)
+		}
+		select {
+		case <-e.Server.ReadyNotify():
+		case <-time.After(30 * time.Second):
+			t.Fatal("embedded etcd not ready after 30s")
+		}
 	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("embedded etcd not ready after 30s")
+	start()
+	t.Cleanup(func() { e.Close() })
+	restart := func() {
+		e.Close()
+		start()
 	}
-	return newClient(t, client.String())
+	return newClient(t, client.String()), restart
 }
 
 // startEtcdBinary runs the etcd server binary bin on loopback.
@@ -509,6 +526,35 @@ func TestMemberLease(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Errorf("lease key %s after a renewal: %v, %v; want it back", lk, resp, err)
 	}
+}
+
+// TestEtcdRestart restarts etcd under two gateways: their watches break,
+// and they list and watch again: a change made through one after the
+// restart reaches the other.
+func TestEtcdRestart(t *testing.T) {
+	cli, restart := startEmbedded(t)
+	a, b := newGateway(t, endpointOf(cli), false), newGateway(t, endpointOf(cli), false)
+	k0, k1 := registry.Key{IP: ipOf(0), Port: 80}, registry.Key{IP: ipOf(1), Port: 80}
+	if _, err := a.reg.Register(registry.Registration{Name: "web-a", IP: k0.IP, Port: k0.Port, Backend: be}); err != nil {
+		t.Fatal(err)
+	}
+	restart()
+	// The clients reconnect on their own; a write may fail while they do.
+	eventually(t, "a registration through gw-b after the restart", func() bool {
+		_, err := b.reg.Register(registry.Registration{Name: "web-b", IP: k1.IP, Port: k1.Port, Backend: be})
+		return err == nil
+	})
+	eventually(t, "gw-a seeing the registration made through gw-b after the restart", func() bool {
+		_, ok := a.reg.Table().Binding(k1)
+		return ok
+	})
+	if err := a.reg.Deregister("web-a", k0); err != nil {
+		t.Fatalf("Deregister through gw-a after the restart: %v", err)
+	}
+	eventually(t, "gw-b seeing the deregistration made through gw-a", func() bool {
+		_, ok := b.reg.Table().Binding(k0)
+		return !ok
+	})
 }
 
 func TestParseKey(t *testing.T) {
