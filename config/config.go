@@ -43,6 +43,7 @@ type Config struct {
 	Log      Log
 	Metrics  Metrics
 	Notify   Notify
+	Cluster  Cluster
 }
 
 // NIC is the [nic] section: the front link that the userspace stack owns.

@@ -43,10 +43,11 @@ func TestDefault(t *testing.T) {
 		State:   State{Path: "/var/lib/vipmux/state.json"},
 		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}, DelayedAck: Duration{2 * time.Millisecond},
 			HandshakeTimeout: Duration{5 * time.Second}, HandshakeFirstAbove: 256, IdleTimeout: Duration{time.Hour}},
-		Health: Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
-		ARP:    ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
-		Log:    Log{Level: "info", Format: "text"},
-		Notify: Notify{Timeout: Duration{5 * time.Second}},
+		Health:  Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
+		ARP:     ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
+		Log:     Log{Level: "info", Format: "text"},
+		Notify:  Notify{Timeout: Duration{5 * time.Second}},
+		Cluster: Cluster{Lease: Duration{3 * time.Second}, Placement: "spread", Priority: 100, OnEtcdLoss: "silent"},
 	}
 	if diff := cmp.Diff(want, Default(), cmpOpts); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -120,6 +121,16 @@ level = "debug"
 format = "json"
 [metrics]
 listen = "198.19.0.1:9100"
+[cluster]
+etcd = ["https://198.19.0.254:2379", "https://198.19.0.253:2379"]
+node = "gw-a"
+lease = "1s"
+placement = "priority"
+priority = 200
+etcd_ca = "/etc/vipmux/ca.pem"
+etcd_cert = "/etc/vipmux/c.pem"
+etcd_key = "/etc/vipmux/k.pem"
+on_etcd_loss = "keep"
 `,
 			want: &Config{
 				NIC: NIC{
@@ -141,6 +152,9 @@ listen = "198.19.0.1:9100"
 				Log:     Log{Level: "debug", Format: "json"},
 				Metrics: Metrics{Listen: "198.19.0.1:9100"},
 				Notify:  Notify{Timeout: Duration{5 * time.Second}},
+				Cluster: Cluster{Etcd: []string{"https://198.19.0.254:2379", "https://198.19.0.253:2379"}, Node: "gw-a",
+					Lease: Duration{time.Second}, Placement: "priority", Priority: 200,
+					EtcdCA: "/etc/vipmux/ca.pem", EtcdCert: "/etc/vipmux/c.pem", EtcdKey: "/etc/vipmux/k.pem", OnEtcdLoss: "keep"},
 			},
 		},
 		{

@@ -35,6 +35,7 @@ import (
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/dispatch"
+	"github.com/vipmux/vipmux/etcdstore"
 	"github.com/vipmux/vipmux/health"
 	"github.com/vipmux/vipmux/metrics"
 	"github.com/vipmux/vipmux/nic"
@@ -94,6 +95,10 @@ type Options struct {
 	// to the gateway's own host). Only for tests whose backends are
 	// kernel listeners on loopback; serve never sets it.
 	AllowLoopbackBackends bool
+	// Context, if not nil, bounds New's wait for etcd at start-up
+	// ([cluster]: New retries until etcd answers); cancelling it makes New
+	// give up. It does not outlive New.
+	Context context.Context
 	// SetLog applies a reloaded [log] section to Logger (the level and
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
@@ -204,15 +209,30 @@ func New(opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.cert.Store(cert)
+	var shared *etcdstore.Store
+	if cfg.Cluster.Enabled() {
+		// [cluster]: the table is etcd's, shared by the gateways (cluster.go).
+		octx := opts.Context
+		if octx == nil {
+			octx = g.ctx
+		}
+		if shared, err = openTable(octx, cfg.Cluster, g.log); err != nil {
+			return nil, err
+		}
+		g.store = shared
+	}
 	g.reg, err = registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
-		Store:    opts.Store,
+		Store:    g.store,
 		Failback: cfg.Health.Failback,
 		Logger:   g.log,
 		// The shared address is the gateway's too: never a backend.
 		FrontAddr:             func(a netip.Addr) bool { return a == g.Shared() },
 		AllowLoopbackBackends: opts.AllowLoopbackBackends,
 	})
+	if err != nil && shared != nil {
+		return nil, fmt.Errorf("cluster.etcd: the shared table: %w", err)
+	}
 	if err != nil {
 		// The file is left exactly as it was: it may be all that is left
 		// of the table.
@@ -319,6 +339,11 @@ func New(opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.reg.Watch(g.mtr.Watch) // counts and logs switches and failovers
+	if shared != nil {
+		// Other gateways' changes reach the table (and the stack, the
+		// forwarder, the metrics) from here on; Close's step 2 stops it.
+		g.wg.Go(func() { _ = shared.Run(g.ctx, g.reg) })
+	}
 	g.handler, err = control.NewHandler(control.Options{
 		Registry:   g.reg,
 		Shared:     cfg.Shared.Address,

@@ -22,6 +22,9 @@ var errNoChange = errors.New("no change")
 // for a change of states only, which it routes by while it is being saved
 // (routesEarly).
 func (r *Registry) update(fn func(*Table) error) error {
+	if rs, ok := r.opts.Store.(Remote); ok {
+		return r.updateRemote(rs, fn) // remote.go
+	}
 	r.mu.Lock()
 	next := r.pending.clone()
 	if err := fn(next); err != nil {

@@ -123,6 +123,8 @@ type Registry struct {
 	applier  Applier
 	watchers []func(prev, next *Table)
 	events   []Event
+	// remote is the store revision of snap on a Remote store (remote.go).
+	remote remoteView
 }
 
 // New returns a registry, restoring the table from opts.Store if it has one.
