@@ -56,7 +56,7 @@ func newSynEnv(t *testing.T, l dispatch.Limits) *synEnv {
 	t.Helper()
 	leakcheck.Goroutines(t)
 	be := newBackend(t, sink)
-	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{frontNet}})
+	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{frontNet}, AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}
