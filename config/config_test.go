@@ -45,6 +45,7 @@ func TestDefault(t *testing.T) {
 		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:      Log{Level: "info", Format: "text"},
+		Metrics:  Metrics{PerMember: "all"},
 	}
 	if diff := cmp.Diff(want, Default(), cmpOpts); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -113,6 +114,7 @@ level = "debug"
 format = "json"
 [metrics]
 listen = "198.19.0.1:9100"
+per_member = "mode2"
 `,
 			want: &Config{
 				NIC: NIC{
@@ -131,7 +133,7 @@ listen = "198.19.0.1:9100"
 					Port: map[uint16]HealthPort{8080: {Interval: Duration{50 * time.Millisecond}, Timeout: Duration{20 * time.Millisecond}, Rise: 1, Fall: 1}}},
 				ARP:     ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
 				Log:     Log{Level: "debug", Format: "json"},
-				Metrics: Metrics{Listen: "198.19.0.1:9100"},
+				Metrics: Metrics{Listen: "198.19.0.1:9100", PerMember: "mode2"},
 			},
 		},
 		{
@@ -712,6 +714,11 @@ retries = 3
 			name:     "log format",
 			in:       minimal + "[log]\nformat = \"logfmt\"\n",
 			wantErrs: []string{`log.format: "logfmt" is not one of`},
+		},
+		{
+			name:     "metrics per_member",
+			in:       minimal + "[metrics]\nper_member = \"mode1\"\n",
+			wantErrs: []string{`metrics.per_member: "mode1" is not one of "all", "mode2", "none"`},
 		},
 		{
 			name: "every problem at once",

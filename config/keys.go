@@ -233,6 +233,11 @@ var keys = []key{
 			return nil
 		},
 	},
+	&field[string]{
+		name: "metrics.per_member", kind: text, def: "all",
+		get:   func(c *Config) *string { return &c.Metrics.PerMember },
+		check: func(_ *Config, v string) error { return oneOf(v, perMember) },
+	},
 }
 
 // portTable is the name of the per-port health tables, [health.port.PORT];

@@ -152,6 +152,11 @@ type Options struct {
 	// redispatched; the gateway gives it the health checker. Nil means no
 	// redispatch: a failed dial answers the client with RST.
 	Observer Observer
+	// ObserveDial, when not nil, is told how long each backend dial took,
+	// successful or not (the metrics' dial histogram). It runs on the
+	// SYN's goroutine and must return at once. Nil: the dial path does
+	// not read the clock.
+	ObserveDial func(time.Duration)
 }
 
 // memberKey identifies a member's counters.
@@ -167,6 +172,7 @@ type Forwarder struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	log         *slog.Logger
 	observer    Observer
+	observeDial func(time.Duration)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -243,6 +249,7 @@ func New(opts Options) *Forwarder {
 		conns:    map[*proxied]struct{}{},
 		mode2:    map[memberKey]*counters{},
 	}
+	f.observeDial = opts.ObserveDial
 	f.SetDialTimeout(opts.DialTimeout)
 	if f.dial == nil {
 		d := &net.Dialer{KeepAlive: keepaliveIdle}
@@ -373,7 +380,14 @@ func (f *Forwarder) dialMember(a *attempt) (o Outcome, failover bool) {
 	m := a.member
 	backend := backendAddr(m, a.front.Port())
 	ctx, cancel := context.WithTimeout(f.dialParent(a.counters), time.Duration(f.dialTimeout.Load()))
+	var start time.Time
+	if f.observeDial != nil {
+		start = time.Now()
+	}
 	bc, err := f.dial(ctx, "tcp", backend.String())
+	if f.observeDial != nil {
+		f.observeDial(time.Since(start))
+	}
 	cause := context.Cause(ctx)
 	cancel()
 	if err != nil {

@@ -90,6 +90,9 @@ type Options struct {
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
 	SetLog func(config.Log)
+	// Version and Revision name the build in vipmux_build_info; empty
+	// ones read "unknown".
+	Version, Revision string
 }
 
 // Gateway is one running gateway. Its methods are safe for concurrent
@@ -175,11 +178,16 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 		token = t
 	}
+	// The recorder exists first: the registry, the forwarder and the
+	// health checker report to it as they work.
+	rec := metrics.NewRecorder()
 	g.reg, err = registry.New(registry.Options{
-		Networks: cfg.NIC.Networks,
-		Store:    opts.Store,
-		Failback: cfg.Health.Failback,
-		Logger:   g.log,
+		Networks:    cfg.NIC.Networks,
+		Store:       opts.Store,
+		Failback:    cfg.Health.Failback,
+		Logger:      g.log,
+		ObserveSave: rec.ObserveSave,
+		OnEvent:     rec.Event,
 	})
 	if err != nil {
 		// The file is left exactly as it was: it may be all that is left
@@ -256,15 +264,17 @@ func New(opts Options) (_ *Gateway, err error) {
 	// reload can turn it on. It also hears of the forwarder's failed
 	// dials (passive checking); they are ignored while it does not run.
 	defaults, ports := healthSettings(cfg.Health)
-	g.hc, err = health.New(health.Options{Registry: g.reg, Defaults: defaults, Ports: ports, Logger: g.log})
+	g.hc, err = health.New(health.Options{Registry: g.reg, Defaults: defaults, Ports: ports, Logger: g.log, ObserveProbe: rec.ObserveProbe})
 	if err != nil {
 		return nil, fmt.Errorf("[health]: %w", err)
 	}
 	g.health = healthRunner{hc: g.hc}
-	g.fwd = dispatch.New(dispatch.Options{Table: g.reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: g.log, Observer: g.hc})
+	g.fwd = dispatch.New(dispatch.Options{Table: g.reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: g.log, Observer: g.hc,
+		ObserveDial: rec.ObserveDial})
 	g.reg.Watch(g.fwd.Prune) // a member that leaves takes its connections along
 	g.st.HandleTCP(cfg.Dispatch.MaxInFlight, g.fwd.Handle)
-	g.mtr, err = metrics.New(metrics.Options{Table: g.reg, Conns: g.fwd, Stack: g.st, Logger: g.log})
+	g.mtr, err = metrics.New(metrics.Options{Table: g.reg, Conns: g.fwd, Stack: g.st, Recorder: rec, PerMember: cfg.Metrics.PerMember,
+		Version: opts.Version, Revision: opts.Revision, Logger: g.log})
 	if err != nil {
 		return nil, err
 	}

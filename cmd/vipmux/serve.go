@@ -122,7 +122,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 			log.Warn("--reset-state: starting with an empty table; the old state file is kept", "state", cfg.State.Path, "moved_to", moved)
 		}
 	}
-	gopts := vipgateway.Options{Config: cfg, ConfigPath: opts.config, Load: opts.load, Store: store, Logger: log, SetLog: opts.logs.Set}
+	gopts := vipgateway.Options{Config: cfg, ConfigPath: opts.config, Load: opts.load, Store: store, Logger: log, SetLog: opts.logs.Set,
+		Version: buildVersion(), Revision: buildRevision()}
 	if opts.pcap != "" {
 		gopts.OpenCapture = func() (io.Writer, error) {
 			f, err := createPcap(opts.pcap)
