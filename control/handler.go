@@ -69,6 +69,8 @@ type server struct {
 	conns    Conns
 	log      *slog.Logger
 	routes   map[string]route
+	// feed streams the table's changes to GET /v1/events.
+	feed *feed
 
 	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
 	sharedFunc func() netip.Addr
@@ -117,7 +119,10 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathStatus:        {method: http.MethodGet, fn: s.status},
 		PathHealth:        {method: http.MethodGet, open: true, fn: s.health},
 		PathDebugVars:     {method: http.MethodGet, fn: s.debugVars},
+		PathEvents:        {method: http.MethodGet, fn: s.events},
 	}
+	s.feed = &feed{}
+	s.reg.Watch(s.feed.watch)
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}
 	}

@@ -113,6 +113,7 @@ Exit status:
 			renewCommand(),
 			runCommand(),
 			statusCommand(),
+			eventsCommand(),
 			reloadCommand(),
 			versionCommand(),
 			completionCommand(),
