@@ -39,16 +39,20 @@ func TestTableChanges(t *testing.T) {
 			},
 		},
 		{
-			name:   "standby down",
-			change: func(r *registry.Registry) error { return r.SetHealth(k, "web-b", false, "health check failed: refused") },
+			name: "standby down",
+			change: func(r *registry.Registry) error {
+				return r.SetHealth(k, "web-b", false, "health check failed: refused")
+			},
 			want: []ChangeView{
 				{Binding: "198.18.0.100:80", Member: "web-b", What: "down", State: "standby", Down: true, Why: "health check failed: refused", Cause: "health"},
 			},
 		},
 		{
-			name:   "deregister the mode-1 binding",
-			change: func(r *registry.Registry) error { return r.Deregister("web-a", registry.Key{IP: netip.MustParseAddr("198.18.0.10")}) },
-			want:   []ChangeView{{Binding: "198.18.0.10:*", Member: "web-a", What: "removed"}},
+			name: "deregister the mode-1 binding",
+			change: func(r *registry.Registry) error {
+				return r.Deregister("web-a", registry.Key{IP: netip.MustParseAddr("198.18.0.10")})
+			},
+			want: []ChangeView{{Binding: "198.18.0.10:*", Member: "web-a", What: "removed"}},
 		},
 	}
 	for _, tc := range tests {

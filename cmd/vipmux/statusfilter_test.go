@@ -67,7 +67,6 @@ func TestStatusFilter(t *testing.T) {
 	}
 }
 
-
 func TestPrintStatusSummaryAndHealth(t *testing.T) {
 	tests := []struct {
 		name      string
