@@ -98,20 +98,14 @@ func (f *feed) unsubscribe(ch chan ChangeView) {
 // of the bindings (IP, port) and of their members.
 func tableChanges(prev, next *registry.Table, now time.Time) []ChangeView {
 	var out []ChangeView
-	changed := registry.Changed(prev, next)
-	// Bindings that next no longer has.
-	for _, pb := range prev.Bindings() {
-		if _, ok := next.Binding(pb.Key); !ok {
-			changed = append(changed, pb)
-		}
-	}
+	// Both cost the size of the change, not of the table.
+	changed := append(registry.Changed(prev, next), registry.Removed(prev, next)...)
 	slices.SortFunc(changed, func(a, b *registry.Binding) int {
 		if c := a.IP.Compare(b.IP); c != 0 {
 			return c
 		}
 		return int(a.Port) - int(b.Port)
 	})
-	changed = slices.CompactFunc(changed, func(a, b *registry.Binding) bool { return a.Key == b.Key })
 	for _, b := range changed {
 		pb, _ := prev.Binding(b.Key)
 		nb, _ := next.Binding(b.Key)
