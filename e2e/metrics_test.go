@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -311,4 +313,53 @@ func TestStatusWatch(t *testing.T) {
 	if out, errOut, code := tp.CLI(nil, "status", "--watch", "--interval", "10ms"); code == 0 || !strings.Contains(errOut, "--interval") {
 		t.Errorf("vipmux status --watch --interval 10ms: exit %d %s%s, want an error naming --interval", code, out, errOut)
 	}
+}
+
+// TestMetricsPerMember runs the gateway with [metrics] per_member =
+// "mode2" and 30 mode-1 IPs (issue 15, point 10): the mode-1 members'
+// connections are summed into one series per metric, the mode-2 members
+// keep theirs, and no mode-1 IP appears in any vipmux_* series.
+func TestMetricsPerMember(t *testing.T) {
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"},
+		Extra: sharedConfig + "\n\n[metrics]\nper_member = \"mode2\""})
+	g := tp.Start()
+	a, b := tp.Server("web-a"), tp.Server("web-b")
+	const n = 30
+	var lines strings.Builder
+	for i := range n {
+		fmt.Fprintf(&lines, "--name s%d --ip 198.18.0.%d --backend %s\n", i, 20+i, a.IP)
+	}
+	file := filepath.Join(tp.dir, "servers.txt")
+	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tp.MustCLI("register", "--file", file)
+	tp.MustCLI("register", "--name", "web-a", "--port", "9090", "--backend", a.IP+":9090", "--state", "active")
+	tp.MustCLI("register", "--name", "web-b", "--port", "9090", "--backend", b.IP+":9090", "--state", "standby")
+	for _, url := range []string{"http://198.18.0.20:8080/", "http://198.18.0.21:8080/", "http://198.18.0.49:8080/", "http://" + sharedIP + ":9090/"} {
+		if got := tp.Get(url); got != "web-a" {
+			t.Fatalf("GET %s = %q, want web-a", url, got)
+		}
+	}
+	m := tp.Metrics("")
+	summed := []string{"ip", "", "member", "", "port", "*"}
+	for _, tc := range []struct {
+		series string
+		want   float64
+	}{
+		{series("vipmux_connections_accepted_total", summed...), 3},
+		{series("vipmux_connections_accepted_total", "ip", sharedIP, "member", "web-a", "port", "9090"), 1},
+		{series("vipmux_member_active", "ip", sharedIP, "member", "web-b", "port", "9090"), 0},
+		{series("vipmux_bindings"), n + 1},
+	} {
+		if got, ok := m[tc.series]; !ok || got != tc.want {
+			t.Errorf("/metrics %s = %v (present %v), want %v", tc.series, got, ok, tc.want)
+		}
+	}
+	for s := range m {
+		if strings.HasPrefix(s, "vipmux_") && strings.Contains(s, `ip="198.18.0.`) && !strings.Contains(s, `ip="`+sharedIP+`"`) {
+			t.Errorf("/metrics has %s: per_member = \"mode2\" leaves mode-1 IPs out", s)
+		}
+	}
+	g.Stop(syscall.SIGTERM, 5*time.Second)
 }
