@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -104,6 +105,27 @@ type env struct {
 	pcap *lockedBuffer
 	// runErr receives Run's result.
 	runErr chan error
+}
+
+// scrape returns the value of the series named name (no labels) in GET
+// /metrics on the control API, "" when it is absent.
+func (e *env) scrape(t *testing.T, name string) string {
+	t.Helper()
+	resp, err := http.Get(e.api.BaseURL + control.PathMetrics)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // newEnv builds and runs a gateway whose config file is baseConfig and
@@ -425,6 +447,9 @@ func TestGatewayReload(t *testing.T) {
 	if e.level.Level() != slog.LevelInfo {
 		t.Errorf("log level after refused reloads = %v, want INFO", e.level.Level())
 	}
+	if got := e.scrape(t, "vipmux_config_last_reload_successful"); got != "0" {
+		t.Errorf("vipmux_config_last_reload_successful after refused reloads = %s, want 0", got)
+	}
 
 	// The shared address moves only while nobody is registered on it.
 	a := namedEcho(t, "127.0.0.1", "web-a")
@@ -471,6 +496,9 @@ func TestGatewayReload(t *testing.T) {
 	}
 	if d := e.gw.DialTimeout(); d != time.Second {
 		t.Errorf("forwarder's dial timeout = %v, want 1s", d)
+	}
+	if got := e.scrape(t, "vipmux_config_last_reload_successful"); got != "1" {
+		t.Errorf("vipmux_config_last_reload_successful after a reload = %s, want 1", got)
 	}
 	// The new shared address serves.
 	b := namedEcho(t, "127.0.0.2", "web-b")
