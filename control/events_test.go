@@ -131,8 +131,9 @@ func TestEventsNeedsToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go Serve(ctx, ln, h)
+	served := make(chan error, 1)
+	go func() { served <- Serve(ctx, ln, h) }()
+	defer func() { cancel(); <-served }()
 	c := &Client{BaseURL: "http://" + ln.Addr().String()}
 	err = c.Events(context.Background(), func(ChangeView) error { return nil })
 	var apiErr *APIError
