@@ -93,7 +93,20 @@ func (c *connCollector) key(s dispatch.MemberStats) seriesKey {
 func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.table.Table()
 	stats := c.conns.Stats()
-	sums := make(map[seriesKey]*connSum, len(stats))
+	if c.per == PerMemberAll {
+		// Every stats is a series of its own: no sums to keep.
+		var sum connSum
+		for _, s := range stats {
+			if s.Member != "" && !inTable(t, s) {
+				continue
+			}
+			sum = connSum{}
+			sum.add(s)
+			c.emit(ch, c.key(s), &sum)
+		}
+		return
+	}
+	sums := make(map[seriesKey]*connSum)
 	var order []seriesKey // the order of the first stats of each key
 	for _, s := range stats {
 		if s.Member != "" && !inTable(t, s) {
@@ -106,44 +119,53 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 			sums[k] = sum
 			order = append(order, k)
 		}
-		if s.Member == "" {
-			sum.noRoute = true
-			sum.outcomes[dispatch.NoRoute] += s.Outcomes[dispatch.NoRoute]
-			continue
-		}
-		sum.member = true
-		sum.mode2 = sum.mode2 || s.Binding.Port != 0
-		for o, n := range s.Outcomes {
-			sum.outcomes[o] += n
-		}
-		sum.redispatched += s.Redispatched
-		sum.active += s.Active
-		sum.rx += s.BytesToBackend
-		sum.tx += s.BytesToClient
+		sum.add(s)
 	}
 	for _, k := range order {
-		sum := sums[k]
-		counter := func(d *prometheus.Desc, v uint64, extra ...string) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{k.ip, k.port, k.member}, extra...)...)
-		}
-		if sum.noRoute {
-			counter(c.refused, sum.outcomes[dispatch.NoRoute], ReasonNoActiveMember)
-		}
-		if !sum.member {
-			continue
-		}
-		counter(c.accepted, sum.outcomes[dispatch.Proxied])
-		counter(c.refused, sum.outcomes[dispatch.Refused], ReasonBackendRefused)
-		counter(c.refused, sum.outcomes[dispatch.DialTimeout], ReasonDialTimeout)
-		if sum.mode2 {
-			// A mode-1 binding has one member: nothing to redispatch to.
-			counter(c.redispatched, sum.redispatched)
-		}
-		counter(c.handshake, sum.outcomes[dispatch.HandshakeFailed])
-		counter(c.rxBytes, sum.rx)
-		counter(c.txBytes, sum.tx)
-		ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(sum.active), k.ip, k.port, k.member)
+		c.emit(ch, k, sums[k])
 	}
+}
+
+// add adds s's counters to sum.
+func (sum *connSum) add(s dispatch.MemberStats) {
+	if s.Member == "" {
+		sum.noRoute = true
+		sum.outcomes[dispatch.NoRoute] += s.Outcomes[dispatch.NoRoute]
+		return
+	}
+	sum.member = true
+	sum.mode2 = sum.mode2 || s.Binding.Port != 0
+	for o, n := range s.Outcomes {
+		sum.outcomes[o] += n
+	}
+	sum.redispatched += s.Redispatched
+	sum.active += s.Active
+	sum.rx += s.BytesToBackend
+	sum.tx += s.BytesToClient
+}
+
+// emit sends the series of key k with the counters of sum.
+func (c *connCollector) emit(ch chan<- prometheus.Metric, k seriesKey, sum *connSum) {
+	counter := func(d *prometheus.Desc, v uint64, extra ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{k.ip, k.port, k.member}, extra...)...)
+	}
+	if sum.noRoute {
+		counter(c.refused, sum.outcomes[dispatch.NoRoute], ReasonNoActiveMember)
+	}
+	if !sum.member {
+		return
+	}
+	counter(c.accepted, sum.outcomes[dispatch.Proxied])
+	counter(c.refused, sum.outcomes[dispatch.Refused], ReasonBackendRefused)
+	counter(c.refused, sum.outcomes[dispatch.DialTimeout], ReasonDialTimeout)
+	if sum.mode2 {
+		// A mode-1 binding has one member: nothing to redispatch to.
+		counter(c.redispatched, sum.redispatched)
+	}
+	counter(c.handshake, sum.outcomes[dispatch.HandshakeFailed])
+	counter(c.rxBytes, sum.rx)
+	counter(c.txBytes, sum.tx)
+	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(sum.active), k.ip, k.port, k.member)
 }
 
 // inTable reports whether s's member is in t, or draining there.
