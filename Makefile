@@ -22,12 +22,18 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch nft:nftables etcd:etcd-server
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall deb
+.PHONY: all build vipmux namesrv deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall deb
 
 all: build
 
-build:
+# build makes bin/vipmux and the demo's test server bin/namesrv; install
+# needs only the first (vipmux).
+build: vipmux namesrv
+
+vipmux:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vipmux
+
+namesrv:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/namesrv ./e2e/namesrv
 
 # deps installs the Debian tools that are missing (root), and fetches Go
@@ -143,7 +149,7 @@ INSTALLED   := $(BINDIR)/vipmux $(UNITDIR)/vipmux.service $(SYSUSERSDIR)/vipmux.
 	$(MANDIR)/man8/vipmux.8 $(MANDIR)/man5/vipmux.toml.5 $(DOCDIR)/config.example.toml \
 	$(BASHCOMPDIR)/vipmux $(ZSHCOMPDIR)/_vipmux $(FISHCOMPDIR)/vipmux.fish
 
-install: build
+install: vipmux
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/vipmux

@@ -234,6 +234,10 @@ type Metrics struct {
 	// [control] listen too, behind the token. Must differ from
 	// control.listen.
 	Listen string
+	// PerMember is [metrics] per_member: which members get series of
+	// their own: "all" (default), "mode2" (mode-1 members are summed) or
+	// "none" (every member is summed).
+	PerMember string
 }
 
 // Notify is the [notify] section: where the events that matter to an
@@ -292,6 +296,8 @@ var (
 	drivers    = []string{"afpacket", "tap"}
 	logLevels  = []string{"debug", "info", "warn", "error"}
 	logFormats = []string{"text", "json"}
+	// perMember are the values of metrics.per_member (metrics.PerMember*).
+	perMember = []string{"all", "mode2", "none"}
 )
 
 // Default returns a configuration with every default set. It leaves the

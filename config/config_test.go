@@ -46,6 +46,7 @@ func TestDefault(t *testing.T) {
 		Health:  Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		ARP:     ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:     Log{Level: "info", Format: "text"},
+		Metrics: Metrics{PerMember: "all"},
 		Notify:  Notify{Timeout: Duration{5 * time.Second}},
 		Cluster: Cluster{Lease: Duration{3 * time.Second}, Placement: "spread", Priority: 100, OnEtcdLoss: "silent"},
 	}
@@ -121,6 +122,8 @@ level = "debug"
 format = "json"
 [metrics]
 listen = "198.19.0.1:9100"
+per_member = "mode2"
+
 [cluster]
 etcd = ["https://198.19.0.254:2379", "https://198.19.0.253:2379"]
 node = "gw-a"
@@ -150,7 +153,7 @@ on_etcd_loss = "keep"
 					Port: map[uint16]HealthPort{8080: {Interval: Duration{50 * time.Millisecond}, Timeout: Duration{20 * time.Millisecond}, Rise: 1, Fall: 1}}},
 				ARP:     ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
 				Log:     Log{Level: "debug", Format: "json"},
-				Metrics: Metrics{Listen: "198.19.0.1:9100"},
+				Metrics: Metrics{Listen: "198.19.0.1:9100", PerMember: "mode2"},
 				Notify:  Notify{Timeout: Duration{5 * time.Second}},
 				Cluster: Cluster{Etcd: []string{"https://198.19.0.254:2379", "https://198.19.0.253:2379"}, Node: "gw-a",
 					Lease: Duration{time.Second}, Placement: "priority", Priority: 200,
@@ -746,6 +749,11 @@ retries = 3
 			name:     "log format",
 			in:       minimal + "[log]\nformat = \"logfmt\"\n",
 			wantErrs: []string{`log.format: "logfmt" is not one of`},
+		},
+		{
+			name:     "metrics per_member",
+			in:       minimal + "[metrics]\nper_member = \"mode1\"\n",
+			wantErrs: []string{`metrics.per_member: "mode1" is not one of "all", "mode2", "none"`},
 		},
 		{
 			name: "every problem at once",

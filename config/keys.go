@@ -307,6 +307,11 @@ var keys = []key{
 			return nil
 		},
 	},
+	&field[string]{
+		name: "metrics.per_member", kind: text, def: "all",
+		get:   func(c *Config) *string { return &c.Metrics.PerMember },
+		check: func(_ *Config, v string) error { return oneOf(v, perMember) },
+	},
 
 	// [notify]: reloadable.
 	&field[string]{

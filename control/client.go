@@ -117,6 +117,67 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// Events follows the table's changes (GET /v1/events): it calls fn with
+// each change as the gateway makes it, until ctx is done (then it returns
+// nil), fn returns an error, or the stream ends (the gateway stopped, or
+// this follower fell behind: an error). It does not use the Client's
+// timeout: a stream has no end of its own.
+func (c *Client) Events(ctx context.Context, fn func(ChangeView) error) error {
+	if c.BaseURL == "" {
+		return errors.New("control: no gateway URL (Client.BaseURL) given")
+	}
+	u := strings.TrimRight(c.BaseURL, "/") + PathEvents
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("control: gateway URL %q: %w", c.BaseURL, err)
+	}
+	req.Header.Set("Accept", "application/jsonl")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	stream := *hc
+	stream.Timeout = 0
+	resp, err := stream.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("control: cannot reach gateway at %s: %w", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+		if e := apiError(resp.StatusCode, data); e != nil {
+			return e
+		}
+		return notGateway(resp, data, u)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var cv ChangeView
+		if err := dec.Decode(&cv); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("control: %s: the gateway ended the stream (it stopped, or this follower fell behind)", u)
+			}
+			return fmt.Errorf("control: read %s: %w", u, err)
+		}
+		if err := fn(cv); err != nil {
+			return err
+		}
+	}
+}
+
 // do sends in (if not nil) as JSON to path and decodes a 2xx answer into
 // out. A non-2xx answer is an *APIError.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

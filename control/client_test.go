@@ -57,7 +57,7 @@ func TestClientCalls(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	wantSt := Status{Shared: "198.18.0.100", Bindings: []BindingView{want}, Events: []EventView{}}
+	wantSt := Status{Shared: "198.18.0.100", Bindings: []BindingView{want}, Events: []EventView{}, Summary: Summary{Bindings: 1, Members: 3, HeldIPs: 1}}
 	if diff := cmp.Diff(wantSt, st); diff != "" {
 		t.Errorf("Status (-want +got):\n%s", diff)
 	}

@@ -234,6 +234,23 @@ type Status struct {
 	Bindings []BindingView `json:"bindings"`
 	// Events are the most recent automatic changes, oldest first.
 	Events []EventView `json:"events"`
+	// Summary counts the whole table.
+	Summary Summary `json:"summary"`
+}
+
+// Summary counts the table, for the first line of status.
+type Summary struct {
+	// Bindings and Members are the bindings and the members in them.
+	Bindings int `json:"bindings"`
+	Members  int `json:"members"`
+	// Down are the members marked down (health check, lease).
+	Down int `json:"down"`
+	// Draining are the members deregistered with a drain whose
+	// connections are still open.
+	Draining int `json:"draining"`
+	// HeldIPs are the front addresses the gateway holds: the bindings'
+	// and the shared address.
+	HeldIPs int `json:"held_ips"`
 }
 
 // ReloadResult is the body of the answer to POST /v1/reload.

@@ -249,13 +249,25 @@ func (s *server) switchTo(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) error {
-	bs := s.reg.Table().Bindings()
+	t := s.reg.Table()
+	bs := t.Bindings()
 	st := Status{Bindings: make([]BindingView, 0, len(bs))}
+	addrs := t.Addrs()
+	st.Summary = Summary{Bindings: len(bs), Draining: len(t.Drains()), HeldIPs: len(addrs)}
 	if shared := s.sharedAddr(); shared.IsValid() {
 		st.Shared = shared.String()
+		if _, ok := addrs[shared]; !ok {
+			st.Summary.HeldIPs++
+		}
 	}
 	for _, b := range bs {
 		st.Bindings = append(st.Bindings, s.view(b))
+		st.Summary.Members += len(b.Members)
+		for _, m := range b.Members {
+			if m.Down {
+				st.Summary.Down++
+			}
+		}
 	}
 	events := s.reg.Events()
 	st.Events = make([]EventView, 0, len(events))

@@ -86,6 +86,8 @@ type server struct {
 	conns     Conns
 	log       *slog.Logger
 	routes    map[string]route
+	// feed streams the table's changes to GET /v1/events.
+	feed *feed
 
 	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
 	sharedFunc func() netip.Addr
@@ -140,11 +142,14 @@ func NewHandler(opts Options) (http.Handler, error) {
 		PathHealth:        {method: http.MethodGet, open: true, fn: s.health},
 		PathDebugVars:     {method: http.MethodGet, fn: s.debugVars},
 		PathMaint:         {method: http.MethodPost, fn: s.maint},
+		PathEvents:        {method: http.MethodGet, fn: s.events},
 	}
 	pprofRoutes(s.routes)
 	if opts.Capture != nil {
 		s.routes[PathCapture] = s.captureRoute(opts.Capture)
 	}
+	s.feed = &feed{}
+	s.reg.Watch(s.feed.watch)
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}
 	}

@@ -28,7 +28,11 @@ const (
 // the server. Serve closes ln.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	var fresh freshConns
+	// stopping is closed when the shutdown begins: it ends the streaming
+	// answers (GET /v1/events), which have no end of their own.
+	stopping := make(chan struct{})
 	srv := &http.Server{
+		BaseContext:       serveBase(stopping),
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -44,6 +48,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 		return fmt.Errorf("control: serve on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	close(stopping)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	// http.Server.Shutdown counts a connection that has sent nothing yet

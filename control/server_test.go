@@ -270,7 +270,7 @@ func TestHandlerStatus(t *testing.T) {
 					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Connections: 3, Reason: "registered", Cause: "register"},
 					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
-			}, Events: []EventView{}},
+			}, Events: []EventView{}, Summary: Summary{Bindings: 2, Members: 3, HeldIPs: 2}},
 		},
 		{
 			name: "no shared no conns",
@@ -283,7 +283,7 @@ func TestHandlerStatus(t *testing.T) {
 					{Name: "web-a", Backend: "198.19.0.2:80", State: "active", Since: testNow, Reason: "registered", Cause: "register"},
 					{Name: "web-b", Backend: "198.19.0.3:80", State: "standby", Since: testNow, Reason: "registered", Cause: "register"},
 				}},
-			}, Events: []EventView{}},
+			}, Events: []EventView{}, Summary: Summary{Bindings: 2, Members: 3, HeldIPs: 2}},
 		},
 		{
 			name: "after automatic failover",
@@ -307,7 +307,7 @@ func TestHandlerStatus(t *testing.T) {
 				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "down", Why: "health check failed: connection refused", Cause: "health"},
 				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-a", What: "demoted", Why: "health check failed: connection refused", Cause: "failover"},
 				{Time: testNow, Binding: "198.18.0.100:80", Member: "web-b", What: "promoted", Why: "automatic failover: web-a health check failed: connection refused", Cause: "failover"},
-			}},
+			}, Summary: Summary{Bindings: 2, Members: 3, Down: 1, HeldIPs: 2}},
 		},
 	}
 	for _, tc := range tests {
@@ -341,7 +341,7 @@ func TestHandlerStatusEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := do(h, http.MethodGet, PathStatus, "", "")
-	if got, want := strings.TrimSpace(rec.Body.String()), `{"bindings":[],"events":[]}`; rec.Code != 200 || got != want {
+	if got, want := strings.TrimSpace(rec.Body.String()), `{"bindings":[],"events":[],"summary":{"bindings":0,"members":0,"down":0,"draining":0,"held_ips":0}}`; rec.Code != 200 || got != want {
 		t.Errorf("GET %s on empty table = %d %s, want 200 %s", PathStatus, rec.Code, got, want)
 	}
 }

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,8 +156,8 @@ func TestMetrics(t *testing.T) {
 	}{
 		{series("vipmux_connections_accepted_total", mode1...), n},
 		{series("vipmux_connections_active", mode1...), 0},
-		{series("vipmux_connection_bytes_total", with([]string{"direction", "client_to_backend"}, mode1...)...), float64(sent)},
-		{series("vipmux_connection_bytes_total", with([]string{"direction", "backend_to_client"}, mode1...)...), float64(replied)},
+		{series("vipmux_connections_receive_bytes_total", mode1...), float64(sent)},
+		{series("vipmux_connections_transmit_bytes_total", mode1...), float64(replied)},
 		{series("vipmux_connections_refused_total", with(mode1, "reason", "backend_refused")...), 0},
 		{series("vipmux_connections_refused_total", "ip", "198.18.0.11", "member", "web-b", "port", "*", "reason", "backend_refused"), 1},
 		{series("vipmux_connections_refused_total", "ip", "198.18.0.11", "member", "web-b", "port", "*", "reason", "dial_timeout"), 0},
@@ -168,17 +170,21 @@ func TestMetrics(t *testing.T) {
 		{series("vipmux_member_active", "ip", sharedIP, "member", "web-b", "port", "9090"), 1},
 		{series("vipmux_member_active", "ip", sharedIP, "member", "web-a", "port", "9090"), 0},
 		{series("vipmux_bindings"), 4},
+		{series("vipmux_config_last_reload_successful"), 1},
+		{series("vipmux_failbacks_total", "ip", sharedIP, "port", "9090"), 0},
 	} {
 		if got, ok := m[tc.series]; !ok || got != tc.want {
 			t.Errorf("/metrics %s = %v (present %v), want %v", tc.series, got, ok, tc.want)
 		}
 	}
 	for _, name := range []string{
-		"vipmux_stack_arp_replies_sent_total", // the client resolved every address it dialled
-		"vipmux_stack_arp_requests_received_total",
-		"vipmux_stack_packets_received_total",
-		"vipmux_stack_packets_sent_total",
-		"vipmux_stack_tcp_resets_sent_total", // the two refusals
+		"vipmux_stack_arp_transmit_replies_total", // the client resolved every address it dialled
+		"vipmux_stack_arp_receive_requests_total",
+		"vipmux_stack_receive_packets_total",
+		"vipmux_stack_transmit_packets_total",
+		"vipmux_stack_tcp_transmit_resets_total",     // the two refusals
+		"vipmux_backend_dial_duration_seconds_count", // a dial per connection
+		"vipmux_state_save_duration_seconds_count",   // the registrations
 		"go_goroutines",
 		"process_resident_memory_bytes",
 	} {
@@ -186,8 +192,23 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("/metrics %s = %v, want > 0", name, got)
 		}
 	}
-	if _, ok := m[series("vipmux_stack_packets_dropped_total", "reason", "tcp_max_in_flight")]; !ok {
-		t.Errorf("/metrics has no vipmux_stack_packets_dropped_total{reason=\"tcp_max_in_flight\"}")
+	if _, ok := m[series("vipmux_stack_dropped_packets_total", "reason", "tcp_max_in_flight")]; !ok {
+		t.Errorf("/metrics has no vipmux_stack_dropped_packets_total{reason=\"tcp_max_in_flight\"}")
+	}
+	// Mode-1 members have no member_active or member_up: always 1.
+	for s := range m {
+		if (strings.HasPrefix(s, "vipmux_member_active{") || strings.HasPrefix(s, "vipmux_member_up{")) && strings.Contains(s, `port="*"`) {
+			t.Errorf("/metrics has %s; mode-1 members have no such series", s)
+		}
+	}
+	var build string
+	for s := range m {
+		if strings.HasPrefix(s, "vipmux_build_info{") {
+			build = s
+		}
+	}
+	if !strings.Contains(build, `goversion="go`) || !strings.Contains(build, `revision="`) || !strings.Contains(build, `version="`) {
+		t.Errorf("/metrics vipmux_build_info = %q, want goversion, revision and version labels", build)
 	}
 
 	// The [metrics] listener serves the same figures.
@@ -228,6 +249,9 @@ func TestMetrics(t *testing.T) {
 		if got, ok := m[tc.series]; !ok || got != tc.want {
 			t.Errorf("/metrics after web-b died: %s = %v (present %v), want %v", tc.series, got, ok, tc.want)
 		}
+	}
+	if got := m["vipmux_health_check_duration_seconds_count"]; got <= 0 {
+		t.Errorf("/metrics vipmux_health_check_duration_seconds_count = %v after health checks ran, want > 0", got)
 	}
 
 	// The log: one line for the switch and one for the failover, and at
@@ -289,4 +313,53 @@ func TestStatusWatch(t *testing.T) {
 	if out, errOut, code := tp.CLI(nil, "status", "--watch", "--interval", "10ms"); code == 0 || !strings.Contains(errOut, "--interval") {
 		t.Errorf("vipmux status --watch --interval 10ms: exit %d %s%s, want an error naming --interval", code, out, errOut)
 	}
+}
+
+// TestMetricsPerMember runs the gateway with [metrics] per_member =
+// "mode2" and 30 mode-1 IPs (issue 15, point 10): the mode-1 members'
+// connections are summed into one series per metric, the mode-2 members
+// keep theirs, and no mode-1 IP appears in any vipmux_* series.
+func TestMetricsPerMember(t *testing.T) {
+	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"},
+		Extra: sharedConfig + "\n\n[metrics]\nper_member = \"mode2\""})
+	g := tp.Start()
+	a, b := tp.Server("web-a"), tp.Server("web-b")
+	const n = 30
+	var lines strings.Builder
+	for i := range n {
+		fmt.Fprintf(&lines, "--name s%d --ip 198.18.0.%d --backend %s\n", i, 20+i, a.IP)
+	}
+	file := filepath.Join(tp.dir, "servers.txt")
+	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tp.MustCLI("register", "--file", file)
+	tp.MustCLI("register", "--name", "web-a", "--port", "9090", "--backend", a.IP+":9090", "--state", "active")
+	tp.MustCLI("register", "--name", "web-b", "--port", "9090", "--backend", b.IP+":9090", "--state", "standby")
+	for _, url := range []string{"http://198.18.0.20:8080/", "http://198.18.0.21:8080/", "http://198.18.0.49:8080/", "http://" + sharedIP + ":9090/"} {
+		if got := tp.Get(url); got != "web-a" {
+			t.Fatalf("GET %s = %q, want web-a", url, got)
+		}
+	}
+	m := tp.Metrics("")
+	summed := []string{"ip", "", "member", "", "port", "*"}
+	for _, tc := range []struct {
+		series string
+		want   float64
+	}{
+		{series("vipmux_connections_accepted_total", summed...), 3},
+		{series("vipmux_connections_accepted_total", "ip", sharedIP, "member", "web-a", "port", "9090"), 1},
+		{series("vipmux_member_active", "ip", sharedIP, "member", "web-b", "port", "9090"), 0},
+		{series("vipmux_bindings"), n + 1},
+	} {
+		if got, ok := m[tc.series]; !ok || got != tc.want {
+			t.Errorf("/metrics %s = %v (present %v), want %v", tc.series, got, ok, tc.want)
+		}
+	}
+	for s := range m {
+		if strings.HasPrefix(s, "vipmux_") && strings.Contains(s, `ip="198.18.0.`) && !strings.Contains(s, `ip="`+sharedIP+`"`) {
+			t.Errorf("/metrics has %s: per_member = \"mode2\" leaves mode-1 IPs out", s)
+		}
+	}
+	g.Stop(syscall.SIGTERM, 5*time.Second)
 }

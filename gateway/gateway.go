@@ -108,6 +108,9 @@ type Options struct {
 	// Reread's error (nil: applied). serve tells systemd with them
 	// (RELOADING=1, then READY=1).
 	Reloading func() (done func(error))
+	// Version and Revision name the build in vipmux_build_info; empty
+	// ones read "unknown".
+	Version, Revision string
 }
 
 // Gateway is one running gateway. Its methods are safe for concurrent
@@ -221,6 +224,9 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 		g.store = shared
 	}
+	// The recorder exists first: the registry, the forwarder and the
+	// health checker report to it as they work.
+	rec := metrics.NewRecorder()
 	g.reg, err = registry.New(registry.Options{
 		Networks: cfg.NIC.Networks,
 		Store:    g.store,
@@ -229,6 +235,8 @@ func New(opts Options) (_ *Gateway, err error) {
 		// The shared address is the gateway's too: never a backend.
 		FrontAddr:             func(a netip.Addr) bool { return a == g.Shared() },
 		AllowLoopbackBackends: opts.AllowLoopbackBackends,
+		ObserveSave:           rec.ObserveSave,
+		OnEvent:               rec.Event,
 	})
 	if err != nil && shared != nil {
 		return nil, fmt.Errorf("cluster.etcd: the shared table: %w", err)
@@ -326,15 +334,17 @@ func New(opts Options) (_ *Gateway, err error) {
 	// reload can turn it on. It also hears of the forwarder's failed
 	// dials (passive checking); they are ignored while it does not run.
 	defaults, ports := healthSettings(cfg.Health)
-	g.hc, err = health.New(health.Options{Registry: g.reg, Defaults: defaults, Ports: ports, Logger: g.log})
+	g.hc, err = health.New(health.Options{Registry: g.reg, Defaults: defaults, Ports: ports, Logger: g.log, ObserveProbe: rec.ObserveProbe})
 	if err != nil {
 		return nil, fmt.Errorf("[health]: %w", err)
 	}
 	g.health = healthRunner{hc: g.hc}
-	g.fwd = dispatch.New(dispatch.Options{Table: g.reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: g.log, Observer: g.hc, Limits: dispatchLimits(cfg.Dispatch)})
+	g.fwd = dispatch.New(dispatch.Options{Table: g.reg, DialTimeout: cfg.Dispatch.DialTimeout.Duration, Logger: g.log, Observer: g.hc, Limits: dispatchLimits(cfg.Dispatch),
+		ObserveDial: rec.ObserveDial})
 	g.reg.Watch(g.fwd.Prune) // a member that leaves takes its connections along
 	g.st.HandleTCP(cfg.Dispatch.MaxInFlight, g.fwd.Handle)
-	g.mtr, err = metrics.New(metrics.Options{Table: g.reg, Conns: g.fwd, Stack: g.st, Logger: g.log})
+	g.mtr, err = metrics.New(metrics.Options{Table: g.reg, Conns: g.fwd, Stack: g.st, Recorder: rec, PerMember: cfg.Metrics.PerMember,
+		Version: opts.Version, Revision: opts.Revision, Logger: g.log})
 	if err != nil {
 		return nil, err
 	}

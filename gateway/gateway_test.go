@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -106,6 +107,27 @@ type env struct {
 	runErr chan error
 	// link is the gateway's front link.
 	link *nic.Link
+}
+
+// scrape returns the value of the series named name (no labels) in GET
+// /metrics on the control API, "" when it is absent.
+func (e *env) scrape(t *testing.T, name string) string {
+	t.Helper()
+	resp, err := http.Get(e.api.BaseURL + control.PathMetrics)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // newEnv builds and runs a gateway whose config file is baseConfig and
@@ -430,6 +452,9 @@ func TestGatewayReload(t *testing.T) {
 	if e.level.Level() != slog.LevelInfo {
 		t.Errorf("log level after refused reloads = %v, want INFO", e.level.Level())
 	}
+	if got := e.scrape(t, "vipmux_config_last_reload_successful"); got != "0" {
+		t.Errorf("vipmux_config_last_reload_successful after refused reloads = %s, want 0", got)
+	}
 
 	// The shared address moves only while nobody is registered on it.
 	a := namedEcho(t, "127.0.0.1", "web-a")
@@ -479,6 +504,9 @@ func TestGatewayReload(t *testing.T) {
 	}
 	if l := e.gw.DispatchLimits(); l.IdleTimeout != 30*time.Second || l.MaxConnections != 100 {
 		t.Errorf("forwarder's limits after the reload: idle timeout %v, max connections %d; want 30s, 100", l.IdleTimeout, l.MaxConnections)
+	}
+	if got := e.scrape(t, "vipmux_config_last_reload_successful"); got != "1" {
+		t.Errorf("vipmux_config_last_reload_successful after a reload = %s, want 1", got)
 	}
 	// The new shared address serves.
 	b := namedEcho(t, "127.0.0.2", "web-b")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/health"
@@ -125,6 +126,7 @@ func (g *Gateway) reload(by string, next *config.Config) ([]string, error) {
 			g.ntf.Send(notify.Event{Kind: notify.Reload, Why: strings.Join(changedKeys(changes), ", ")})
 		}
 	}()
+	g.mtr.Reloaded(nil, time.Now())
 	keys := make([]string, len(changes))
 	lines := make([]string, len(changes))
 	for i, c := range changes {
@@ -142,8 +144,9 @@ func (g *Gateway) reload(by string, next *config.Config) ([]string, error) {
 	return keys, nil
 }
 
-// refused logs a refused reload and returns err.
+// refused logs and counts a refused reload and returns err.
 func (g *Gateway) refused(by string, err error) error {
+	g.mtr.Reloaded(err, time.Now())
 	attrs := []any{"config", g.path}
 	if by != "" {
 		attrs = append(attrs, "by", by)

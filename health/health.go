@@ -124,6 +124,9 @@ type Options struct {
 	// Logger receives a line per state change reported and per failure to
 	// report one; nil discards.
 	Logger *slog.Logger
+	// ObserveProbe, when not nil, is told how long each probe took,
+	// successful or not (the metrics' health check histogram).
+	ObserveProbe func(time.Duration)
 }
 
 // Checker probes every mode-2 member of a registry. Create it with New and
@@ -132,6 +135,8 @@ type Checker struct {
 	reg  *registry.Registry
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	log  *slog.Logger
+	// observe is Options.ObserveProbe.
+	observe func(time.Duration)
 	// changed is signalled (without blocking) after every table change
 	// and every Update.
 	changed chan struct{}
@@ -169,6 +174,7 @@ func New(opts Options) (*Checker, error) {
 		log:      opts.Logger,
 		changed:  make(chan struct{}, 1),
 		observed: map[memberID]chan error{},
+		observe:  opts.ObserveProbe,
 	}
 	if c.dial == nil {
 		c.dial = (&net.Dialer{}).DialContext
@@ -468,7 +474,11 @@ func (c *Checker) probeLoop(ctx context.Context, t target, observed <-chan error
 func (c *Checker) probe(ctx context.Context, t target) error {
 	ctx, cancel := context.WithTimeout(ctx, t.settings.Timeout)
 	defer cancel()
+	start := time.Now()
 	conn, err := c.dial(ctx, "tcp", t.addr.String())
+	if c.observe != nil {
+		c.observe(time.Since(start))
+	}
 	if err != nil {
 		return err
 	}

@@ -27,26 +27,22 @@ const (
 	ReasonSourceLimit = "source_limit"
 )
 
-// Directions, the values of the direction label of
-// vipmux_connection_bytes_total.
-const (
-	ClientToBackend = "client_to_backend"
-	BackendToClient = "backend_to_client"
-)
-
-// connCollector exports dispatch's per-member connection counters.
+// connCollector exports dispatch's per-member connection counters, per
+// member or summed as Options.PerMember says.
 type connCollector struct {
 	table Table
 	conns Conns
+	per   string
 
-	accepted, active, refused, dropped, redispatched, handshake, bytes *prometheus.Desc
+	accepted, active, refused, dropped, redispatched, handshake, rxBytes, txBytes *prometheus.Desc
 }
 
-func newConnCollector(t Table, c Conns) *connCollector {
+func newConnCollector(t Table, c Conns, per string) *connCollector {
 	member := []string{labelIP, labelPort, labelMember}
 	return &connCollector{
 		table: t,
 		conns: c,
+		per:   per,
 		accepted: prometheus.NewDesc("vipmux_connections_accepted_total",
 			"Client connections accepted and proxied to the member's backend.", member, nil),
 		active: prometheus.NewDesc("vipmux_connections_active",
@@ -61,17 +57,44 @@ func newConnCollector(t Table, c Conns) *connCollector {
 			"Client connections whose dial to the member's backend failed and that were dialled to the binding's next healthy member instead, before their handshake completed (mode 2 only).", member, nil),
 		handshake: prometheus.NewDesc("vipmux_connections_handshake_failed_total",
 			"Client connections whose handshake did not complete: the client went away, or did not answer within [dispatch] handshake_timeout.", member, nil),
-		bytes: prometheus.NewDesc("vipmux_connection_bytes_total",
-			"Bytes proxied, by direction: client_to_backend, backend_to_client.",
-			append(member, labelDirection), nil),
+		rxBytes: prometheus.NewDesc("vipmux_connections_receive_bytes_total",
+			"Bytes received from clients and proxied to the member's backend.", member, nil),
+		txBytes: prometheus.NewDesc("vipmux_connections_transmit_bytes_total",
+			"Bytes received from the member's backend and transmitted to clients.", member, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.refused, c.dropped, c.redispatched, c.handshake, c.bytes} {
+	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.refused, c.dropped, c.redispatched, c.handshake, c.rxBytes, c.txBytes} {
 		ch <- d
 	}
+}
+
+// seriesKey is the label values of one member's series, or of a sum.
+type seriesKey struct{ ip, port, member string }
+
+// connSum is the counters of one seriesKey.
+type connSum struct {
+	// noRoute and member say which series the key has: refusals without
+	// an active member, and the member counters.
+	noRoute, member bool
+	mode2           bool
+	outcomes        [len(dispatch.MemberStats{}.Outcomes)]uint64
+	redispatched    uint64
+	active          int64
+	rx, tx          uint64
+}
+
+// key is the series that s's counters go to under c.per.
+func (c *connCollector) key(s dispatch.MemberStats) seriesKey {
+	switch {
+	case c.per == PerMemberNone:
+		return seriesKey{}
+	case c.per == PerMemberMode2 && s.Binding.Port == 0:
+		return seriesKey{port: portLabel(0)}
+	}
+	return seriesKey{ip: s.Binding.IP.String(), port: portLabel(s.Binding.Port), member: s.Member}
 }
 
 // Collect implements prometheus.Collector. Members that are no longer in
@@ -79,32 +102,82 @@ func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
 // counters.
 func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 	t := c.table.Table()
-	for _, s := range c.conns.Stats() {
-		ip, port := s.Binding.IP.String(), portLabel(s.Binding.Port)
-		if s.Member == "" {
-			ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(s.Outcomes[dispatch.NoRoute]), ip, port, "", ReasonNoActiveMember)
-			continue
+	stats := c.conns.Stats()
+	if c.per == PerMemberAll {
+		// Every stats is a series of its own: no sums to keep.
+		var sum connSum
+		for _, s := range stats {
+			if s.Member != "" && !inTable(t, s) {
+				continue
+			}
+			sum = connSum{}
+			sum.add(s)
+			c.emit(ch, c.key(s), &sum)
 		}
-		if !inTable(t, s) {
-			continue
-		}
-		counter := func(d *prometheus.Desc, v uint64, extra ...string) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{ip, port, s.Member}, extra...)...)
-		}
-		counter(c.accepted, s.Outcomes[dispatch.Proxied])
-		counter(c.refused, s.Outcomes[dispatch.Refused], ReasonBackendRefused)
-		counter(c.refused, s.Outcomes[dispatch.DialTimeout], ReasonDialTimeout)
-		counter(c.refused, s.Outcomes[dispatch.MaxConnections], ReasonMaxConnections)
-		counter(c.dropped, s.Outcomes[dispatch.SourceLimit], ReasonSourceLimit)
-		if s.Binding.Port != 0 {
-			// A mode-1 binding has one member: nothing to redispatch to.
-			counter(c.redispatched, s.Redispatched)
-		}
-		counter(c.handshake, s.Outcomes[dispatch.HandshakeFailed])
-		counter(c.bytes, s.BytesToBackend, ClientToBackend)
-		counter(c.bytes, s.BytesToClient, BackendToClient)
-		ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(s.Active), ip, port, s.Member)
+		return
 	}
+	sums := make(map[seriesKey]*connSum)
+	var order []seriesKey // the order of the first stats of each key
+	for _, s := range stats {
+		if s.Member != "" && !inTable(t, s) {
+			continue
+		}
+		k := c.key(s)
+		sum := sums[k]
+		if sum == nil {
+			sum = &connSum{}
+			sums[k] = sum
+			order = append(order, k)
+		}
+		sum.add(s)
+	}
+	for _, k := range order {
+		c.emit(ch, k, sums[k])
+	}
+}
+
+// add adds s's counters to sum.
+func (sum *connSum) add(s dispatch.MemberStats) {
+	if s.Member == "" {
+		sum.noRoute = true
+		sum.outcomes[dispatch.NoRoute] += s.Outcomes[dispatch.NoRoute]
+		return
+	}
+	sum.member = true
+	sum.mode2 = sum.mode2 || s.Binding.Port != 0
+	for o, n := range s.Outcomes {
+		sum.outcomes[o] += n
+	}
+	sum.redispatched += s.Redispatched
+	sum.active += s.Active
+	sum.rx += s.BytesToBackend
+	sum.tx += s.BytesToClient
+}
+
+// emit sends the series of key k with the counters of sum.
+func (c *connCollector) emit(ch chan<- prometheus.Metric, k seriesKey, sum *connSum) {
+	counter := func(d *prometheus.Desc, v uint64, extra ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{k.ip, k.port, k.member}, extra...)...)
+	}
+	if sum.noRoute {
+		counter(c.refused, sum.outcomes[dispatch.NoRoute], ReasonNoActiveMember)
+	}
+	if !sum.member {
+		return
+	}
+	counter(c.accepted, sum.outcomes[dispatch.Proxied])
+	counter(c.refused, sum.outcomes[dispatch.Refused], ReasonBackendRefused)
+	counter(c.refused, sum.outcomes[dispatch.DialTimeout], ReasonDialTimeout)
+	counter(c.refused, sum.outcomes[dispatch.MaxConnections], ReasonMaxConnections)
+	counter(c.dropped, sum.outcomes[dispatch.SourceLimit], ReasonSourceLimit)
+	if sum.mode2 {
+		// A mode-1 binding has one member: nothing to redispatch to.
+		counter(c.redispatched, sum.redispatched)
+	}
+	counter(c.handshake, sum.outcomes[dispatch.HandshakeFailed])
+	counter(c.rxBytes, sum.rx)
+	counter(c.txBytes, sum.tx)
+	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(sum.active), k.ip, k.port, k.member)
 }
 
 // inTable reports whether s's member is in t, or draining there.

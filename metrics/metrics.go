@@ -1,17 +1,23 @@
 // Package metrics exposes the gateway's figures in the Prometheus text
 // format (github.com/prometheus/client_golang): per binding and member the
 // connections that dispatch accepted, refused and carries and their bytes;
-// per port the switches and automatic failovers; the gVisor stack's own
-// packet, ARP and TCP counters; and the Go runtime and process figures.
+// per port the switches, failovers and failbacks; the gVisor stack's own
+// packet, ARP and TCP counters; durations of backend dials, health probes
+// and state saves; lease expiries, DAD conflicts, the build and the last
+// reload; and the Go runtime and process figures. docs/metrics.md lists
+// every series.
 //
 // It keeps almost no state of its own: its collectors read the counters
 // that dispatch, the registry and the stack already keep, at scrape time,
 // so that the data path pays nothing for a scrape and nothing extra per
-// packet. The one thing it counts itself is changes of a port's active
-// member, from the registry's change notifications (Watch), which it also
-// logs. Series of members that leave the table go with them.
+// packet. What it counts itself: changes of a port's active member, from
+// the registry's change notifications (Watch), which it also logs; and
+// what the parts report to its Recorder as it happens. Series of members
+// that leave the table go with them; Options.PerMember bounds how many
+// there are.
 //
-//	m, err := metrics.New(metrics.Options{Table: reg, Conns: fwd, Stack: st, Logger: log})
+//	rec := metrics.NewRecorder() // its methods go to registry, dispatch, health
+//	m, err := metrics.New(metrics.Options{Table: reg, Conns: fwd, Stack: st, Recorder: rec, Logger: log})
 //	reg.Watch(m.Watch)
 //	http.Handle("/metrics", m.Handler())
 package metrics
@@ -23,6 +29,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -60,10 +67,39 @@ type Options struct {
 	Conns Conns
 	// Stack is the gVisor stack; nil leaves the stack metrics out.
 	Stack Stack
+	// Recorder takes the durations and events that the parts report as
+	// they happen; nil leaves those series out.
+	Recorder *Recorder
+	// PerMember says which members get series of their own (PerMemberAll,
+	// PerMemberMode2, PerMemberNone; [metrics] per_member); empty means
+	// PerMemberAll.
+	PerMember string
+	// Version and Revision are vipmux_build_info's labels; empty ones
+	// read "unknown".
+	Version, Revision string
 	// Logger receives one Info line per change of a port's active member
 	// (switch, automatic failover, failback) and scrape errors. Required.
 	Logger *slog.Logger
 }
+
+// Values of Options.PerMember ([metrics] per_member).
+const (
+	// PerMemberAll: every member has its own connection series; mode-2
+	// members also vipmux_member_active and vipmux_member_up.
+	PerMemberAll = "all"
+	// PerMemberMode2: mode-2 members have their own series; mode 1's
+	// connection figures are summed into one series per metric, with
+	// ip="", port="*", member="". The series count no longer grows with
+	// the number of mode-1 IPs.
+	PerMemberMode2 = "mode2"
+	// PerMemberNone: every member's connection figures are summed into
+	// one series per metric (ip="", port="", member=""), and there is no
+	// vipmux_member_active or vipmux_member_up.
+	PerMemberNone = "none"
+)
+
+// PerMemberValues are the values that Options.PerMember accepts.
+var PerMemberValues = []string{PerMemberAll, PerMemberMode2, PerMemberNone}
 
 // Metrics is the gateway's Prometheus registry: a private one, not the
 // process-global default, holding vipmux's collectors and the standard Go
@@ -71,6 +107,7 @@ type Options struct {
 type Metrics struct {
 	reg     *prometheus.Registry
 	table   *tableCollector
+	reload  *reloadState
 	log     *slog.Logger
 	handler http.Handler
 }
@@ -83,21 +120,35 @@ func New(opts Options) (*Metrics, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("metrics: Options.Logger is required")
 	}
+	per := opts.PerMember
+	switch per {
+	case "":
+		per = PerMemberAll
+	case PerMemberAll, PerMemberMode2, PerMemberNone:
+	default:
+		return nil, fmt.Errorf("metrics: Options.PerMember %q: use %q, %q or %q", per, PerMemberAll, PerMemberMode2, PerMemberNone)
+	}
 	m := &Metrics{
-		reg:   prometheus.NewRegistry(),
-		table: newTableCollector(opts.Table),
-		log:   opts.Logger,
+		reg:    prometheus.NewRegistry(),
+		table:  newTableCollector(opts.Table, per),
+		reload: newReloadState(time.Now()),
+		log:    opts.Logger,
 	}
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.table,
+		buildInfo(opts.Version, opts.Revision),
+		m.reload.ok, m.reload.at,
 	}
 	if opts.Conns != nil {
-		cs = append(cs, newConnCollector(opts.Table, opts.Conns))
+		cs = append(cs, newConnCollector(opts.Table, opts.Conns, per))
 	}
 	if opts.Stack != nil {
 		cs = append(cs, newStackCollector(opts.Stack))
+	}
+	if opts.Recorder != nil {
+		cs = append(cs, newRecorderCollector(opts.Recorder))
 	}
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
@@ -135,6 +186,17 @@ func (m *Metrics) Watch(prev, next *registry.Table) {
 	}
 }
 
+// Reloaded records the outcome of a reload that ended at: err is nil if
+// the configuration was applied.
+func (m *Metrics) Reloaded(err error, at time.Time) {
+	if err != nil {
+		m.reload.ok.Set(0)
+		return
+	}
+	m.reload.ok.Set(1)
+	m.reload.at.Set(float64(at.UnixNano()) / 1e9)
+}
+
 // errorLog passes promhttp's errors to slog.
 type errorLog struct{ log *slog.Logger }
 
@@ -143,11 +205,10 @@ func (l errorLog) Println(v ...any) { l.log.Error("metrics scrape", "err", fmt.S
 
 // Label names.
 const (
-	labelIP        = "ip"
-	labelPort      = "port"
-	labelMember    = "member"
-	labelReason    = "reason"
-	labelDirection = "direction"
+	labelIP     = "ip"
+	labelPort   = "port"
+	labelMember = "member"
+	labelReason = "reason"
 )
 
 // portLabel is a binding's port as a label value: "*" for every port

@@ -69,10 +69,6 @@ func TestConnCollector(t *testing.T) {
 			regs:  []registry.Registration{{Name: "web-a", IP: vip, Backend: be}},
 			conns: fakeConns{stats(mode1, "web-a", map[dispatch.Outcome]uint64{dispatch.Proxied: 5, dispatch.Refused: 2, dispatch.DialTimeout: 1, dispatch.HandshakeFailed: 3, dispatch.MaxConnections: 6, dispatch.SourceLimit: 8}, 4, 1000, 20)},
 			want: `
-# HELP vipmux_connection_bytes_total Bytes proxied, by direction: client_to_backend, backend_to_client.
-# TYPE vipmux_connection_bytes_total counter
-vipmux_connection_bytes_total{direction="backend_to_client",ip="198.18.0.10",member="web-a",port="*"} 20
-vipmux_connection_bytes_total{direction="client_to_backend",ip="198.18.0.10",member="web-a",port="*"} 1000
 # HELP vipmux_connections_accepted_total Client connections accepted and proxied to the member's backend.
 # TYPE vipmux_connections_accepted_total counter
 vipmux_connections_accepted_total{ip="198.18.0.10",member="web-a",port="*"} 5
@@ -90,6 +86,12 @@ vipmux_connections_refused_total{ip="198.18.0.10",member="web-a",port="*",reason
 # HELP vipmux_connections_dropped_total Client SYNs dropped without an answer (the client retransmits), by reason: source_limit (max_in_flight_per_source).
 # TYPE vipmux_connections_dropped_total counter
 vipmux_connections_dropped_total{ip="198.18.0.10",member="web-a",port="*",reason="source_limit"} 8
+# HELP vipmux_connections_receive_bytes_total Bytes received from clients and proxied to the member's backend.
+# TYPE vipmux_connections_receive_bytes_total counter
+vipmux_connections_receive_bytes_total{ip="198.18.0.10",member="web-a",port="*"} 1000
+# HELP vipmux_connections_transmit_bytes_total Bytes received from the member's backend and transmitted to clients.
+# TYPE vipmux_connections_transmit_bytes_total counter
+vipmux_connections_transmit_bytes_total{ip="198.18.0.10",member="web-a",port="*"} 20
 `,
 		},
 		{
@@ -158,11 +160,12 @@ vipmux_connections_active{ip="198.18.0.10",member="web-a",port="*"} 1
 					t.Fatalf("DeregisterDrain: %v", err)
 				}
 			}
-			c := newConnCollector(reg, tc.conns)
+			c := newConnCollector(reg, tc.conns, PerMemberAll)
 			names := tc.names
 			if names == nil {
 				names = []string{"vipmux_connections_accepted_total", "vipmux_connections_active", "vipmux_connections_refused_total", "vipmux_connections_dropped_total",
-					"vipmux_connections_redispatched_total", "vipmux_connections_handshake_failed_total", "vipmux_connection_bytes_total"}
+					"vipmux_connections_redispatched_total", "vipmux_connections_handshake_failed_total",
+					"vipmux_connections_receive_bytes_total", "vipmux_connections_transmit_bytes_total"}
 			}
 			if err := testutil.CollectAndCompare(c, strings.NewReader(tc.want), names...); err != nil {
 				t.Errorf("CollectAndCompare: %v", err)
@@ -257,17 +260,18 @@ func TestTableCollector(t *testing.T) {
 # HELP vipmux_bindings Bindings (ip, port) in the table.
 # TYPE vipmux_bindings gauge
 vipmux_bindings 2
-# HELP vipmux_failovers_total Automatic changes of a port's active member: failover (health check or lease) and failback.
+# HELP vipmux_failbacks_total Automatic changes of a port's active member back to the recovered former active ([health] failback).
+# TYPE vipmux_failbacks_total counter
+vipmux_failbacks_total{ip="198.18.0.100",port="8080"} 0
+# HELP vipmux_failovers_total Automatic changes of a port's active member to a standby: the active's health check failed or its lease ran out.
 # TYPE vipmux_failovers_total counter
 vipmux_failovers_total{ip="198.18.0.100",port="8080"} 1
-# HELP vipmux_member_active 1 if the member is its binding's active member, else 0.
+# HELP vipmux_member_active 1 if the mode-2 member is its binding's active member, else 0.
 # TYPE vipmux_member_active gauge
-vipmux_member_active{ip="198.18.0.10",member="web-a",port="*"} 1
 vipmux_member_active{ip="198.18.0.100",member="web-a",port="8080"} 1
 vipmux_member_active{ip="198.18.0.100",member="web-b",port="8080"} 0
-# HELP vipmux_member_up 1 unless the member's health check or lease declared it down.
+# HELP vipmux_member_up 1 unless the mode-2 member's health check or lease declared it down.
 # TYPE vipmux_member_up gauge
-vipmux_member_up{ip="198.18.0.10",member="web-a",port="*"} 1
 vipmux_member_up{ip="198.18.0.100",member="web-a",port="8080"} 1
 vipmux_member_up{ip="198.18.0.100",member="web-b",port="8080"} 0
 # HELP vipmux_switches_total Changes of a port's active member by an operator's switch.
@@ -275,7 +279,7 @@ vipmux_member_up{ip="198.18.0.100",member="web-b",port="8080"} 0
 vipmux_switches_total{ip="198.18.0.100",port="8080"} 3
 `
 	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want),
-		"vipmux_bindings", "vipmux_failovers_total", "vipmux_member_active", "vipmux_member_up", "vipmux_switches_total"); err != nil {
+		"vipmux_bindings", "vipmux_failbacks_total", "vipmux_failovers_total", "vipmux_member_active", "vipmux_member_up", "vipmux_switches_total"); err != nil {
 		t.Errorf("after 3 switches and a failover: %v", err)
 	}
 	if n := strings.Count(logged.String(), "active member changed"); n != 4 {
@@ -332,24 +336,24 @@ func TestStackCollector(t *testing.T) {
 	}{
 		{"arp answered", func(s *tcpip.Stats) {
 			s.ARP.OutgoingRepliesSent.IncrementBy(3)
-		}, "vipmux_stack_arp_replies_sent_total", `
-# HELP vipmux_stack_arp_replies_sent_total ARP requests answered: replies sent for addresses that the gateway holds.
-# TYPE vipmux_stack_arp_replies_sent_total counter
-vipmux_stack_arp_replies_sent_total 3
+		}, "vipmux_stack_arp_transmit_replies_total", `
+# HELP vipmux_stack_arp_transmit_replies_total ARP requests answered: replies sent for addresses that the gateway holds.
+# TYPE vipmux_stack_arp_transmit_replies_total counter
+vipmux_stack_arp_transmit_replies_total 3
 `},
 		{"packets in", func(s *tcpip.Stats) {
 			s.NICs.Rx.Packets.IncrementBy(42)
-		}, "vipmux_stack_packets_received_total", `
-# HELP vipmux_stack_packets_received_total Frames that the front NIC received (gVisor NIC Rx.Packets).
-# TYPE vipmux_stack_packets_received_total counter
-vipmux_stack_packets_received_total 42
+		}, "vipmux_stack_receive_packets_total", `
+# HELP vipmux_stack_receive_packets_total Frames that the front NIC received (gVisor NIC Rx.Packets).
+# TYPE vipmux_stack_receive_packets_total counter
+vipmux_stack_receive_packets_total 42
 `},
 		{"packets out", func(s *tcpip.Stats) {
 			s.NICs.Tx.Packets.IncrementBy(7)
-		}, "vipmux_stack_packets_sent_total", `
-# HELP vipmux_stack_packets_sent_total Frames that the front NIC sent (gVisor NIC Tx.Packets).
-# TYPE vipmux_stack_packets_sent_total counter
-vipmux_stack_packets_sent_total 7
+		}, "vipmux_stack_transmit_packets_total", `
+# HELP vipmux_stack_transmit_packets_total Frames that the front NIC sent (gVisor NIC Tx.Packets).
+# TYPE vipmux_stack_transmit_packets_total counter
+vipmux_stack_transmit_packets_total 7
 `},
 		{"established", func(s *tcpip.Stats) {
 			s.TCP.CurrentEstablished.IncrementBy(2)
@@ -361,20 +365,20 @@ vipmux_stack_tcp_established 2
 		{"drops", func(s *tcpip.Stats) {
 			s.IP.InvalidDestinationAddressesReceived.IncrementBy(5)
 			s.TCP.ForwardMaxInFlightDrop.IncrementBy(9)
-		}, "vipmux_stack_packets_dropped_total", `
-# HELP vipmux_stack_packets_dropped_total Packets that the stack dropped, by reason (one gVisor counter each).
-# TYPE vipmux_stack_packets_dropped_total counter
-vipmux_stack_packets_dropped_total{reason="arp_malformed"} 0
-vipmux_stack_packets_dropped_total{reason="ip_invalid_destination"} 5
-vipmux_stack_packets_dropped_total{reason="ip_invalid_source"} 0
-vipmux_stack_packets_dropped_total{reason="ip_malformed"} 0
-vipmux_stack_packets_dropped_total{reason="ip_send_error"} 0
-vipmux_stack_packets_dropped_total{reason="l4_malformed"} 0
-vipmux_stack_packets_dropped_total{reason="tcp_checksum"} 0
-vipmux_stack_packets_dropped_total{reason="tcp_invalid_segment"} 0
-vipmux_stack_packets_dropped_total{reason="tcp_max_in_flight"} 9
-vipmux_stack_packets_dropped_total{reason="transport"} 0
-vipmux_stack_packets_dropped_total{reason="tx_no_buffer_space"} 0
+		}, "vipmux_stack_dropped_packets_total", `
+# HELP vipmux_stack_dropped_packets_total Packets that the stack dropped, by reason (one gVisor counter each).
+# TYPE vipmux_stack_dropped_packets_total counter
+vipmux_stack_dropped_packets_total{reason="arp_malformed"} 0
+vipmux_stack_dropped_packets_total{reason="ip_invalid_destination"} 5
+vipmux_stack_dropped_packets_total{reason="ip_invalid_source"} 0
+vipmux_stack_dropped_packets_total{reason="ip_malformed"} 0
+vipmux_stack_dropped_packets_total{reason="ip_send_error"} 0
+vipmux_stack_dropped_packets_total{reason="l4_malformed"} 0
+vipmux_stack_dropped_packets_total{reason="tcp_checksum"} 0
+vipmux_stack_dropped_packets_total{reason="tcp_invalid_segment"} 0
+vipmux_stack_dropped_packets_total{reason="tcp_max_in_flight"} 9
+vipmux_stack_dropped_packets_total{reason="transport"} 0
+vipmux_stack_dropped_packets_total{reason="tx_no_buffer_space"} 0
 `},
 	}
 	for _, tc := range tests {
@@ -418,7 +422,7 @@ func TestHandler(t *testing.T) {
 	}
 	for _, want := range []string{
 		`vipmux_connections_accepted_total{ip="198.18.0.10",member="web-a",port="*"} 1`,
-		"vipmux_stack_packets_received_total 0",
+		"vipmux_stack_receive_packets_total 0",
 		"vipmux_bindings 1",
 		"go_goroutines ",
 		"process_resident_memory_bytes ",

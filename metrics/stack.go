@@ -14,7 +14,7 @@ type stackMetric struct {
 }
 
 // Drop reasons, the values of the reason label of
-// vipmux_stack_packets_dropped_total, each one of gVisor's counters.
+// vipmux_stack_dropped_packets_total, each one of gVisor's counters.
 var dropReasons = []struct {
 	reason string
 	value  func(*tcpip.Stats) uint64
@@ -42,42 +42,48 @@ type stackCollector struct {
 	stack   Stack
 	metrics []stackMetric
 	descs   []*prometheus.Desc
+	dad     *prometheus.Desc
 }
 
 func newStackCollector(st Stack) *stackCollector {
 	c := &stackCollector{stack: st}
+	if _, ok := st.(dadCounter); ok {
+		c.dad = prometheus.NewDesc("vipmux_dad_conflicts_total",
+			"Addresses refused because duplicate address detection (ARP probe, IPv6 DAD) found another host holding them on the front link.", nil, nil)
+		c.descs = append(c.descs, c.dad)
+	}
 	add := func(name, help string, typ prometheus.ValueType, value func(*tcpip.Stats) uint64) {
 		d := prometheus.NewDesc(name, help, nil, nil)
 		c.descs = append(c.descs, d)
 		c.metrics = append(c.metrics, stackMetric{desc: d, typ: typ, value: value})
 	}
 	counter := prometheus.CounterValue
-	add("vipmux_stack_packets_received_total", "Frames that the front NIC received (gVisor NIC Rx.Packets).", counter,
+	add("vipmux_stack_receive_packets_total", "Frames that the front NIC received (gVisor NIC Rx.Packets).", counter,
 		func(s *tcpip.Stats) uint64 { return s.NICs.Rx.Packets.Value() })
-	add("vipmux_stack_packets_sent_total", "Frames that the front NIC sent (gVisor NIC Tx.Packets).", counter,
+	add("vipmux_stack_transmit_packets_total", "Frames that the front NIC sent (gVisor NIC Tx.Packets).", counter,
 		func(s *tcpip.Stats) uint64 { return s.NICs.Tx.Packets.Value() })
-	add("vipmux_stack_received_bytes_total", "Bytes that the front NIC received (gVisor NIC Rx.Bytes).", counter,
+	add("vipmux_stack_receive_bytes_total", "Bytes that the front NIC received (gVisor NIC Rx.Bytes).", counter,
 		func(s *tcpip.Stats) uint64 { return s.NICs.Rx.Bytes.Value() })
-	add("vipmux_stack_sent_bytes_total", "Bytes that the front NIC sent (gVisor NIC Tx.Bytes).", counter,
+	add("vipmux_stack_transmit_bytes_total", "Bytes that the front NIC sent (gVisor NIC Tx.Bytes).", counter,
 		func(s *tcpip.Stats) uint64 { return s.NICs.Tx.Bytes.Value() })
-	add("vipmux_stack_arp_requests_received_total", "ARP requests received on the front NIC, for any address.", counter,
+	add("vipmux_stack_arp_receive_requests_total", "ARP requests received on the front NIC, for any address.", counter,
 		func(s *tcpip.Stats) uint64 { return s.ARP.RequestsReceived.Value() })
-	add("vipmux_stack_arp_replies_sent_total", "ARP requests answered: replies sent for addresses that the gateway holds.", counter,
+	add("vipmux_stack_arp_transmit_replies_total", "ARP requests answered: replies sent for addresses that the gateway holds.", counter,
 		func(s *tcpip.Stats) uint64 { return s.ARP.OutgoingRepliesSent.Value() })
-	add("vipmux_stack_arp_requests_sent_total", "ARP requests the stack sent to resolve neighbours (gratuitous ARP and probes not included).", counter,
+	add("vipmux_stack_arp_transmit_requests_total", "ARP requests the stack sent to resolve neighbours (gratuitous ARP and probes not included).", counter,
 		func(s *tcpip.Stats) uint64 { return s.ARP.OutgoingRequestsSent.Value() })
 	add("vipmux_stack_tcp_established", "TCP connections of the stack in state ESTABLISHED (client side of proxied connections).", prometheus.GaugeValue,
 		func(s *tcpip.Stats) uint64 { return s.TCP.CurrentEstablished.Value() })
-	add("vipmux_stack_tcp_segments_received_total", "Valid TCP segments received.", counter,
+	add("vipmux_stack_tcp_receive_segments_total", "Valid TCP segments received.", counter,
 		func(s *tcpip.Stats) uint64 { return s.TCP.ValidSegmentsReceived.Value() })
-	add("vipmux_stack_tcp_segments_sent_total", "TCP segments sent.", counter,
+	add("vipmux_stack_tcp_transmit_segments_total", "TCP segments sent.", counter,
 		func(s *tcpip.Stats) uint64 { return s.TCP.SegmentsSent.Value() })
-	add("vipmux_stack_tcp_resets_sent_total", "TCP resets sent (refused connections among them).", counter,
+	add("vipmux_stack_tcp_transmit_resets_total", "TCP resets sent (refused connections among them).", counter,
 		func(s *tcpip.Stats) uint64 { return s.TCP.ResetsSent.Value() })
 	add("vipmux_stack_tcp_retransmits_total", "TCP segments retransmitted.", counter,
 		func(s *tcpip.Stats) uint64 { return s.TCP.Retransmits.Value() })
 
-	drop := prometheus.NewDesc("vipmux_stack_packets_dropped_total",
+	drop := prometheus.NewDesc("vipmux_stack_dropped_packets_total",
 		"Packets that the stack dropped, by reason (one gVisor counter each).", []string{labelReason}, nil)
 	c.descs = append(c.descs, drop)
 	for _, r := range dropReasons {
@@ -99,4 +105,15 @@ func (c *stackCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, float64(m.value(&s)), m.labelValues...)
 	}
+	if d, ok := c.stack.(dadCounter); ok {
+		ch <- prometheus.MustNewConstMetric(c.dad, prometheus.CounterValue, float64(d.DADConflicts()))
+	}
+}
+
+// dadCounter is the optional capability of a Stack that counts duplicate
+// address detection conflicts; *stack.Stack has it.
+type dadCounter interface {
+	// DADConflicts returns how many addresses were refused because
+	// another host on the front link answered for them.
+	DADConflicts() uint64
 }

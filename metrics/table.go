@@ -81,37 +81,42 @@ func cause(c registry.ChangeCause) string {
 
 // portChanges are one binding's counts of active-member changes.
 type portChanges struct {
-	switches  uint64
-	failovers uint64 // failovers and failbacks: the automatic ones
+	switches, failovers, failbacks uint64
 }
 
-// tableCollector exports the table: per port the switches and automatic
-// failovers that Watch counted, per member whether it is active and up.
+// tableCollector exports the table: per port the switches, failovers and
+// failbacks that Watch counted, per mode-2 member whether it is active and
+// up (unless per is PerMemberNone). A mode-1 member has no such series: it
+// is always its binding's active member, and never health-checked.
 type tableCollector struct {
 	table Table
+	per   string
 
-	switches, failovers *prometheus.Desc
-	active, up          *prometheus.Desc
-	bindings            *prometheus.Desc
+	switches, failovers, failbacks *prometheus.Desc
+	active, up                     *prometheus.Desc
+	bindings                       *prometheus.Desc
 
 	// mu guards the following field.
 	mu      sync.Mutex
 	changes map[registry.Key]*portChanges
 }
 
-func newTableCollector(t Table) *tableCollector {
+func newTableCollector(t Table, per string) *tableCollector {
 	port := []string{labelIP, labelPort}
 	member := []string{labelIP, labelPort, labelMember}
 	return &tableCollector{
 		table: t,
+		per:   per,
 		switches: prometheus.NewDesc("vipmux_switches_total",
 			"Changes of a port's active member by an operator's switch.", port, nil),
 		failovers: prometheus.NewDesc("vipmux_failovers_total",
-			"Automatic changes of a port's active member: failover (health check or lease) and failback.", port, nil),
+			"Automatic changes of a port's active member to a standby: the active's health check failed or its lease ran out.", port, nil),
+		failbacks: prometheus.NewDesc("vipmux_failbacks_total",
+			"Automatic changes of a port's active member back to the recovered former active ([health] failback).", port, nil),
 		active: prometheus.NewDesc("vipmux_member_active",
-			"1 if the member is its binding's active member, else 0.", member, nil),
+			"1 if the mode-2 member is its binding's active member, else 0.", member, nil),
 		up: prometheus.NewDesc("vipmux_member_up",
-			"1 unless the member's health check or lease declared it down.", member, nil),
+			"1 unless the mode-2 member's health check or lease declared it down.", member, nil),
 		bindings: prometheus.NewDesc("vipmux_bindings",
 			"Bindings (ip, port) in the table.", nil, nil),
 		changes: map[registry.Key]*portChanges{},
@@ -130,10 +135,13 @@ func (c *tableCollector) observe(prev, next *registry.Table) []Change {
 			pc = &portChanges{}
 			c.changes[ch.Key] = pc
 		}
-		if ch.Cause == CauseSwitch {
-			pc.switches++
-		} else {
+		switch ch.Cause {
+		case CauseFailover:
 			pc.failovers++
+		case CauseFailback:
+			pc.failbacks++
+		default:
+			pc.switches++
 		}
 	}
 	for k := range c.changes {
@@ -146,7 +154,7 @@ func (c *tableCollector) observe(prev, next *registry.Table) []Change {
 
 // Describe implements prometheus.Collector.
 func (c *tableCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.switches, c.failovers, c.active, c.up, c.bindings} {
+	for _, d := range []*prometheus.Desc{c.switches, c.failovers, c.failbacks, c.active, c.up, c.bindings} {
 		ch <- d
 	}
 }
@@ -163,11 +171,16 @@ func (c *tableCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.mu.Unlock()
 	for _, b := range bs {
+		if b.Port == 0 {
+			continue
+		}
 		ip, port := b.IP.String(), portLabel(b.Port)
-		if b.Port != 0 {
-			pc := counts[b.Key]
-			ch <- prometheus.MustNewConstMetric(c.switches, prometheus.CounterValue, float64(pc.switches), ip, port)
-			ch <- prometheus.MustNewConstMetric(c.failovers, prometheus.CounterValue, float64(pc.failovers), ip, port)
+		pc := counts[b.Key]
+		ch <- prometheus.MustNewConstMetric(c.switches, prometheus.CounterValue, float64(pc.switches), ip, port)
+		ch <- prometheus.MustNewConstMetric(c.failovers, prometheus.CounterValue, float64(pc.failovers), ip, port)
+		ch <- prometheus.MustNewConstMetric(c.failbacks, prometheus.CounterValue, float64(pc.failbacks), ip, port)
+		if c.per == PerMemberNone {
+			continue
 		}
 		for _, m := range b.Members {
 			ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, boolValue(m.State == registry.Active), ip, port, m.Name)

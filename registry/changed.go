@@ -16,7 +16,9 @@ func Changed(prev, next *Table) []*Binding {
 }
 
 // Removed returns the bindings of prev that next no longer has, in no
-// particular order, at the cost of the change as Changed.
+// particular order, at the cost of the change, as Changed. The event
+// stream (control's GET /v1/events) uses it to report the members that
+// left with their binding.
 func Removed(prev, next *Table) []*Binding {
 	var out []*Binding
 	diff(prev.bindings, next.bindings, func(_ Key, a *Binding, inPrev bool, _ *Binding, inNext bool) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // errNoChange tells update that fn succeeded without changing anything.
@@ -97,7 +98,11 @@ type batch struct {
 // yet durable if the save fails. It hands the next open batch to one of its
 // writers.
 func (r *Registry) save(b *batch) {
+	start := time.Now() // not r.now: a duration, on the monotonic clock
 	err := r.opts.Store.Save(b.table)
+	if r.opts.ObserveSave != nil {
+		r.opts.ObserveSave(time.Since(start))
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer close(b.done)

@@ -49,6 +49,9 @@ func (r *Registry) eventLocked(e Event) {
 		r.events = slices.Delete(r.events, 0, 1)
 	}
 	r.events = append(r.events, e)
+	if r.opts.OnEvent != nil {
+		r.opts.OnEvent(e)
+	}
 	r.log.Info("automatic change", "binding", e.Binding, "member", e.Member, "what", e.What, "why", e.Why)
 }
 

@@ -97,6 +97,13 @@ type Options struct {
 	// Only for tests whose backends are kernel listeners on loopback; a
 	// serving gateway never sets it.
 	AllowLoopbackBackends bool
+	// ObserveSave, when not nil, is told how long each Store.Save took,
+	// successful or not (the metrics' save histogram).
+	ObserveSave func(time.Duration)
+	// OnEvent, when not nil, is told of every automatic change as it is
+	// recorded (see Events). It runs with the registry's lock held: it
+	// must return at once and must not call the registry.
+	OnEvent func(Event)
 }
 
 // Registry holds the table. Its methods are safe for concurrent use.

@@ -355,6 +355,14 @@ func TestDuplicateAddress(t *testing.T) {
 			if tc.wantConflict != "" && !strings.Contains(err.Error(), hostMAC.String()) {
 				t.Errorf("Prepare(+%v) error %q does not name the holder %s", tc.add, err, hostMAC)
 			}
+			// vipmux_dad_conflicts_total: one address refused per conflict.
+			wantDAD := uint64(0)
+			if tc.wantConflict != "" {
+				wantDAD = 1
+			}
+			if got := st.DADConflicts(); got != wantDAD {
+				t.Errorf("DADConflicts() after Prepare(+%v) = %d, want %d", tc.add, got, wantDAD)
+			}
 			got, _ := h.seen()
 			var probes []arpFrame
 			for _, f := range got {

@@ -84,6 +84,7 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 		}
 	}
 	if len(conflicts) > 0 {
+		st.dadConflicts.Add(uint64(len(conflicts)))
 		slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
 		c := conflicts[0]
 		conflict := &ConflictError{Addr: c.ip}
@@ -96,6 +97,11 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 	}
 	return failed
 }
+
+// DADConflicts returns how many addresses duplicate address detection
+// refused since New because another host on the front link answered for
+// them (the metric vipmux_dad_conflicts_total).
+func (st *Stack) DADConflicts() uint64 { return st.dadConflicts.Load() }
 
 // ndpDAD returns the NIC's IPv6 endpoint as a duplicate address detector.
 func (st *Stack) ndpDAD() (gstack.DuplicateAddressDetector, error) {

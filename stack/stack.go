@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipmux/vipmux/registry"
@@ -164,6 +165,10 @@ type Stack struct {
 	restored map[netip.Addr]struct{}
 
 	closeOnce sync.Once
+
+	// dadConflicts counts the addresses that duplicate address detection
+	// refused (see DADConflicts).
+	dadConflicts atomic.Uint64
 }
 
 // ARPSettings are how the stack claims its IPv4 addresses on the front

@@ -443,8 +443,15 @@ place on a terminal (one table after another when the output is not a
 terminal) until Ctrl-C; a failed fetch is shown and retried. With --watch
 --json, one JSON object per line and refresh (JSON Lines).
 
+The first line counts the whole table: bindings, members, down, draining,
+held IPs. --ip, --port, --name and --down narrow the table below it (all
+that are given must match). HEALTH is "-" for mode-1 rows, which are not
+health-checked. vipmux events --follow streams the changes instead.
+
 Examples:
    vipmux status
+   vipmux status --down
+   vipmux status --ip 198.18.0.10
    vipmux status --watch --interval 500ms
    vipmux status --json | jq .
    vipmux status --watch --json | jq -c '.bindings[].members[].connections'`,
@@ -452,6 +459,10 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print the API's JSON"},
 			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "refresh until Ctrl-C"},
 			durationFlag("interval", time.Second, "with --watch: `DURATION` between refreshes (at least 100ms)"),
+			&cli.GenericFlag{Name: "ip", Value: &ipValue{}, Usage: "show only the bindings of front `IP`"},
+			portFlagOf("port", "show only the bindings of `PORT` (1-65535)"),
+			&cli.StringFlag{Name: "name", Usage: "show only the members named `NAME`"},
+			&cli.BoolFlag{Name: "down", Usage: "show only the members that are down, and the bindings without a serving member"},
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -467,8 +478,9 @@ Examples:
 			if err != nil {
 				return err
 			}
+			filter := statusFilterOf(c)
 			if c.Bool("watch") {
-				return watchStatus(c, cl)
+				return watchStatus(c, cl, filter)
 			}
 			ctx, cancel := context.WithTimeout(c.Context, clientTimeout(c))
 			defer cancel()
@@ -476,6 +488,7 @@ Examples:
 			if err != nil {
 				return fmt.Errorf("status: %w", err)
 			}
+			s = filter.apply(s)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -489,10 +502,14 @@ Examples:
 // printStatus prints the whole status: the shared address, the table as of
 // now, and the recent automatic changes.
 func printStatus(w io.Writer, s control.Status, now time.Time) error {
+	sum := s.Summary
+	fmt.Fprintf(w, "%d bindings, %d members, %d down, %d draining, %d held IPs\n", sum.Bindings, sum.Members, sum.Down, sum.Draining, sum.HeldIPs)
 	if s.Shared != "" {
 		fmt.Fprintf(w, "shared address %s\n", s.Shared)
 	}
-	if len(s.Bindings) == 0 {
+	if len(s.Bindings) == 0 && sum.Bindings > 0 {
+		fmt.Fprintln(w, "no binding matches the filters")
+	} else if len(s.Bindings) == 0 {
 		fmt.Fprintln(w, "no bindings: nothing registered")
 	} else if err := printBindingsAt(w, s.Bindings, now); err != nil {
 		return err
@@ -519,7 +536,10 @@ func printBindingsAt(w io.Writer, bs []control.BindingView, now time.Time) error
 		active, downActive := false, ""
 		for _, m := range b.Members {
 			health := "up"
-			if m.Down {
+			switch {
+			case b.Port == 0:
+				health = "-" // mode 1: not health-checked
+			case m.Down:
 				health = "down"
 			}
 			if m.State == "active" {

@@ -87,7 +87,7 @@ Examples:
 				_, err := fmt.Fprint(c.App.Writer, zshCompletion)
 				return err
 			case "fish":
-				s, err := c.App.ToFishCompletion()
+				s, err := fishCompletion(c.App)
 				if err != nil {
 					return fmt.Errorf("completion fish: %w", err)
 				}
@@ -100,9 +100,77 @@ Examples:
 	}
 }
 
+// namedValues are the values of flags that take one of a few words but
+// are plain string flags (serve's log overrides); choiceFlag's flags
+// carry theirs.
+var namedValues = map[string][]string{
+	"log-level":  {"debug", "info", "warn", "error"},
+	"log-format": {"text", "json"},
+}
+
+// flagValues returns the words that flag f takes, or nil when it takes
+// anything (a file name, an address).
+func flagValues(f cli.Flag) []string {
+	if g, ok := f.(*cli.GenericFlag); ok {
+		if cv, ok := g.Value.(*choiceValue); ok {
+			return cv.choices
+		}
+	}
+	return namedValues[f.Names()[0]]
+}
+
+// takesFile reports whether f's value is a file name: a path flag, or one
+// whose placeholder says FILE.
+func takesFile(f cli.Flag) bool {
+	if _, ok := f.(*cli.PathFlag); ok {
+		return true
+	}
+	u, ok := f.(interface{ GetUsage() string })
+	return ok && strings.Contains(u.GetUsage(), "`FILE`")
+}
+
+// fishCompletion is urfave/cli's fish script, with file names completed
+// for the flags that take a file (it completes none unless a flag says
+// TakesFile) and the values of the flags that take one of a few words.
+func fishCompletion(app *cli.App) (string, error) {
+	var extra strings.Builder
+	var walk func(path []string, flags []cli.Flag, cmds []*cli.Command)
+	walk = func(path []string, flags []cli.Flag, cmds []*cli.Command) {
+		for _, f := range flags {
+			switch pf := f.(type) {
+			case *cli.PathFlag:
+				pf.TakesFile = true
+			case *cli.StringFlag:
+				pf.TakesFile = pf.TakesFile || takesFile(f)
+			case *cli.GenericFlag:
+				pf.TakesFile = pf.TakesFile || takesFile(f)
+			}
+			vals := flagValues(f)
+			if len(vals) == 0 {
+				continue
+			}
+			cond := "__fish_vipmux_no_subcommand"
+			if len(path) > 0 {
+				cond = "__fish_seen_subcommand_from " + path[len(path)-1]
+			}
+			fmt.Fprintf(&extra, "complete -c %s -n '%s' -l %s -x -a '%s'\n", app.Name, cond, f.Names()[0], strings.Join(vals, " "))
+		}
+		for _, c := range cmds {
+			walk(append(path, c.Name), c.Flags, c.Subcommands)
+		}
+	}
+	walk(nil, app.Flags, app.Commands)
+	s, err := app.ToFishCompletion()
+	if err != nil {
+		return "", err
+	}
+	return s + "\n# Values of the flags that take one of a few words.\n" + extra.String(), nil
+}
+
 // completeFlags is the completion of a command without subcommands: after
-// a flag that takes a value, nothing (the shell completes file names);
-// after a partial flag, the flags that it begins; otherwise every flag.
+// a flag that takes one of a few words, those words; after another flag
+// that takes a value, nothing (the shell completes file names); after a
+// partial flag, the flags that it begins; otherwise every flag.
 // Like urfave/cli's DefaultCompleteWithFlags it reads the word before
 // --generate-bash-completion from os.Args, which the app never sees.
 func completeFlags(cmd *cli.Command) cli.BashCompleteFunc {
@@ -115,6 +183,9 @@ func completeFlags(cmd *cli.Command) cli.BashCompleteFunc {
 			if vf, ok := f.(cli.DocGenerationFlag); ok && vf.TakesValue() {
 				for _, n := range f.Names() {
 					if last == flagName(n) {
+						for _, v := range flagValues(f) {
+							fmt.Fprintln(c.App.Writer, v)
+						}
 						return
 					}
 				}

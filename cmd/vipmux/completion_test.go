@@ -85,6 +85,13 @@ func TestBashCompletion(t *testing.T) {
 		{line: "vipmux register --name web-a --b", want: []string{"--backend"}},
 		{line: "vipmux completion ", want: []string{"bash", "zsh", "fish"}},
 		{line: "vipmux serve --config ", wantNone: true}, // a file name comes next
+		{line: "vipmux register --state ", want: []string{"active", "standby"}},
+		{line: "vipmux register --proxy-protocol ", want: []string{"none", "v1", "v2"}},
+		{line: "vipmux run --state a", want: []string{"active"}},
+		{line: "vipmux serve --log-level ", want: []string{"debug", "info", "warn", "error"}},
+		{line: "vipmux serve --log-format ", want: []string{"text", "json"}},
+		{line: "vipmux events --f", want: []string{"--follow"}},
+		{line: "vipmux status --d", want: []string{"--down"}},
 	} {
 		t.Run(tc.line, func(t *testing.T) {
 			cmd := exec.Command(bash, "--norc", "--noprofile", "-c", `
@@ -137,6 +144,8 @@ func TestZshCompletion(t *testing.T) {
 		{words: []string{"vipmux", "serve", "--c"}, want: []string{"--config"}},
 		{words: []string{"vipmux", "register", "--name", "web-a", ""}, want: []string{"--backend", "--ip", "--port", "--ttl"}},
 		{words: []string{"vipmux", "serve", "--config", ""}, want: []string{"FILES"}},
+		{words: []string{"vipmux", "register", "--state", ""}, want: []string{"active", "standby"}},
+		{words: []string{"vipmux", "serve", "--log-level", ""}, want: []string{"debug", "info", "warn", "error"}},
 	} {
 		t.Run(strings.Join(tc.words, " "), func(t *testing.T) {
 			cmd := exec.Command(zsh, "-f", "-c", `
@@ -158,6 +167,66 @@ _vipmux`, "zsh", scriptPath)
 				if !slices.Contains(got, w) {
 					t.Errorf("completion of %q = %q, want it to contain %q", tc.words, got, w)
 				}
+			}
+		})
+	}
+}
+
+// TestFishCompletionScript checks the fish script: file names for the
+// flags that take a file (urfave/cli writes -f, no files, unless a flag
+// says TakesFile), none for the others, and the values of the flags that
+// take one of a few words. fish is not installed here, so the script is
+// read as text; each complete line is one rule.
+func TestFishCompletionScript(t *testing.T) {
+	script, err := runApp("completion", "fish")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := func(cond, flag string) []string {
+		var rules []string
+		for _, line := range strings.Split(script, "\n") {
+			if strings.Contains(line, "-n '"+cond+"'") && strings.Contains(line, " -l "+flag+" ") {
+				rules = append(rules, line)
+			}
+		}
+		return rules
+	}
+	for _, tc := range []struct {
+		cond, flag string
+		wantFiles  bool
+		wantValues string // the -a list, "" for none
+	}{
+		{cond: "__fish_seen_subcommand_from serve", flag: "config", wantFiles: true},
+		{cond: "__fish_seen_subcommand_from serve", flag: "pcap", wantFiles: true},
+		{cond: "__fish_seen_subcommand_from check", flag: "config", wantFiles: true},
+		{cond: "__fish_seen_subcommand_from register", flag: "file", wantFiles: true},
+		{cond: "__fish_seen_subcommand_from status", flag: "token-file", wantFiles: true},
+		{cond: "__fish_seen_subcommand_from register", flag: "name"},
+		{cond: "__fish_seen_subcommand_from register", flag: "state", wantValues: "active standby"},
+		{cond: "__fish_seen_subcommand_from register", flag: "proxy-protocol", wantValues: "none v1 v2"},
+		{cond: "__fish_seen_subcommand_from run", flag: "state", wantValues: "active standby"},
+		{cond: "__fish_seen_subcommand_from serve", flag: "log-level", wantValues: "debug info warn error"},
+		{cond: "__fish_seen_subcommand_from serve", flag: "log-format", wantValues: "text json"},
+	} {
+		t.Run(tc.cond+" --"+tc.flag, func(t *testing.T) {
+			rules := rule(tc.cond, tc.flag)
+			if len(rules) == 0 {
+				t.Fatalf("no fish rule for --%s under %s", tc.flag, tc.cond)
+			}
+			files, values := true, ""
+			for _, r := range rules {
+				if strings.Contains(r, " -f ") || strings.Contains(r, " -x ") {
+					files = false
+				}
+				if _, v, ok := strings.Cut(r, " -a '"); ok {
+					values, _, _ = strings.Cut(v, "'")
+				}
+			}
+			if files != tc.wantFiles {
+				t.Errorf("fish completes file names for --%s under %s: %v, want %v:\n%s", tc.flag, tc.cond, files, tc.wantFiles, strings.Join(rules, "\n"))
+			}
+			if values != tc.wantValues {
+				t.Errorf("fish values of --%s under %s = %q, want %q", tc.flag, tc.cond, values, tc.wantValues)
 			}
 		})
 	}

@@ -97,7 +97,7 @@ Exit status:
    the key; a mistake on the command line is one line and a hint to
    --help); vipmux check exits 1 when serve would not start with the
    config; vipmux run exits with its command's status.`,
-		Version:              version,
+		Version:              buildVersion(),
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
 		Flags:                clientFlags(),
@@ -116,6 +116,7 @@ Exit status:
 			renewCommand(),
 			runCommand(),
 			statusCommand(),
+			eventsCommand(),
 			reloadCommand(),
 			versionCommand(),
 			completionCommand(),

@@ -129,7 +129,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 			log.Warn("--reset-state: starting with an empty table; the old state file is kept", "state", cfg.State.Path, "moved_to", moved)
 		}
 	}
-	gopts := vipgateway.Options{Config: cfg, ConfigPath: opts.config, Load: opts.load, Store: store, Logger: log, SetLog: opts.logs.Set, Context: ctx}
+	gopts := vipgateway.Options{Config: cfg, ConfigPath: opts.config, Load: opts.load, Store: store, Logger: log, SetLog: opts.logs.Set, Context: ctx,
+		Version: buildVersion(), Revision: buildRevision()}
 	sd := sdnotify.FromEnv()
 	gopts.Reloading = systemdReloading(sd, log)
 	if opts.pcap != "" {

@@ -32,7 +32,7 @@ const (
 // watchStatus fetches the status every --interval and prints it until
 // SIGINT or SIGTERM, then returns nil. A failed fetch is shown (on stderr
 // with --json) and retried at the next refresh.
-func watchStatus(c *cli.Context, cl *control.Client) error {
+func watchStatus(c *cli.Context, cl *control.Client, filter statusFilter) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := statusWatcher{
@@ -44,6 +44,7 @@ func watchStatus(c *cli.Context, cl *control.Client) error {
 		timeout:  clientTimeout(c),
 		json:     c.Bool("json"),
 		tty:      isTerminal(c.App.Writer),
+		filter:   filter,
 	}
 	tick := time.NewTicker(w.interval)
 	defer tick.Stop()
@@ -70,6 +71,7 @@ type statusWatcher struct {
 	interval, timeout time.Duration
 	json              bool
 	tty               bool
+	filter            statusFilter
 }
 
 // refresh fetches the status once and prints it. It returns only errors
@@ -78,6 +80,7 @@ func (w *statusWatcher) refresh(ctx context.Context, first bool) error {
 	rctx, cancel := context.WithTimeout(ctx, w.timeout)
 	s, err := w.cl.Status(rctx)
 	cancel()
+	s = w.filter.apply(s)
 	if ctx.Err() != nil {
 		return nil // interrupted: print nothing half-done
 	}
@@ -128,6 +131,68 @@ func (w *statusWatcher) redraw(frame []byte, first bool) error {
 	b.WriteString(ansiClearBelow)
 	_, err := io.WriteString(w.out, b.String())
 	return err
+}
+
+// statusFilter is status's --ip, --port, --name and --down; the zero
+// value keeps everything.
+type statusFilter struct {
+	ip   string
+	port int
+	name string
+	down bool
+}
+
+// statusFilterOf reads the filter flags (validated as they were parsed).
+func statusFilterOf(c *cli.Context) statusFilter {
+	f := statusFilter{name: c.String("name"), down: c.Bool("down")}
+	if v, ok := c.Generic("ip").(*ipValue); ok && v.a.IsValid() {
+		f.ip = v.a.String()
+	}
+	if v, ok := c.Generic("port").(*portValue); ok {
+		f.port = v.p
+	}
+	return f
+}
+
+// apply returns s with only the bindings and members that f keeps: a
+// binding matches --ip and --port; a member matches --name, and with
+// --down is down, unless its binding serves nobody (then every member of
+// it is shown). Bindings left without members go. The summary and the
+// events are the whole table's.
+func (f statusFilter) apply(s control.Status) control.Status {
+	if f == (statusFilter{}) {
+		return s
+	}
+	var out []control.BindingView
+	for _, b := range s.Bindings {
+		if (f.ip != "" && b.IP != f.ip) || (f.port != 0 && b.Port != f.port) {
+			continue
+		}
+		dark := !serving(b)
+		var ms []control.MemberView
+		for _, m := range b.Members {
+			if (f.name != "" && m.Name != f.name) || (f.down && !m.Down && !dark) {
+				continue
+			}
+			ms = append(ms, m)
+		}
+		if len(ms) > 0 {
+			b.Members = ms
+			out = append(out, b)
+		}
+	}
+	s.Bindings = out
+	return s
+}
+
+// serving reports whether b has an active member that is up.
+func serving(b control.BindingView) bool {
+	for _, m := range b.Members {
+		if m.State == "active" && !m.Down {
+			return true
+		}
+	}
+	return false
 }
 
 // isTerminal reports whether w is a terminal (a character device).
