@@ -344,7 +344,7 @@ func New(opts Options) (_ *Gateway, err error) {
 	g.reg.Watch(g.fwd.Prune) // a member that leaves takes its connections along
 	g.st.HandleTCP(cfg.Dispatch.MaxInFlight, g.fwd.Handle)
 	g.mtr, err = metrics.New(metrics.Options{Table: g.reg, Conns: g.fwd, Stack: g.st, Recorder: rec, PerMember: cfg.Metrics.PerMember,
-		Version: opts.Version, Revision: opts.Revision, Logger: g.log})
+		Version: opts.Version, Revision: opts.Revision, Notifications: g.ntf.Stats, Logger: g.log})
 	if err != nil {
 		return nil, err
 	}

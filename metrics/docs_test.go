@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vipmux/vipmux/dispatch"
 	"github.com/vipmux/vipmux/registry"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -34,9 +35,10 @@ func TestEverySeriesDocumented(t *testing.T) {
 			stats(registry.Key{IP: shared, Port: 8080}, "web-a", map[dispatch.Outcome]uint64{dispatch.Proxied: 1}, 0, 1, 1),
 			stats(registry.Key{IP: shared, Port: 8080}, "", map[dispatch.Outcome]uint64{dispatch.NoRoute: 1}, 0, 0, 0),
 		},
-		Stack:    &dadStack{fakeStack: fakeStack{s: tcpip.Stats{}.FillIn()}},
-		Recorder: rec,
-		Logger:   discard,
+		Stack:         &dadStack{fakeStack: fakeStack{s: tcpip.Stats{}.FillIn()}},
+		Recorder:      rec,
+		Notifications: func() (uint64, uint64, uint64) { return 3, 1, 0 },
+		Logger:        discard,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -65,5 +67,34 @@ func TestEverySeriesDocumented(t *testing.T) {
 		if !registered[name[1]] {
 			t.Errorf("docs/metrics.md lists %s, which no collector registers", name[1])
 		}
+	}
+}
+
+// TestNotificationCounters: the [notify] counters read the notifier at
+// scrape time.
+func TestNotificationCounters(t *testing.T) {
+	r, err := registry.New(registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent, failed, dropped uint64 = 5, 2, 1
+	m, err := New(Options{Table: r, Notifications: func() (uint64, uint64, uint64) { return sent, failed, dropped }, Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent++
+	want := `
+# HELP vipmux_notifications_dropped_total [notify] events dropped because 256 were waiting already.
+# TYPE vipmux_notifications_dropped_total counter
+vipmux_notifications_dropped_total 1
+# HELP vipmux_notifications_failed_total [notify] deliveries that failed: a command that exited non-zero or ran past [notify] timeout, a webhook that answered other than 2xx or not in time.
+# TYPE vipmux_notifications_failed_total counter
+vipmux_notifications_failed_total 2
+# HELP vipmux_notifications_sent_total [notify] deliveries (a command run, a webhook POSTed) that succeeded.
+# TYPE vipmux_notifications_sent_total counter
+vipmux_notifications_sent_total 6
+`
+	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want), "vipmux_notifications_sent_total", "vipmux_notifications_failed_total", "vipmux_notifications_dropped_total"); err != nil {
+		t.Error(err)
 	}
 }

@@ -77,6 +77,10 @@ type Options struct {
 	// Version and Revision are vipmux_build_info's labels; empty ones
 	// read "unknown".
 	Version, Revision string
+	// Notifications, when not nil, returns the [notify] deliveries that
+	// succeeded and failed and the events dropped from a full queue
+	// (notify.Notifier.Stats), read at scrape time.
+	Notifications func() (sent, failed, dropped uint64)
 	// Logger receives one Info line per change of a port's active member
 	// (switch, automatic failover, failback) and scrape errors. Required.
 	Logger *slog.Logger
@@ -150,6 +154,12 @@ func New(opts Options) (*Metrics, error) {
 	if opts.Recorder != nil {
 		cs = append(cs, newRecorderCollector(opts.Recorder))
 	}
+	if n := opts.Notifications; n != nil {
+		cs = append(cs,
+			notifyCounter("vipmux_notifications_sent_total", "[notify] deliveries (a command run, a webhook POSTed) that succeeded.", func() uint64 { s, _, _ := n(); return s }),
+			notifyCounter("vipmux_notifications_failed_total", "[notify] deliveries that failed: a command that exited non-zero or ran past [notify] timeout, a webhook that answered other than 2xx or not in time.", func() uint64 { _, f, _ := n(); return f }),
+			notifyCounter("vipmux_notifications_dropped_total", "[notify] events dropped because 256 were waiting already.", func() uint64 { _, _, d := n(); return d }))
+	}
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register %T: %w", c, err)
@@ -218,4 +228,9 @@ func portLabel(p uint16) string {
 		return "*"
 	}
 	return strconv.Itoa(int(p))
+}
+
+// notifyCounter is a counter read from the notifier at scrape time.
+func notifyCounter(name, help string, v func() uint64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
 }
