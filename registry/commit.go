@@ -31,6 +31,7 @@ func (r *Registry) update(fn func(*Table) error) error {
 		}
 		return err
 	}
+	r.repairLocked(r.pending, next, r.now())
 	if r.applier != nil {
 		// The stack still holds what the published table holds even if
 		// a pending change dropped it: only add what neither has.

@@ -362,3 +362,33 @@ func TestLimits(t *testing.T) {
 		t.Errorf("%d bindings after the refused one, want 65536", n)
 	}
 }
+
+// TestSwitchForce (issue 12 point 7): a forced switch to a down member
+// makes it active and up; its next failed health check fails the port
+// over to the first healthy standby again.
+func TestSwitchForce(t *testing.T) {
+	k := Key{IP: ipShared, Port: 80}
+	r, _ := newRegistry(t,
+		Registration{Name: "web-a", IP: ipShared, Port: 80, Backend: beA},
+		Registration{Name: "web-b", IP: ipShared, Port: 80, Backend: beB},
+	)
+	if err := r.SetHealth(k, "web-b", false, "health check failed: refused"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.SwitchForce(k, "web-b")
+	if err != nil {
+		t.Fatalf("SwitchForce to a down member: %v", err)
+	}
+	if m, _ := b.Member("web-b"); m.State != Active || m.Down {
+		t.Errorf("web-b after SwitchForce: %s down %v, want active and up", m.State, m.Down)
+	}
+	if m, _, ok := r.Lookup(ipShared, 80); !ok || m.Name != "web-b" {
+		t.Errorf("Lookup after SwitchForce = %q %v, want web-b", m.Name, ok)
+	}
+	if err := r.SetHealth(k, "web-b", false, "health check failed: refused"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _, ok := r.Lookup(ipShared, 80); !ok || m.Name != "web-a" {
+		t.Errorf("Lookup after web-b's next failed check = %q %v, want web-a", m.Name, ok)
+	}
+}

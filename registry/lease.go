@@ -229,6 +229,26 @@ func (r *Registry) failover(b *Binding, now time.Time) {
 	r.eventLocked(Event{Time: now, Binding: b.Key, Member: s.Name, What: "promoted", Why: why, Cause: CauseFailover})
 }
 
+// repairLocked fails over every port binding that the change from base to
+// next touched whose active member is down while a standby is healthy: a
+// port is never left without a server while a healthy member exists,
+// whatever led there (a restored table, a forced switch undone by a
+// health report, ...); next is a table being built.
+func (r *Registry) repairLocked(base, next *Table, now time.Time) {
+	for _, b := range Changed(base, next) {
+		if b.Port == 0 {
+			continue
+		}
+		a, ok := b.Active()
+		if !ok || !a.Down || !slices.ContainsFunc(b.Members, func(m Member) bool { return m.State == Standby && !m.Down }) {
+			continue
+		}
+		nb := cloneBinding(b.Key, b)
+		r.failover(nb, now)
+		next.set(nb)
+	}
+}
+
 // discardLogger is the registry's logger when Options.Logger is nil.
 var discardLogger = slog.New(slog.DiscardHandler)
 

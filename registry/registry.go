@@ -146,6 +146,9 @@ func New(opts Options) (*Registry, error) {
 					m.DownCause = downCauseOf(*m)
 				}
 			}
+			// A port restored with its active down serves again from its
+			// first healthy standby.
+			r.repairLocked(&Table{}, t, now)
 		}
 	}
 	r.snap.Store(t)
@@ -319,7 +322,22 @@ func (r *Registry) Deregister(name string, k Key) error {
 
 // Switch makes member to the active member of binding k and the former
 // active a standby, in one step. Switching to the current active is a no-op.
+// A switch to a member known to be down is refused (ErrConflict naming its
+// health): it would leave the port without a server. SwitchForce makes it
+// anyway.
 func (r *Registry) Switch(k Key, to string) (Binding, error) {
+	return r.switchTo(k, to, false)
+}
+
+// SwitchForce is Switch that also switches to a member known to be down
+// (the operator's word that it serves): the member is marked up, and its
+// next health check or lease check judges it again (and fails the port
+// over if it is still down).
+func (r *Registry) SwitchForce(k Key, to string) (Binding, error) {
+	return r.switchTo(k, to, true)
+}
+
+func (r *Registry) switchTo(k Key, to string, force bool) (Binding, error) {
 	if err := ValidateName(to); err != nil {
 		return Binding{}, Invalid("to", "%v", err.(*FieldError).Msg)
 	}
@@ -329,7 +347,11 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 		if err != nil {
 			return fmt.Errorf("switch %s: %w", k, err)
 		}
-		if old.Members[i].State == Active {
+		target := old.Members[i]
+		if target.Down && !force {
+			return fmt.Errorf("switch %s: %w", k, fieldErr(ErrConflict, "to", "%s is down (%s: %s): switching to it would leave %s without a server; bring it up first, or force the switch (switch --force, \"force\": true)", to, target.DownCause, target.Reason, k))
+		}
+		if target.State == Active && !target.Down {
 			out = old.clone()
 			return errNoChange
 		}
@@ -340,6 +362,9 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			switch {
 			case j == i:
 				m.State, m.Since, m.Cause, m.Reason = Active, now, CauseSwitch, "switch"
+				if m.Down {
+					m.Down, m.DownCause, m.Reason = false, DownNone, "switch --force to a member that was down ("+m.Reason+")"
+				}
 			case m.State == Active:
 				m.State, m.Since, m.Cause, m.Reason = Standby, now, CauseSwitch, "switch to "+to
 			}
