@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -390,5 +391,51 @@ func TestSwitchForce(t *testing.T) {
 	}
 	if m, _, ok := r.Lookup(ipShared, 80); !ok || m.Name != "web-a" {
 		t.Errorf("Lookup after web-b's next failed check = %q %v, want web-a", m.Name, ok)
+	}
+}
+
+// TestJournalOldFormat (issue 12 point 10): a journal written before
+// member records (whole bindings in "set", keys in "del") still replays,
+// and member records replay after it.
+func TestJournalOldFormat(t *testing.T) {
+	path := t.TempDir() + "/state.json"
+	k := Key{IP: ipShared, Port: 80}
+	b := member("web-b", beB, Standby, t0)
+	snap, err := encodeState(&Table{}, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, snap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	line := func(e string) string { return string(journalLine([]byte(e))) }
+	old := `{"set":[{"ip":"198.18.0.100","port":80,"members":[{"name":"web-a","backend":"198.19.0.2:0","state":"active","since":"2026-01-02T03:04:05Z"},{"name":"web-b","backend":"198.19.0.3:0","state":"standby","since":"2026-01-02T03:04:05Z"}]},{"ip":"198.18.0.10","port":0,"members":[{"name":"x","backend":"198.19.0.2:0","state":"active","since":"2026-01-02T03:04:05Z"}]}]}`
+	del := `{"del":[{"ip":"198.18.0.10","port":0}]}`
+	c := member("web-c", beC, Standby, t0)
+	bDown := b
+	bDown.Down, bDown.DownCause = true, DownHealth
+	recs, err := json.Marshal(journalEntry{Members: []memberChange{{Binding: k, Member: &c}, {Binding: k, Member: &bDown}, {Binding: k, Gone: "web-a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := journalMagic + "7\n" + line(old) + line(del) + line(string(recs))
+	if err := os.WriteFile(path+".journal", []byte(j), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := (&FileStore{Path: path}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Binding{{Key: k, Members: []Member{bDown, c}}}
+	if diff := cmp.Diff(want, bindings(got), cmpOpts); diff != "" {
+		t.Errorf("replayed table (-want +got):\n%s", diff)
+	}
+	// A member record of a binding that does not exist is damage.
+	bad := journalMagic + "7\n" + line(string(recs)) + line(del)
+	if err := os.WriteFile(path+".journal", []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&FileStore{Path: path}).Load(); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Load of a member record of a missing binding: %v, want an error", err)
 	}
 }
