@@ -180,6 +180,9 @@ func New(opts Options) (_ *Gateway, err error) {
 		Store:    opts.Store,
 		Failback: cfg.Health.Failback,
 		Logger:   g.log,
+
+		MaxBindings:       cfg.State.MaxBindings,
+		MaxMembersPerPort: cfg.State.MaxMembersPerPort,
 	})
 	if err != nil {
 		// The file is left exactly as it was: it may be all that is left

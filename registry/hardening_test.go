@@ -289,7 +289,7 @@ func whats(es []Event) []string {
 func TestJournalProportional(t *testing.T) {
 	path := t.TempDir() + "/state.json"
 	fs := &FileStore{Path: path}
-	r, err := New(Options{Networks: front, Store: fs, Now: (&clock{t: t0}).Now})
+	r, err := New(Options{Networks: front, Store: fs, Now: (&clock{t: t0}).Now, MaxMembersPerPort: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

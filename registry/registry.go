@@ -86,7 +86,27 @@ type Options struct {
 	Failback bool
 	// Logger receives one line per automatic change; nil discards.
 	Logger *slog.Logger
+	// MaxBindings is the most bindings the table takes ([state]
+	// max_bindings); zero means DefaultMaxBindings. A registration over it
+	// is refused (ErrConflict); a restored table may hold more.
+	MaxBindings int
+	// MaxMembersPerPort is the most members of one port binding ([state]
+	// max_members_per_port); zero means DefaultMaxMembersPerPort.
+	MaxMembersPerPort int
 }
+
+// Table limits (Options.MaxBindings, Options.MaxMembersPerPort).
+const (
+	// DefaultMaxBindings is Options.MaxBindings' default.
+	DefaultMaxBindings = 65536
+	// MaxMaxBindings is the largest Options.MaxBindings that config takes.
+	MaxMaxBindings = 1 << 20
+	// DefaultMaxMembersPerPort is Options.MaxMembersPerPort's default.
+	DefaultMaxMembersPerPort = 256
+	// MaxMaxMembersPerPort is the largest Options.MaxMembersPerPort that
+	// config takes.
+	MaxMaxMembersPerPort = 65536
+)
 
 // Registry holds the table. Its methods are safe for concurrent use.
 type Registry struct {
@@ -122,6 +142,12 @@ func New(opts Options) (*Registry, error) {
 	}
 	if r.log == nil {
 		r.log = discardLogger
+	}
+	if r.opts.MaxBindings <= 0 {
+		r.opts.MaxBindings = DefaultMaxBindings
+	}
+	if r.opts.MaxMembersPerPort <= 0 {
+		r.opts.MaxMembersPerPort = DefaultMaxMembersPerPort
 	}
 	t := &Table{}
 	if opts.Store != nil {
@@ -279,6 +305,12 @@ func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 	i := b.index(reg.Name)
 	if k.Port == 0 && i < 0 && len(b.Members) > 0 {
 		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is already held by server %s; deregister it first", k.IP, b.Members[0].Name))
+	}
+	if old == nil && t.Len() >= r.opts.MaxBindings {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, keyField(k), "the table holds %d bindings, the limit (state.max_bindings); deregister some, or raise the limit", t.Len()))
+	}
+	if i < 0 && len(b.Members) >= r.opts.MaxMembersPerPort {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "name", "%s has %d members, the limit (state.max_members_per_port); deregister some, or raise the limit", k, len(b.Members)))
 	}
 	state := reg.State
 	if state == "" {
