@@ -52,12 +52,20 @@ func (r *Registry) eventLocked(e Event) {
 	r.log.Info("automatic change", "binding", e.Binding, "member", e.Member, "what", e.What, "why", e.Why)
 }
 
-// Renew extends the lease of member name in binding k by its TTL. A member
-// that its lease had marked down is up again.
+// Renew extends the lease of member name in binding k by its TTL, from
+// the moment the renewal arrived. A member that its lease had marked down
+// is up again.
+//
+// A renewal is judged by when it arrived, not by when it gets the write
+// lock: until it is applied, Expire leaves alone a lease that ran out
+// after the renewal arrived.
 func (r *Registry) Renew(name string, k Key) (Binding, error) {
 	if err := ValidateName(name); err != nil {
 		return Binding{}, err
 	}
+	at := r.now()
+	r.arrive(k, name, at)
+	defer r.leave(k, name)
 	var out Binding
 	err := r.update(func(t *Table) error {
 		old, i, err := t.member(k, name, "name")
@@ -70,7 +78,7 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 		b := cloneBinding(k, old)
 		now := r.now()
 		m := &b.Members[i]
-		m.Expires = now.Add(m.TTL)
+		m.Expires = at.Add(m.TTL)
 		if m.Down && m.DownCause == DownLease {
 			m.Down, m.DownCause, m.Since, m.Cause, m.Reason = false, DownNone, now, CauseRenew, "lease renewed"
 			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "up", Why: "lease renewed", Cause: CauseRenew})
@@ -84,6 +92,57 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 		return Binding{}, err
 	}
 	return out, nil
+}
+
+// renewalKey names the member of a renewal in flight.
+type renewalKey struct {
+	k    Key
+	name string
+}
+
+// renewal is the renewals in flight of one member: how many, and when the
+// first arrived.
+type renewal struct {
+	at time.Time
+	n  int
+}
+
+// arrive records a renewal of (k, name) that arrived at at.
+func (r *Registry) arrive(k Key, name string, at time.Time) {
+	r.arrMu.Lock()
+	defer r.arrMu.Unlock()
+	if r.arrivals == nil {
+		r.arrivals = map[renewalKey]renewal{}
+	}
+	rk := renewalKey{k, name}
+	a, ok := r.arrivals[rk]
+	if !ok || at.Before(a.at) {
+		a.at = at
+	}
+	a.n++
+	r.arrivals[rk] = a
+}
+
+// leave forgets a renewal of (k, name) that arrive recorded.
+func (r *Registry) leave(k Key, name string) {
+	r.arrMu.Lock()
+	defer r.arrMu.Unlock()
+	rk := renewalKey{k, name}
+	a := r.arrivals[rk]
+	if a.n--; a.n <= 0 {
+		delete(r.arrivals, rk)
+	} else {
+		r.arrivals[rk] = a
+	}
+}
+
+// renewing reports whether a renewal of (k, name) that arrived before
+// expires is waiting to be applied.
+func (r *Registry) renewing(k Key, name string, expires time.Time) bool {
+	r.arrMu.Lock()
+	defer r.arrMu.Unlock()
+	a, ok := r.arrivals[renewalKey{k, name}]
+	return ok && a.at.Before(expires)
 }
 
 // reasonLease is the Reason of a member that its lease marked down
@@ -102,9 +161,11 @@ func (r *Registry) Expire() int {
 		// not looked at (a table of 10,000 permanent addresses costs
 		// nothing here). The list is taken first because the loop changes
 		// t.leased.
+		// A lease whose renewal arrived in time is left to the renewal.
+		isDue := func(k Key, m *Member) bool { return m.leaseDue(now) && !r.renewing(k, m.Name, m.Expires) }
 		var due []*Binding
 		for _, b := range t.leased.All() {
-			if b.expired(now) {
+			if slices.ContainsFunc(b.Members, func(m Member) bool { return isDue(b.Key, &m) }) {
 				due = append(due, b)
 			}
 		}
@@ -112,7 +173,7 @@ func (r *Registry) Expire() int {
 			k := old.Key
 			b := cloneBinding(k, old)
 			b.Members = slices.DeleteFunc(b.Members, func(m Member) bool {
-				if !m.leaseDue(now) {
+				if !isDue(k, &m) {
 					return false
 				}
 				n++
@@ -124,7 +185,7 @@ func (r *Registry) Expire() int {
 			})
 			for i := range b.Members {
 				m := &b.Members[i]
-				if m.leaseDue(now) {
+				if isDue(k, m) {
 					m.Down, m.DownCause, m.Since, m.Cause, m.Reason = true, DownLease, now, CauseExpiry, reasonLease
 					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "down", Why: reasonLease, Cause: CauseExpiry})
 				}
@@ -145,12 +206,6 @@ func (r *Registry) Expire() int {
 		r.log.Error("expire leases", "err", err)
 	}
 	return n
-}
-
-// expired reports whether a member of b has a lease that ran out and is
-// not yet handled.
-func (b *Binding) expired(now time.Time) bool {
-	return slices.ContainsFunc(b.Members, func(m Member) bool { return m.leaseDue(now) })
 }
 
 // leaseDue reports whether m's lease ran out by now and Expire has not yet

@@ -132,6 +132,11 @@ type Registry struct {
 	applier  Applier
 	watchers []func(prev, next *Table)
 	events   []Event
+
+	// arrMu guards arrivals: the renewals that arrived and wait for mu
+	// (see Renew). It is never held while waiting for mu.
+	arrMu    sync.Mutex
+	arrivals map[renewalKey]renewal
 }
 
 // New returns a registry, restoring the table from opts.Store if it has one.
