@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 )
 
@@ -23,27 +24,17 @@ var errNoChange = errors.New("no change")
 // (routesEarly).
 func (r *Registry) update(fn func(*Table) error) error {
 	r.mu.Lock()
-	next := r.pending.clone()
-	if err := fn(next); err != nil {
-		r.mu.Unlock()
+	next, evs, err := r.prepareLocked(fn)
+	if err != nil {
 		if errors.Is(err, errNoChange) {
 			return nil
 		}
 		return err
 	}
-	r.repairLocked(r.pending, next, r.now())
-	if r.applier != nil {
-		// The stack still holds what the published table holds even if
-		// a pending change dropped it: only add what neither has.
-		if err := r.applier.Prepare(r.heldLocked(), next); err != nil {
-			r.mu.Unlock()
-			return err
-		}
-	}
 	r.pending = next
 	if r.opts.Store == nil {
 		prev := r.snap.Load()
-		r.publishLocked(prev, next)
+		r.publishLocked(prev, next, evs)
 		r.mu.Unlock()
 		return nil
 	}
@@ -63,6 +54,7 @@ func (r *Registry) update(fn func(*Table) error) error {
 		b = &batch{done: make(chan struct{}), lead: make(chan struct{}, 1)}
 		r.open = b
 	}
+	b.events = append(b.events, evs...)
 	lead := !r.saving
 	if lead {
 		r.saving = true
@@ -88,7 +80,10 @@ type batch struct {
 	done chan struct{}
 	// lead receives once, to make one of the batch's writers its saver.
 	lead chan struct{}
-	err  error
+	// events are the automatic changes that the batch's changes made:
+	// recorded when it is published, never if it fails.
+	events []Event
+	err    error
 }
 
 // save makes b durable, then publishes it, or rolls back every change not
@@ -116,7 +111,7 @@ func (r *Registry) save(b *batch) {
 		r.saving = false
 		return
 	}
-	r.publishLocked(prev, b.table)
+	r.publishLocked(prev, b.table, b.events)
 	if o := r.open; o != nil {
 		r.open, o.table = nil, r.pending
 		o.lead <- struct{}{}
@@ -125,10 +120,12 @@ func (r *Registry) save(b *batch) {
 	r.saving = false
 }
 
-// publishLocked makes next (durable) the published table and releases what
-// prev held that neither next nor a pending change holds; r.mu is held.
-func (r *Registry) publishLocked(prev, next *Table) {
+// publishLocked makes next (durable) the published table, records evs (the
+// automatic changes it holds) and releases what prev held that neither
+// next nor a pending change holds; r.mu is held.
+func (r *Registry) publishLocked(prev, next *Table, evs []Event) {
 	r.snap.Store(next)
+	r.recordLocked(evs)
 	// A table routed early that is newer than next (a switch made while
 	// next was being saved) holds next's changes: it stays.
 	if cur := r.route.Load(); cur.changes <= next.changes {
@@ -140,6 +137,112 @@ func (r *Registry) publishLocked(prev, next *Table) {
 	if r.applier != nil {
 		r.applier.Commit(prev, Union(next, r.pending))
 	}
+}
+
+// prepareLocked builds a change (fn applied to a copy of the newest table,
+// and repairLocked) and has the applier acquire what it adds. r.mu is held
+// on entry; it is held on a successful return and released on an error.
+//
+// Acquiring a new address takes time (duplicate address detection probes
+// the front link for up to dad_probes x dad_interval): the applier does
+// it without r.mu, so that switches, failovers, renewals, expiries and
+// status go on meanwhile. The new addresses are reserved in r.probing
+// for that time (a change that needs one of them waits for the probe);
+// then, under r.mu again, the change is built anew if the table changed
+// meanwhile, and what it no longer needs is released.
+func (r *Registry) prepareLocked(fn func(*Table) error) (*Table, []Event, error) {
+	for {
+		base := r.pending
+		next, evs, err := r.buildLocked(fn)
+		if err != nil {
+			r.mu.Unlock()
+			return nil, nil, err
+		}
+		if r.applier == nil {
+			return next, evs, nil
+		}
+		held := r.heldLocked()
+		news := AddrDiff(next, held)
+		if len(news) == 0 { // nothing to probe: quick
+			if err := r.applier.Prepare(held, next); err != nil {
+				r.mu.Unlock()
+				return nil, nil, err
+			}
+			return next, evs, nil
+		}
+		if wait := r.probingLocked(news); wait != nil {
+			r.mu.Unlock()
+			<-wait
+			r.mu.Lock()
+			continue
+		}
+		done := make(chan struct{})
+		if r.probing == nil {
+			r.probing = map[netip.Addr]chan struct{}{}
+		}
+		for _, a := range news {
+			r.probing[a] = done
+		}
+		a := r.applier
+		r.mu.Unlock()
+		err = a.Prepare(held, next)
+		r.mu.Lock()
+		for _, ip := range news {
+			delete(r.probing, ip)
+		}
+		close(done)
+		if err != nil {
+			r.mu.Unlock()
+			return nil, nil, err
+		}
+		if r.pending == base {
+			return next, evs, nil
+		}
+		// Other changes were made meanwhile: build this one again on
+		// the newest table. got is what the applier holds now.
+		got := Union(r.heldLocked(), next)
+		again, evs, err := r.buildLocked(fn)
+		if err != nil {
+			a.Commit(got, r.heldLocked())
+			r.mu.Unlock()
+			return nil, nil, err
+		}
+		if len(AddrDiff(again, got)) > 0 { // needs another address now
+			a.Commit(got, r.heldLocked())
+			continue
+		}
+		a.Commit(got, Union(r.heldLocked(), again))
+		return again, evs, nil
+	}
+}
+
+// probingLocked returns the channel that closes when the probe of one of
+// addrs that another change runs ends, or nil if none is being probed;
+// r.mu is held.
+func (r *Registry) probingLocked(addrs []netip.Addr) chan struct{} {
+	for _, a := range addrs {
+		if ch, ok := r.probing[a]; ok {
+			return ch
+		}
+	}
+	return nil
+}
+
+// buildLocked applies fn to a copy of the newest table, then repairs the
+// bindings it changed (repairLocked). It returns the new table and the
+// automatic changes (events) that fn and the repair made; they are
+// recorded only if the change is published. fn may run more than once
+// for one change (see prepareLocked): it must not have other effects.
+func (r *Registry) buildLocked(fn func(*Table) error) (*Table, []Event, error) {
+	r.staged = nil
+	next := r.pending.clone()
+	err := fn(next)
+	if err == nil {
+		r.repairLocked(r.pending, next, r.now())
+	}
+	evs := r.staged
+	r.staged = nil
+	return next, evs, err
 }
 
 // routesEarly reports whether next may be routed (Lookup) before it is

@@ -43,13 +43,23 @@ func (r *Registry) Events() []Event {
 	return slices.Clone(r.events)
 }
 
-// eventLocked records and logs an automatic change; r.mu is held.
+// eventLocked stages an automatic change of the change being built; it
+// is recorded and logged once that change is published (recordLocked),
+// never if it fails. r.mu is held.
 func (r *Registry) eventLocked(e Event) {
-	if len(r.events) == maxEvents {
-		r.events = slices.Delete(r.events, 0, 1)
+	r.staged = append(r.staged, e)
+}
+
+// recordLocked records and logs automatic changes that were published;
+// r.mu is held.
+func (r *Registry) recordLocked(evs []Event) {
+	for _, e := range evs {
+		if len(r.events) == maxEvents {
+			r.events = slices.Delete(r.events, 0, 1)
+		}
+		r.events = append(r.events, e)
+		r.log.Info("automatic change", "binding", e.Binding, "member", e.Member, "what", e.What, "why", e.Why)
 	}
-	r.events = append(r.events, e)
-	r.log.Info("automatic change", "binding", e.Binding, "member", e.Member, "what", e.What, "why", e.Why)
 }
 
 // Renew extends the lease of member name in binding k by its TTL, from
@@ -156,6 +166,7 @@ const reasonLease = "lease expired"
 func (r *Registry) Expire() int {
 	n := 0
 	err := r.update(func(t *Table) error {
+		n = 0 // fn may run twice (see buildLocked)
 		now := r.now()
 		// Only bindings with a leased member can expire: the others are
 		// not looked at (a table of 10,000 permanent addresses costs

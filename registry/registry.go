@@ -132,6 +132,11 @@ type Registry struct {
 	applier  Applier
 	watchers []func(prev, next *Table)
 	events   []Event
+	// staged are the events of the change being built (see buildLocked).
+	staged []Event
+	// probing are the new addresses that the applier is probing for a
+	// change, outside mu; each channel closes when its probe ends.
+	probing map[netip.Addr]chan struct{}
 
 	// arrMu guards arrivals: the renewals that arrived and wait for mu
 	// (see Renew). It is never held while waiting for mu.
@@ -180,6 +185,8 @@ func New(opts Options) (*Registry, error) {
 			// A port restored with its active down serves again from its
 			// first healthy standby.
 			r.repairLocked(&Table{}, t, now)
+			r.recordLocked(r.staged)
+			r.staged = nil
 		}
 	}
 	r.snap.Store(t)
