@@ -22,7 +22,34 @@ var errNoChange = errors.New("no change")
 // waiting; Table only ever shows durable tables, and so does Lookup except
 // for a change of states only, which it routes by while it is being saved
 // (routesEarly).
+//
+// update is for manual changes (register, switch, deregister, renew): one
+// that cannot be made durable fails, and is undone. updateAuto is for
+// automatic ones.
 func (r *Registry) update(fn func(*Table) error) error {
+	return r.commit(fn, nil)
+}
+
+// updateAuto is update for an automatic change (a health report, a lease
+// expiry, the end of a drain): routing must follow health even when the
+// disk fails. If its save fails, the change stands in memory all the same
+// (see save): it is published, its events recorded, and its persistence
+// retried (RunExpiry) until a save succeeds. It returns fn's error, never
+// the save's, which save logs and counts (SaveFailures).
+func (r *Registry) updateAuto(fn func(*Table) error) error {
+	return r.commit(fn, &autoChange{fn: fn})
+}
+
+// autoChange is an automatic change in a batch: if the batch's save
+// fails, save applies fn again to the last durable table, and err is its
+// result.
+type autoChange struct {
+	fn  func(*Table) error
+	err error
+}
+
+// commit is update; auto is nil for a manual change.
+func (r *Registry) commit(fn func(*Table) error, auto *autoChange) error {
 	r.mu.Lock()
 	next, evs, err := r.prepareLocked(fn)
 	if err != nil {
@@ -55,6 +82,9 @@ func (r *Registry) update(fn func(*Table) error) error {
 		r.open = b
 	}
 	b.events = append(b.events, evs...)
+	if auto != nil {
+		b.autos = append(b.autos, auto)
+	}
 	lead := !r.saving
 	if lead {
 		r.saving = true
@@ -64,12 +94,23 @@ func (r *Registry) update(fn func(*Table) error) error {
 	if !lead {
 		select {
 		case <-b.done:
-			return b.err
+			return r.result(b, auto)
 		case <-b.lead: // the previous save handed over: save this batch
 		}
 	}
 	r.save(b)
-	return b.err
+	return r.result(b, auto)
+}
+
+// result is what commit returns for a change of batch b, which is done.
+func (r *Registry) result(b *batch, auto *autoChange) error {
+	if auto == nil || b.err == nil {
+		return b.err
+	}
+	if errors.Is(auto.err, errNoChange) {
+		return nil
+	}
+	return auto.err
 }
 
 // batch is a group of changes that one save makes durable.
@@ -83,12 +124,17 @@ type batch struct {
 	// events are the automatic changes that the batch's changes made:
 	// recorded when it is published, never if it fails.
 	events []Event
-	err    error
+	// autos are the batch's automatic changes, in order: they stand even
+	// if the save fails.
+	autos []*autoChange
+	err   error
 }
 
-// save makes b durable, then publishes it, or rolls back every change not
-// yet durable if the save fails. It hands the next open batch to one of its
-// writers.
+// save makes b durable, then publishes it, or undoes every change not yet
+// durable if the save fails, except the automatic ones: those are applied
+// again to the last durable table and published in memory, and their
+// persistence is retried (retrySave). It hands the next open batch to one
+// of its writers.
 func (r *Registry) save(b *batch) {
 	err := r.opts.Store.Save(b.table)
 	r.mu.Lock()
@@ -96,21 +142,43 @@ func (r *Registry) save(b *batch) {
 	defer close(b.done)
 	prev := r.snap.Load()
 	if err != nil {
+		r.saveFailures.Add(1)
 		b.err = fmt.Errorf("save table: %w", err)
 		// Later changes were built on this one: they fail with it.
+		autos := b.autos
 		if r.applier != nil {
 			r.applier.Commit(r.pending, prev) // release what Prepare took
 		}
 		r.pending = prev
 		r.route.Store(prev)
-		if o := r.open; o != nil {
+		o := r.open
+		if o != nil {
 			o.err = fmt.Errorf("save table (with an earlier change): %w", err)
+			autos = append(autos, o.autos...)
 			r.open = nil
-			close(o.done)
+			defer close(o.done)
 		}
 		r.saving = false
+		// Routing follows health even when the disk fails: the automatic
+		// changes stand, in memory.
+		var evs []Event
+		for _, a := range autos {
+			next, e, err := r.buildLocked(a.fn)
+			a.err = err
+			if err == nil {
+				r.pending = next
+				evs = append(evs, e...)
+			}
+		}
+		r.log.Error("save table: the state file misses the latest changes; manual changes failed, automatic ones stand in memory and are saved again later",
+			"err", err, "automatic_changes", len(autos), "failures", r.saveFailures.Load())
+		if r.pending != prev {
+			r.unsaved = true
+			r.publishLocked(prev, r.pending, evs)
+		}
 		return
 	}
+	r.unsaved = false
 	r.publishLocked(prev, b.table, b.events)
 	if o := r.open; o != nil {
 		r.open, o.table = nil, r.pending
@@ -118,6 +186,34 @@ func (r *Registry) save(b *batch) {
 		return
 	}
 	r.saving = false
+}
+
+// SaveFailures returns how many saves of the table have failed since the
+// registry started (a metric: the state file misses changes until a save
+// succeeds).
+func (r *Registry) SaveFailures() uint64 { return r.saveFailures.Load() }
+
+// Unsaved reports whether the table holds automatic changes that a failed
+// save left out of the state file (retried by RunExpiry).
+func (r *Registry) Unsaved() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.unsaved
+}
+
+// retrySave saves the table again if a failed save left automatic changes
+// out of the state file and no save is running; it returns the save's
+// error. RunExpiry calls it.
+func (r *Registry) retrySave() error {
+	r.mu.Lock()
+	if !r.unsaved || r.saving || r.opts.Store == nil {
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Unlock()
+	// A change of nothing: the save takes the whole newest table. As a
+	// manual change, its failure is returned rather than retried inside.
+	return r.update(func(*Table) error { return nil })
 }
 
 // publishLocked makes next (durable) the published table, records evs (the

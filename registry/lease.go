@@ -165,7 +165,7 @@ const reasonLease = "lease expired"
 // calls it periodically.
 func (r *Registry) Expire() int {
 	n := 0
-	err := r.update(func(t *Table) error {
+	err := r.updateAuto(func(t *Table) error {
 		n = 0 // fn may run twice (see buildLocked)
 		now := r.now()
 		// Only bindings with a leased member can expire: the others are
@@ -241,7 +241,7 @@ func (r *Registry) SetFailback(on bool) {
 // been made against a table read before the lease ran out, and only a
 // renewal or a registration brings such a member up.
 func (r *Registry) SetHealth(k Key, name string, up bool, why string) error {
-	return r.update(func(t *Table) error {
+	return r.updateAuto(func(t *Table) error {
 		old, i, err := t.member(k, name, "name")
 		if err != nil {
 			return fmt.Errorf("set health of %s: %w", name, err)
@@ -318,8 +318,9 @@ func (r *Registry) repairLocked(base, next *Table, now time.Time) {
 // discardLogger is the registry's logger when Options.Logger is nil.
 var discardLogger = slog.New(slog.DiscardHandler)
 
-// RunExpiry calls Expire and EndDrains every interval until ctx is done; it returns
-// ctx's error. The gateway runs it in a goroutine that it owns and waits
+// RunExpiry calls Expire and EndDrains every interval, and saves the table
+// again while a failed save left automatic changes out of the state file,
+// until ctx is done; it returns ctx's error. The gateway runs it in a goroutine that it owns and waits
 // for:
 //
 //	wg.Go(func() { reg.RunExpiry(ctx, 100*time.Millisecond) })
@@ -331,6 +332,7 @@ func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) error 
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var retried time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -338,6 +340,14 @@ func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) error 
 		case <-tick.C:
 			r.Expire()
 			r.EndDrains()
+			// A failing disk is tried again every second at most: each
+			// failure is logged.
+			if now := time.Now(); now.Sub(retried) >= time.Second {
+				retried = now
+				if err := r.retrySave(); err != nil {
+					r.log.Error("save table again", "err", err)
+				}
+			}
 		}
 	}
 }

@@ -113,8 +113,9 @@ type Registry struct {
 	opts Options
 	now  func() time.Time
 	log  *slog.Logger
-	// snap is the newest durable table: Table, watchers and the applier's
-	// releases follow it.
+	// snap is the newest durable table, or a newer one that holds
+	// automatic changes whose save failed (see save): Table, watchers and
+	// the applier's releases follow it.
 	snap atomic.Pointer[Table]
 	// route is the table that Lookup (the data path) reads: snap, or a
 	// newer table that differs from it only in states (see routesEarly)
@@ -134,6 +135,10 @@ type Registry struct {
 	events   []Event
 	// staged are the events of the change being built (see buildLocked).
 	staged []Event
+	// unsaved is true while a failed save left automatic changes out of
+	// the state file; saveFailures counts failed saves.
+	unsaved      bool
+	saveFailures atomic.Uint64
 	// probing are the new addresses that the applier is probing for a
 	// change, outside mu; each channel closes when its probe ends.
 	probing map[netip.Addr]chan struct{}
