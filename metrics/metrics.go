@@ -45,6 +45,13 @@ type Conns interface {
 	Stats() []dispatch.MemberStats
 }
 
+// SaveFailures counts the failed saves of the table; *registry.Registry
+// implements it. When Options.Table implements it too, the metrics include
+// vipmux_state_save_failures_total.
+type SaveFailures interface {
+	SaveFailures() uint64
+}
+
 // Stack returns the gVisor stack's counters; *stack.Stack implements it.
 type Stack interface {
 	Stats() tcpip.Stats
@@ -98,6 +105,12 @@ func New(opts Options) (*Metrics, error) {
 	}
 	if opts.Stack != nil {
 		cs = append(cs, newStackCollector(opts.Stack))
+	}
+	if sf, ok := opts.Table.(SaveFailures); ok {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "vipmux_state_save_failures_total",
+			Help: "Saves of the table to the state file that failed (full disk, I/O error, read-only file system); automatic changes stand in memory and are saved again.",
+		}, func() float64 { return float64(sf.SaveFailures()) }))
 	}
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
