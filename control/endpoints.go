@@ -247,7 +247,7 @@ func (s *server) switchTo(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	to, _ := b.Member(req.To)
-	s.log.Info("switch", "name", req.To, "force", req.Force, "binding", k.String(), "backend", to.Backend.String(), "state", string(registry.Active), "remote", r.RemoteAddr)
+	s.log.Info("switch", "name", req.To, "binding", k.String(), "backend", to.Backend.String(), "state", string(registry.Active), "remote", r.RemoteAddr, "force", req.Force)
 	writeJSON(w, http.StatusOK, s.view(&b))
 	return nil
 }
