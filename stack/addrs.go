@@ -84,7 +84,9 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 	if err != nil {
 		return err
 	}
-	st.addableLocked()
+	if len(news) > 0 { // a change of states only never waits for probes
+		st.addableLocked()
+	}
 	var added []netip.Addr
 	for _, a := range news {
 		if err := st.add(a); err != nil {
