@@ -299,6 +299,7 @@ func TestJournalProportional(t *testing.T) {
 	before := fileSize(t, fs.JournalPath())
 	mustRegister(t, r, Registration{Name: "m0999", IP: ipShared, Port: 80, Backend: beA})
 	grew := fileSize(t, fs.JournalPath()) - before
+	t.Logf("the 1,000th member of a port appended %d bytes to the journal", grew)
 	if grew <= 0 || grew > 1024 {
 		t.Errorf("registering the 1,000th member of a port appended %d bytes to the journal, want 1..1024", grew)
 	}
