@@ -108,6 +108,12 @@ type State struct {
 	// Path is [state] path: the state file; default
 	// "/var/lib/vipmux/state.json".
 	Path string
+	// MaxBindings is [state] max_bindings: the most bindings the table
+	// takes; default registry.DefaultMaxBindings.
+	MaxBindings int
+	// MaxMembersPerPort is [state] max_members_per_port: the most members
+	// of one port binding; default registry.DefaultMaxMembersPerPort.
+	MaxMembersPerPort int
 }
 
 // Shared is the [shared] section: mode 2's common address.

@@ -40,7 +40,7 @@ func TestDefault(t *testing.T) {
 	want := &Config{
 		NIC:     NIC{Offload: true},
 		Control: Control{Listen: "127.0.0.1:7070", MaxConnections: 64},
-		State:   State{Path: "/var/lib/vipmux/state.json"},
+		State:   State{Path: "/var/lib/vipmux/state.json", MaxBindings: 65536, MaxMembersPerPort: 256},
 		Dispatch: Dispatch{DialTimeout: Duration{3 * time.Second}, MaxInFlight: 8192, TimeWait: Duration{10 * time.Millisecond}, DelayedAck: Duration{2 * time.Millisecond},
 			HandshakeTimeout: Duration{5 * time.Second}, HandshakeFirstAbove: 256, IdleTimeout: Duration{time.Hour}},
 		Health:  Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
@@ -88,6 +88,8 @@ listen = ":7171"
 token_file = "/etc/vipmux/token"
 [state]
 path = "/tmp/state.json"
+max_bindings = 1000
+max_members_per_port = 16
 [shared]
 address = "198.18.0.100"
 [dispatch]
@@ -145,7 +147,7 @@ on_etcd_loss = "keep"
 					Router:    netip.MustParseAddr("198.18.0.1"),
 				},
 				Control: Control{Listen: ":7171", TokenFile: "/etc/vipmux/token", MaxConnections: 64},
-				State:   State{Path: "/tmp/state.json"},
+				State:   State{Path: "/tmp/state.json", MaxBindings: 1000, MaxMembersPerPort: 16},
 				Shared:  Shared{Address: netip.MustParseAddr("198.18.0.100")},
 				Dispatch: Dispatch{DialTimeout: Duration{500 * time.Millisecond}, MaxInFlight: 1, TimeWait: Duration{0}, DelayedAck: Duration{0},
 					HandshakeTimeout: Duration{2 * time.Second}, HandshakeFirstAbove: 0, MaxInFlightPerSource: 100, IdleTimeout: Duration{0}, MaxConnections: 5000},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vipmux/vipmux/health"
+	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
 )
 
@@ -138,6 +139,16 @@ var keys = []key{
 			}
 			return nil
 		},
+	},
+	&field[int]{
+		name: "state.max_bindings", kind: integer, def: registry.DefaultMaxBindings,
+		get:   func(c *Config) *int { return &c.State.MaxBindings },
+		check: func(_ *Config, v int) error { return inRange(v, 1, registry.MaxMaxBindings, "") },
+	},
+	&field[int]{
+		name: "state.max_members_per_port", kind: integer, def: registry.DefaultMaxMembersPerPort,
+		get:   func(c *Config) *int { return &c.State.MaxMembersPerPort },
+		check: func(_ *Config, v int) error { return inRange(v, 1, registry.MaxMaxMembersPerPort, "") },
 	},
 
 	// [shared]

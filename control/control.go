@@ -156,6 +156,9 @@ type SwitchRequest struct {
 	Port *int `json:"port,omitempty"`
 	// To is the member that becomes active.
 	To string `json:"to"`
+	// Force switches even to a member known to be down (refused with 409
+	// otherwise): the member is marked up until its next health check.
+	Force bool `json:"force,omitempty"`
 }
 
 // BindingView is a binding as the API shows it.

@@ -238,12 +238,16 @@ func (s *server) switchTo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	b, err := s.reg.Switch(k, req.To)
+	switchTo := s.reg.Switch
+	if req.Force {
+		switchTo = s.reg.SwitchForce
+	}
+	b, err := switchTo(k, req.To)
 	if err != nil {
 		return err
 	}
 	to, _ := b.Member(req.To)
-	s.log.Info("switch", "name", req.To, "binding", k.String(), "backend", to.Backend.String(), "state", string(registry.Active), "remote", r.RemoteAddr)
+	s.log.Info("switch", "name", req.To, "binding", k.String(), "backend", to.Backend.String(), "state", string(registry.Active), "remote", r.RemoteAddr, "force", req.Force)
 	writeJSON(w, http.StatusOK, s.view(&b))
 	return nil
 }

@@ -237,6 +237,8 @@ func New(opts Options) (_ *Gateway, err error) {
 		AllowLoopbackBackends: opts.AllowLoopbackBackends,
 		ObserveSave:           rec.ObserveSave,
 		OnEvent:               rec.Event,
+		MaxBindings:           cfg.State.MaxBindings,
+		MaxMembersPerPort:     cfg.State.MaxMembersPerPort,
 	})
 	if err != nil && shared != nil {
 		return nil, fmt.Errorf("cluster.etcd: the shared table: %w", err)

@@ -52,6 +52,13 @@ type Conns interface {
 	Stats() []dispatch.MemberStats
 }
 
+// SaveFailures counts the failed saves of the table; *registry.Registry
+// implements it. When Options.Table implements it too, the metrics include
+// vipmux_state_save_failures_total.
+type SaveFailures interface {
+	SaveFailures() uint64
+}
+
 // Stack returns the gVisor stack's counters; *stack.Stack implements it.
 type Stack interface {
 	Stats() tcpip.Stats
@@ -159,6 +166,12 @@ func New(opts Options) (*Metrics, error) {
 			notifyCounter("vipmux_notifications_sent_total", "[notify] deliveries (a command run, a webhook POSTed) that succeeded.", func() uint64 { s, _, _ := n(); return s }),
 			notifyCounter("vipmux_notifications_failed_total", "[notify] deliveries that failed: a command that exited non-zero or ran past [notify] timeout, a webhook that answered other than 2xx or not in time.", func() uint64 { _, f, _ := n(); return f }),
 			notifyCounter("vipmux_notifications_dropped_total", "[notify] events dropped because 256 were waiting already.", func() uint64 { _, _, d := n(); return d }))
+	}
+	if sf, ok := opts.Table.(SaveFailures); ok {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "vipmux_state_save_failures_total",
+			Help: "Saves of the table to the state file that failed (full disk, I/O error, read-only file system); automatic changes stand in memory and are saved again.",
+		}, func() float64 { return float64(sf.SaveFailures()) }))
 	}
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {

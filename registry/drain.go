@@ -102,7 +102,8 @@ func (r *Registry) DeregisterDrain(name string, k Key, drain time.Duration) erro
 // many it ended. RunExpiry calls it on every tick.
 func (r *Registry) EndDrains() int {
 	n := 0
-	err := r.update(func(t *Table) error {
+	err := r.updateAuto(func(t *Table) error {
+		n = 0 // fn may run twice (see buildLocked)
 		now := r.now()
 		t.deleteDrains(func(d Drain) bool {
 			if now.Before(d.Until) {

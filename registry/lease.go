@@ -43,24 +43,42 @@ func (r *Registry) Events() []Event {
 	return slices.Clone(r.events)
 }
 
-// eventLocked records and logs an automatic change; r.mu is held.
+// eventLocked stages an automatic change of the change being built; it
+// is recorded and logged once that change is published (recordLocked),
+// never if it fails. r.mu is held.
 func (r *Registry) eventLocked(e Event) {
-	if len(r.events) == maxEvents {
-		r.events = slices.Delete(r.events, 0, 1)
-	}
-	r.events = append(r.events, e)
-	if r.opts.OnEvent != nil {
-		r.opts.OnEvent(e)
-	}
-	r.log.Info("automatic change", "binding", e.Binding, "member", e.Member, "what", e.What, "why", e.Why)
+	r.staged = append(r.staged, e)
 }
 
-// Renew extends the lease of member name in binding k by its TTL. A member
-// that its lease had marked down is up again.
+// recordLocked records and logs automatic changes that were published;
+// r.mu is held.
+func (r *Registry) recordLocked(evs []Event) {
+	for _, e := range evs {
+		if len(r.events) == maxEvents {
+			r.events = slices.Delete(r.events, 0, 1)
+		}
+		r.events = append(r.events, e)
+		if r.opts.OnEvent != nil {
+			r.opts.OnEvent(e)
+		}
+		r.log.Info("automatic change", "binding", e.Binding, "member", e.Member, "what", e.What, "why", e.Why)
+	}
+}
+
+// Renew extends the lease of member name in binding k by its TTL, from
+// the moment the renewal arrived. A member that its lease had marked down
+// is up again.
+//
+// A renewal is judged by when it arrived, not by when it gets the write
+// lock: until it is applied, Expire leaves alone a lease that ran out
+// after the renewal arrived.
 func (r *Registry) Renew(name string, k Key) (Binding, error) {
 	if err := ValidateName(name); err != nil {
 		return Binding{}, err
 	}
+	at := r.now()
+	r.arrive(k, name, at)
+	defer r.leave(k, name)
 	var out Binding
 	err := r.update(func(t *Table) error {
 		old, i, err := t.member(k, name, "name")
@@ -73,7 +91,7 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 		b := cloneBinding(k, old)
 		now := r.now()
 		m := &b.Members[i]
-		m.Expires = now.Add(m.TTL)
+		m.Expires = at.Add(m.TTL)
 		if m.Down && m.DownCause == DownLease {
 			m.Down, m.DownCause, m.Since, m.Cause, m.Reason = false, DownNone, now, CauseRenew, "lease renewed"
 			r.eventLocked(Event{Time: now, Binding: k, Member: name, What: "up", Why: "lease renewed", Cause: CauseRenew})
@@ -89,6 +107,57 @@ func (r *Registry) Renew(name string, k Key) (Binding, error) {
 	return out, nil
 }
 
+// renewalKey names the member of a renewal in flight.
+type renewalKey struct {
+	k    Key
+	name string
+}
+
+// renewal is the renewals in flight of one member: how many, and when the
+// first arrived.
+type renewal struct {
+	at time.Time
+	n  int
+}
+
+// arrive records a renewal of (k, name) that arrived at at.
+func (r *Registry) arrive(k Key, name string, at time.Time) {
+	r.arrMu.Lock()
+	defer r.arrMu.Unlock()
+	if r.arrivals == nil {
+		r.arrivals = map[renewalKey]renewal{}
+	}
+	rk := renewalKey{k, name}
+	a, ok := r.arrivals[rk]
+	if !ok || at.Before(a.at) {
+		a.at = at
+	}
+	a.n++
+	r.arrivals[rk] = a
+}
+
+// leave forgets a renewal of (k, name) that arrive recorded.
+func (r *Registry) leave(k Key, name string) {
+	r.arrMu.Lock()
+	defer r.arrMu.Unlock()
+	rk := renewalKey{k, name}
+	a := r.arrivals[rk]
+	if a.n--; a.n <= 0 {
+		delete(r.arrivals, rk)
+	} else {
+		r.arrivals[rk] = a
+	}
+}
+
+// renewing reports whether a renewal of (k, name) that arrived before
+// expires is waiting to be applied.
+func (r *Registry) renewing(k Key, name string, expires time.Time) bool {
+	r.arrMu.Lock()
+	defer r.arrMu.Unlock()
+	a, ok := r.arrivals[renewalKey{k, name}]
+	return ok && a.at.Before(expires)
+}
+
 // reasonLease is the Reason of a member that its lease marked down
 // (DownLease).
 const reasonLease = "lease expired"
@@ -99,15 +168,18 @@ const reasonLease = "lease expired"
 // calls it periodically.
 func (r *Registry) Expire() int {
 	n := 0
-	err := r.update(func(t *Table) error {
+	err := r.updateAuto(func(t *Table) error {
+		n = 0 // fn may run twice (see buildLocked)
 		now := r.now()
 		// Only bindings with a leased member can expire: the others are
 		// not looked at (a table of 10,000 permanent addresses costs
 		// nothing here). The list is taken first because the loop changes
 		// t.leased.
+		// A lease whose renewal arrived in time is left to the renewal.
+		isDue := func(k Key, m *Member) bool { return m.leaseDue(now) && !r.renewing(k, m.Name, m.Expires) }
 		var due []*Binding
 		for _, b := range t.leased.All() {
-			if b.expired(now) {
+			if slices.ContainsFunc(b.Members, func(m Member) bool { return isDue(b.Key, &m) }) {
 				due = append(due, b)
 			}
 		}
@@ -115,7 +187,7 @@ func (r *Registry) Expire() int {
 			k := old.Key
 			b := cloneBinding(k, old)
 			b.Members = slices.DeleteFunc(b.Members, func(m Member) bool {
-				if !m.leaseDue(now) {
+				if !isDue(k, &m) {
 					return false
 				}
 				n++
@@ -127,7 +199,7 @@ func (r *Registry) Expire() int {
 			})
 			for i := range b.Members {
 				m := &b.Members[i]
-				if m.leaseDue(now) {
+				if isDue(k, m) {
 					m.Down, m.DownCause, m.Since, m.Cause, m.Reason = true, DownLease, now, CauseExpiry, reasonLease
 					r.eventLocked(Event{Time: now, Binding: k, Member: m.Name, What: "down", Why: reasonLease, Cause: CauseExpiry})
 				}
@@ -148,12 +220,6 @@ func (r *Registry) Expire() int {
 		r.log.Error("expire leases", "err", err)
 	}
 	return n
-}
-
-// expired reports whether a member of b has a lease that ran out and is
-// not yet handled.
-func (b *Binding) expired(now time.Time) bool {
-	return slices.ContainsFunc(b.Members, func(m Member) bool { return m.leaseDue(now) })
 }
 
 // leaseDue reports whether m's lease ran out by now and Expire has not yet
@@ -178,7 +244,7 @@ func (r *Registry) SetFailback(on bool) {
 // been made against a table read before the lease ran out, and only a
 // renewal or a registration brings such a member up.
 func (r *Registry) SetHealth(k Key, name string, up bool, why string) error {
-	return r.update(func(t *Table) error {
+	return r.updateAuto(func(t *Table) error {
 		old, i, err := t.member(k, name, "name")
 		if err != nil {
 			return fmt.Errorf("set health of %s: %w", name, err)
@@ -232,11 +298,32 @@ func (r *Registry) failover(b *Binding, now time.Time) {
 	r.eventLocked(Event{Time: now, Binding: b.Key, Member: s.Name, What: "promoted", Why: why, Cause: CauseFailover})
 }
 
+// repairLocked fails over every port binding that the change from base to
+// next touched whose active member is down while a standby is healthy: a
+// port is never left without a server while a healthy member exists,
+// whatever led there (a restored table, a forced switch undone by a
+// health report, ...); next is a table being built.
+func (r *Registry) repairLocked(base, next *Table, now time.Time) {
+	for _, b := range Changed(base, next) {
+		if b.Port == 0 {
+			continue
+		}
+		a, ok := b.Active()
+		if !ok || !a.Down || !slices.ContainsFunc(b.Members, func(m Member) bool { return m.State == Standby && !m.Down }) {
+			continue
+		}
+		nb := cloneBinding(b.Key, b)
+		r.failover(nb, now)
+		next.set(nb)
+	}
+}
+
 // discardLogger is the registry's logger when Options.Logger is nil.
 var discardLogger = slog.New(slog.DiscardHandler)
 
-// RunExpiry calls Expire and EndDrains every interval until ctx is done; it returns
-// ctx's error. The gateway runs it in a goroutine that it owns and waits
+// RunExpiry calls Expire and EndDrains every interval, and saves the table
+// again while a failed save left automatic changes out of the state file,
+// until ctx is done; it returns ctx's error. The gateway runs it in a goroutine that it owns and waits
 // for:
 //
 //	wg.Go(func() { reg.RunExpiry(ctx, 100*time.Millisecond) })
@@ -248,6 +335,7 @@ func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) error 
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var retried time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -255,6 +343,14 @@ func (r *Registry) RunExpiry(ctx context.Context, interval time.Duration) error 
 		case <-tick.C:
 			r.Expire()
 			r.EndDrains()
+			// A failing disk is tried again every second at most: each
+			// failure is logged.
+			if now := time.Now(); now.Sub(retried) >= time.Second {
+				retried = now
+				if err := r.retrySave(); err != nil {
+					r.log.Error("save table again", "err", err)
+				}
+			}
 		}
 	}
 }

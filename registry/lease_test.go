@@ -378,6 +378,9 @@ func TestExpireReleasesAddress(t *testing.T) {
 	}
 }
 
+// TestExpireSaveFails (issue 12 point 8): an expiry whose save fails
+// takes effect in memory all the same, is counted, and is saved by the
+// next retry once the disk works again.
 func TestExpireSaveFails(t *testing.T) {
 	st := &fakeStore{}
 	clk := &clock{t: t0}
@@ -390,18 +393,35 @@ func TestExpireSaveFails(t *testing.T) {
 	st.err = errors.New("disk full")
 	st.mu.Unlock()
 	clk.Set(t0.Add(time.Second))
-	r.Expire()
-	if _, _, ok := r.Lookup(ipA, 80); !ok {
-		t.Fatalf("Expire whose save failed removed the member; want the table unchanged (retried next time)")
+	if n := r.Expire(); n != 1 {
+		t.Errorf("Expire whose save failed = %d, want 1", n)
+	}
+	if _, _, ok := r.Lookup(ipA, 80); ok {
+		t.Errorf("Expire whose save failed left the member routed; want it gone in memory")
+	}
+	if !r.Unsaved() || r.SaveFailures() != 1 {
+		t.Errorf("after the failed save: Unsaved %v, SaveFailures %d, want true, 1", r.Unsaved(), r.SaveFailures())
+	}
+	if err := r.retrySave(); err == nil {
+		t.Errorf("retrySave on a full disk: nil error")
+	}
+	if !r.Unsaved() || r.SaveFailures() != 2 {
+		t.Errorf("after a failed retry: Unsaved %v, SaveFailures %d, want true, 2", r.Unsaved(), r.SaveFailures())
+	}
+	if _, _, ok := r.Lookup(ipA, 80); ok {
+		t.Errorf("a failed retry brought the expired member back")
 	}
 	st.mu.Lock()
 	st.err = nil
 	st.mu.Unlock()
-	if n := r.Expire(); n != 1 {
-		t.Errorf("Expire after the disk recovered = %d, want 1", n)
+	if err := r.retrySave(); err != nil {
+		t.Fatalf("retrySave after the disk recovered: %v", err)
 	}
-	if _, _, ok := r.Lookup(ipA, 80); ok {
-		t.Errorf("after Expire, Lookup(%s) still finds a member", ipA)
+	st.mu.Lock()
+	_, saved := st.t.Binding(Key{IP: ipA})
+	st.mu.Unlock()
+	if saved || r.Unsaved() {
+		t.Errorf("after a successful retry: saved table holds the expired binding %v, Unsaved %v; want neither", saved, r.Unsaved())
 	}
 }
 

@@ -104,15 +104,36 @@ type Options struct {
 	// recorded (see Events). It runs with the registry's lock held: it
 	// must return at once and must not call the registry.
 	OnEvent func(Event)
+	// MaxBindings is the most bindings the table takes ([state]
+	// max_bindings); zero means DefaultMaxBindings. A registration over it
+	// is refused (ErrConflict); a restored table may hold more.
+	MaxBindings int
+	// MaxMembersPerPort is the most members of one port binding ([state]
+	// max_members_per_port); zero means DefaultMaxMembersPerPort.
+	MaxMembersPerPort int
 }
+
+// Table limits (Options.MaxBindings, Options.MaxMembersPerPort).
+const (
+	// DefaultMaxBindings is Options.MaxBindings' default.
+	DefaultMaxBindings = 65536
+	// MaxMaxBindings is the largest Options.MaxBindings that config takes.
+	MaxMaxBindings = 1 << 20
+	// DefaultMaxMembersPerPort is Options.MaxMembersPerPort's default.
+	DefaultMaxMembersPerPort = 256
+	// MaxMaxMembersPerPort is the largest Options.MaxMembersPerPort that
+	// config takes.
+	MaxMaxMembersPerPort = 65536
+)
 
 // Registry holds the table. Its methods are safe for concurrent use.
 type Registry struct {
 	opts Options
 	now  func() time.Time
 	log  *slog.Logger
-	// snap is the newest durable table: Table, watchers and the applier's
-	// releases follow it.
+	// snap is the newest durable table, or a newer one that holds
+	// automatic changes whose save failed (see save): Table, watchers and
+	// the applier's releases follow it.
 	snap atomic.Pointer[Table]
 	// route is the table that Lookup (the data path) reads: snap, or a
 	// newer table that differs from it only in states (see routesEarly)
@@ -132,6 +153,20 @@ type Registry struct {
 	events   []Event
 	// remote is the store revision of snap on a Remote store (remote.go).
 	remote remoteView
+	// staged are the events of the change being built (see buildLocked).
+	staged []Event
+	// unsaved is true while a failed save left automatic changes out of
+	// the state file; saveFailures counts failed saves.
+	unsaved      bool
+	saveFailures atomic.Uint64
+	// probing are the new addresses that the applier is probing for a
+	// change, outside mu; each channel closes when its probe ends.
+	probing map[netip.Addr]chan struct{}
+
+	// arrMu guards arrivals: the renewals that arrived and wait for mu
+	// (see Renew). It is never held while waiting for mu.
+	arrMu    sync.Mutex
+	arrivals map[renewalKey]renewal
 }
 
 // New returns a registry, restoring the table from opts.Store if it has one.
@@ -142,6 +177,12 @@ func New(opts Options) (*Registry, error) {
 	}
 	if r.log == nil {
 		r.log = discardLogger
+	}
+	if r.opts.MaxBindings <= 0 {
+		r.opts.MaxBindings = DefaultMaxBindings
+	}
+	if r.opts.MaxMembersPerPort <= 0 {
+		r.opts.MaxMembersPerPort = DefaultMaxMembersPerPort
 	}
 	t := &Table{}
 	if opts.Store != nil {
@@ -166,6 +207,11 @@ func New(opts Options) (*Registry, error) {
 					m.DownCause = downCauseOf(*m)
 				}
 			}
+			// A port restored with its active down serves again from its
+			// first healthy standby.
+			r.repairLocked(&Table{}, t, now)
+			r.recordLocked(r.staged)
+			r.staged = nil
 		}
 	}
 	r.snap.Store(t)
@@ -305,6 +351,12 @@ func (r *Registry) register(t *Table, reg Registration) (*Binding, error) {
 	if k.Port == 0 && i < 0 && len(b.Members) > 0 {
 		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "ip", "%s is already held by server %s; deregister it first", k.IP, b.Members[0].Name))
 	}
+	if old == nil && t.Len() >= r.opts.MaxBindings {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, keyField(k), "the table holds %d bindings, the limit (state.max_bindings); deregister some, or raise the limit", t.Len()))
+	}
+	if i < 0 && len(b.Members) >= r.opts.MaxMembersPerPort {
+		return nil, fmt.Errorf("register %s: %w", reg.Name, fieldErr(ErrConflict, "name", "%s has %d members, the limit (state.max_members_per_port); deregister some, or raise the limit", k, len(b.Members)))
+	}
 	state := reg.State
 	if state == "" {
 		state = Standby
@@ -347,7 +399,22 @@ func (r *Registry) Deregister(name string, k Key) error {
 
 // Switch makes member to the active member of binding k and the former
 // active a standby, in one step. Switching to the current active is a no-op.
+// A switch to a member known to be down is refused (ErrConflict naming its
+// health): it would leave the port without a server. SwitchForce makes it
+// anyway.
 func (r *Registry) Switch(k Key, to string) (Binding, error) {
+	return r.switchTo(k, to, false)
+}
+
+// SwitchForce is Switch that also switches to a member known to be down
+// (the operator's word that it serves): the member is marked up, and its
+// next health check or lease check judges it again (and fails the port
+// over if it is still down).
+func (r *Registry) SwitchForce(k Key, to string) (Binding, error) {
+	return r.switchTo(k, to, true)
+}
+
+func (r *Registry) switchTo(k Key, to string, force bool) (Binding, error) {
 	if err := ValidateName(to); err != nil {
 		return Binding{}, Invalid("to", "%v", err.(*FieldError).Msg)
 	}
@@ -357,7 +424,11 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 		if err != nil {
 			return fmt.Errorf("switch %s: %w", k, err)
 		}
-		if old.Members[i].State == Active {
+		target := old.Members[i]
+		if target.Down && !force {
+			return fmt.Errorf("switch %s: %w", k, fieldErr(ErrConflict, "to", "%s is down (%s: %s): switching to it would leave %s without a server; bring it up first, or force the switch (switch --force, \"force\": true)", to, target.DownCause, target.Reason, k))
+		}
+		if target.State == Active && !target.Down {
 			out = old.clone()
 			return errNoChange
 		}
@@ -368,6 +439,9 @@ func (r *Registry) Switch(k Key, to string) (Binding, error) {
 			switch {
 			case j == i:
 				m.State, m.Since, m.Cause, m.Reason = Active, now, CauseSwitch, "switch"
+				if m.Down {
+					m.Down, m.DownCause, m.Reason = false, DownNone, "switch --force to a member that was down ("+m.Reason+")"
+				}
 			case m.State == Active:
 				m.State, m.Since, m.Cause, m.Reason = Standby, now, CauseSwitch, "switch to "+to
 			}

@@ -86,7 +86,12 @@ func (r *Registry) updateRemote(rs Remote, fn func(*Table) error) error {
 		r.mu.Lock()
 		base, rev := r.snap.Load(), r.remote.rev
 		next := base.clone()
-		if err := fn(next); err != nil {
+		r.staged = nil
+		err := fn(next)
+		// fn's events are recorded once the change is committed (below).
+		evs := r.staged
+		r.staged = nil
+		if err != nil {
 			r.mu.Unlock()
 			if errors.Is(err, errNoChange) {
 				return nil
@@ -131,6 +136,7 @@ func (r *Registry) updateRemote(rs Remote, fn func(*Table) error) error {
 		}
 		r.mu.Lock()
 		r.changeDrainsLocked(nil, removed)
+		r.recordLocked(evs)
 		r.mu.Unlock()
 		return nil
 	}
@@ -238,5 +244,5 @@ func (r *Registry) publishRemoteLocked(next *Table) {
 		}
 	}
 	r.pending = next
-	r.publishLocked(prev, next)
+	r.publishLocked(prev, next, nil) // the writer recorded its events (updateRemote)
 }

@@ -134,6 +134,9 @@ const journalMagic = "vipmux-journal "
 type journalEntry struct {
 	Set []Binding `json:"set,omitempty"`
 	Del []Key     `json:"del,omitempty"`
+	// Members are changes of single members (see memberChange); journals
+	// written before them have none.
+	Members []memberChange `json:"members,omitempty"`
 }
 
 // Load implements Store. Nothing on disk is an empty table (nil, nil); a
@@ -183,11 +186,8 @@ func replay(t *Table, gen uint64, j []byte) error {
 			}
 			return fmt.Errorf("line %d: %w, with later lines after it", n, err)
 		}
-		for i := range e.Set {
-			t.set(&e.Set[i])
-		}
-		for _, k := range e.Del {
-			t.del(k)
+		if err := e.apply(t); err != nil {
+			return fmt.Errorf("line %d: %w", n, err)
 		}
 		rest = after
 	}
@@ -243,14 +243,8 @@ func (s *FileStore) Save(t *Table) error {
 	// subtrees of the bindings' trie around them: diff finds what changed
 	// without looking at the rest.
 	var e journalEntry
-	diff(s.last.bindings, t.bindings, func(k Key, _ *Binding, _ bool, b *Binding, inNew bool) {
-		if inNew {
-			e.Set = append(e.Set, *b)
-		} else {
-			e.Del = append(e.Del, k)
-		}
-	})
-	if len(e.Set) == 0 && len(e.Del) == 0 {
+	diff(s.last.bindings, t.bindings, e.record)
+	if len(e.Set) == 0 && len(e.Del) == 0 && len(e.Members) == 0 {
 		s.last = t
 		return nil // nothing that the state file keeps changed
 	}

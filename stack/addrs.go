@@ -22,6 +22,7 @@ var _ registry.Applier = (*Stack)(nil)
 func (st *Stack) SetStatic(addrs []netip.Addr) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.addableLocked()
 	var inTable map[netip.Addr]struct{}
 	if st.table != nil {
 		inTable = st.table.Addrs()
@@ -62,13 +63,29 @@ func (st *Stack) SetStatic(addrs []netip.Addr) error {
 // holds and prev does not, after probing the front link for another holder
 // of each new address (see Options.DADProbes; this takes DADProbes x
 // DADInterval). If a probe is answered or an add fails, nothing is held:
-// the addresses added so far are removed again.
+// the addresses added so far are removed again. The probes run without
+// the stack's lock: Commit and other Prepares go on meanwhile, and the
+// registry calls Prepare for new addresses without its own write lock
+// (it never prepares one address twice at once).
 func (st *Stack) Prepare(prev, next *registry.Table) error {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	news := st.diff(next, prev)
-	if err := st.probeLocked(news); err != nil {
+	wait, ndp, err := st.startProbesLocked(news)
+	st.mu.Unlock()
+	if err != nil {
 		return err
+	}
+	err = wait()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if ndp {
+		st.endNDPLocked()
+	}
+	if err != nil {
+		return err
+	}
+	if len(news) > 0 { // a change of states only never waits for probes
+		st.addableLocked()
 	}
 	var added []netip.Addr
 	for _, a := range news {

@@ -13,13 +13,17 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// probeLocked runs duplicate address detection for the addresses of addrs
-// that are not restored ones, all at once (ARP for IPv4, NDP for IPv6), and
-// returns a conflict error for the first (lowest) address that another host
-// answered for.
-func (st *Stack) probeLocked(addrs []netip.Addr) error {
+// startProbesLocked starts duplicate address detection for the addresses
+// of addrs that are not restored ones, all at once (ARP for IPv4, NDP for
+// IPv6); st.mu must be held. It returns wait, which waits for the results
+// (DADProbes x DADInterval) and returns a conflict error for the first
+// (lowest) address that another host answered for; call it without
+// st.mu, so that Commit and other Prepares do not wait for the probes.
+// When ndp is true, an IPv6 probe opened the NDP probing window: call
+// endNDPLocked once wait has returned.
+func (st *Stack) startProbesLocked(addrs []netip.Addr) (wait func() error, ndp bool, err error) {
 	if st.dad.DupAddrDetectTransmits == 0 {
-		return nil
+		return func() error { return nil }, false, nil
 	}
 	type result struct {
 		ip  netip.Addr
@@ -27,7 +31,12 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 	}
 	results := make(chan result, len(addrs))
 	n := 0
-	ndpOn := false
+	fail := func(err error) (func() error, bool, error) {
+		if ndp {
+			st.endNDPLocked()
+		}
+		return nil, false, err
+	}
 	for _, a := range addrs {
 		if _, ok := st.restored[a]; ok {
 			continue
@@ -35,14 +44,11 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 		proto := ipv4.ProtocolNumber
 		if a.Is6() {
 			proto = ipv6.ProtocolNumber
-			if !ndpOn {
-				if err := st.enableNDPDADLocked(); err != nil {
-					return fmt.Errorf("probe %s: %w", a, err)
+			if !ndp {
+				if err := st.beginNDPLocked(); err != nil {
+					return fail(fmt.Errorf("probe %s: %w", a, err))
 				}
-				// Off again before any address is added (see New): by
-				// then every probe has reported, or been abandoned.
-				defer st.disableNDPDADLocked()
-				ndpOn = true
+				ndp = true
 			}
 		}
 		// The handler runs on a gVisor timer goroutine or the one that
@@ -52,7 +58,7 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 		h := func(r gstack.DADResult) { results <- result{a, r} }
 		disp, err := st.s.CheckDuplicateAddress(nicID, proto, ToAddr(a), h)
 		if err != nil {
-			return fmt.Errorf("probe %s: %s", a, err)
+			return fail(fmt.Errorf("probe %s: %s", a, err))
 		}
 		if disp == gstack.DADDisabled {
 			continue
@@ -61,47 +67,78 @@ func (st *Stack) probeLocked(addrs []netip.Addr) error {
 	}
 	// gVisor reports after DADProbes x DADInterval; the margin covers a
 	// busy machine, the limit a result that never comes.
-	limit := time.NewTimer(time.Duration(st.dad.DupAddrDetectTransmits)*st.dad.RetransmitTimer + 5*time.Second)
-	defer limit.Stop()
-	var conflicts []result
-	var failed error
-	for range n {
-		select {
-		case r := <-results:
-			switch res := r.res.(type) {
-			case *gstack.DADSucceeded:
-			case *gstack.DADDupAddrDetected:
-				conflicts = append(conflicts, r)
-			case *gstack.DADError:
-				failed = errors.Join(failed, fmt.Errorf("probe %s: %s", r.ip, res.Err))
-			default:
-				failed = errors.Join(failed, fmt.Errorf("probe %s: %T", r.ip, res))
+	limitAfter := time.Duration(st.dad.DupAddrDetectTransmits)*st.dad.RetransmitTimer + 5*time.Second
+	wait = func() error {
+		limit := time.NewTimer(limitAfter)
+		defer limit.Stop()
+		var conflicts []result
+		var failed error
+		for range n {
+			select {
+			case r := <-results:
+				switch res := r.res.(type) {
+				case *gstack.DADSucceeded:
+				case *gstack.DADDupAddrDetected:
+					conflicts = append(conflicts, r)
+				case *gstack.DADError:
+					failed = errors.Join(failed, fmt.Errorf("probe %s: %s", r.ip, res.Err))
+				default:
+					failed = errors.Join(failed, fmt.Errorf("probe %s: %T", r.ip, res))
+				}
+			case <-limit.C:
+				return fmt.Errorf("probe %v: no result from duplicate address detection", addrs)
+			case <-st.ctx.Done():
+				return fmt.Errorf("probe %v: %w", addrs, errClosed)
 			}
-		case <-limit.C:
-			return fmt.Errorf("probe %v: no result from duplicate address detection", addrs)
-		case <-st.ctx.Done():
-			return fmt.Errorf("probe %v: %w", addrs, errClosed)
 		}
-	}
-	if len(conflicts) > 0 {
-		st.dadConflicts.Add(uint64(len(conflicts)))
-		slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
-		c := conflicts[0]
-		conflict := &ConflictError{Addr: c.ip}
-		if holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress; holder != "" {
-			// An NDP advertisement may leave out the holder's MAC.
-			conflict.MAC = net.HardwareAddr(holder)
+		if len(conflicts) > 0 {
+			st.dadConflicts.Add(uint64(len(conflicts)))
+			slices.SortFunc(conflicts, func(x, y result) int { return x.ip.Compare(y.ip) })
+			c := conflicts[0]
+			conflict := &ConflictError{Addr: c.ip}
+			if holder := c.res.(*gstack.DADDupAddrDetected).HolderLinkAddress; holder != "" {
+				// An NDP advertisement may leave out the holder's MAC.
+				conflict.MAC = net.HardwareAddr(holder)
+			}
+			st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", holderName(conflict.MAC))
+			return conflict
 		}
-		st.log.Warn("address in use on the front link, refused", "ip", c.ip, "holder", holderName(conflict.MAC))
-		return conflict
+		return failed
 	}
-	return failed
+	return wait, ndp, nil
 }
 
-// DADConflicts returns how many addresses duplicate address detection
-// refused since New because another host on the front link answered for
-// them (the metric vipmux_dad_conflicts_total).
-func (st *Stack) DADConflicts() uint64 { return st.dadConflicts.Load() }
+// beginNDPLocked opens an NDP probing window: the IPv6 endpoint's
+// duplicate address detection is on until the last window ends; st.mu
+// must be held. No address is added while a window is open (see
+// addableLocked).
+func (st *Stack) beginNDPLocked() error {
+	if st.ndpProbes == 0 {
+		if err := st.enableNDPDADLocked(); err != nil {
+			return err
+		}
+	}
+	st.ndpProbes++
+	return nil
+}
+
+// endNDPLocked ends an NDP probing window that beginNDPLocked opened;
+// st.mu must be held.
+func (st *Stack) endNDPLocked() {
+	if st.ndpProbes--; st.ndpProbes == 0 {
+		st.disableNDPDADLocked()
+		st.ndpIdle.Broadcast()
+	}
+}
+
+// addableLocked waits, st.mu held (released while waiting), until no
+// NDP probing window is open: gVisor would run its own detection on an
+// address added meanwhile, keeping it tentative (deaf).
+func (st *Stack) addableLocked() {
+	for st.ndpProbes > 0 {
+		st.ndpIdle.Wait()
+	}
+}
 
 // ndpDAD returns the NIC's IPv6 endpoint as a duplicate address detector.
 func (st *Stack) ndpDAD() (gstack.DuplicateAddressDetector, error) {
@@ -119,8 +156,8 @@ func (st *Stack) ndpDAD() (gstack.DuplicateAddressDetector, error) {
 // enableNDPDADLocked turns on the IPv6 endpoint's duplicate address
 // detection with the stack's settings; st.mu must be held. gVisor uses one
 // setting for probing an address (CheckDuplicateAddress) and for the DAD
-// it runs on each address added, so it is on only while probeLocked waits
-// for its probes, when no address is added.
+// it runs on each address added, so it is on only while probes wait (an NDP
+// probing window, see beginNDPLocked), when no address is added.
 func (st *Stack) enableNDPDADLocked() error {
 	d, err := st.ndpDAD()
 	if err != nil {
@@ -137,3 +174,8 @@ func (st *Stack) disableNDPDADLocked() {
 		d.SetDADConfigurations(gstack.DADConfigurations{})
 	}
 }
+
+// DADConflicts returns how many addresses duplicate address detection
+// refused since New because another host on the front link answered for
+// them (the metric vipmux_dad_conflicts_total).
+func (st *Stack) DADConflicts() uint64 { return st.dadConflicts.Load() }

@@ -11,7 +11,8 @@ const (
 	// only add broadcast traffic.
 	MaxGARPCount = 100
 	// MaxDADProbes is the largest DADProbes: each probe delays a
-	// registration by DADInterval, with the registry's write lock held.
+	// registration by DADInterval (without the registry's write lock:
+	// other changes go on meanwhile).
 	MaxDADProbes = 20
 	// MinARPInterval and MaxARPInterval bound GARPInterval (when
 	// GARPCount > 1) and DADInterval (when DADProbes > 0).

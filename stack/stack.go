@@ -110,7 +110,8 @@ type Options struct {
 	// DADInterval, Prepare fails with a *ConflictError (ErrAddressInUse)
 	// naming the address and the MAC that answered, and holds nothing. The addresses of one Prepare are probed at once,
 	// so a change waits DADProbes x DADInterval (the default 200ms) in
-	// all, with the registry's write lock held. Static addresses and
+	// all, without the registry's write lock: other changes (switches,
+	// failovers, renewals) go on meanwhile. Static addresses and
 	// Restored ones are not probed. A conflict is an ARP reply for the
 	// address (what a Linux holder sends to a probe); gVisor's detection
 	// does not see a host that is probing for the same address at the same
@@ -147,9 +148,8 @@ type Stack struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// mu serializes Prepare and Commit (the registry already does; this
-	// guards the stack against other callers) and guards the following
-	// fields.
+	// mu guards the following fields; Prepare releases it while its
+	// probes run.
 	mu sync.Mutex
 	// static are the Static addresses (see SetStatic).
 	static map[netip.Addr]struct{}
@@ -163,6 +163,10 @@ type Stack struct {
 	announcer *announcer
 	// restored are the Restored addresses not yet added.
 	restored map[netip.Addr]struct{}
+	// ndpProbes counts the open NDP probing windows (see beginNDPLocked);
+	// ndpIdle (on mu) is signalled when the last one ends.
+	ndpProbes int
+	ndpIdle   *sync.Cond
 
 	closeOnce sync.Once
 
@@ -272,7 +276,7 @@ func New(opts Options) (*Stack, error) {
 		// The IPv6 endpoint starts with DAD off: gVisor would otherwise
 		// run DAD on every address it is given and keep the address
 		// tentative (deaf) meanwhile, restored and static ones included.
-		// probeLocked turns it on for the probes of new addresses only.
+		// Prepare turns it on for the probes of new addresses only.
 		// NDP itself (answering Neighbor Solicitations for held
 		// addresses, resolving clients) needs no options; no link-local
 		// address, no router solicitations, no SLAAC. MLD reports the
@@ -301,6 +305,7 @@ func New(opts Options) (*Stack, error) {
 		cancel:   cancel,
 		restored: map[netip.Addr]struct{}{},
 	}
+	st.ndpIdle = sync.NewCond(&st.mu)
 	st.announcer = newAnnouncer(st.announce)
 	st.wg.Add(1)
 	go func() {

@@ -413,19 +413,23 @@ func switchCommand() *cli.Command {
 		Name:  "switch",
 		Usage: "mode 2: make a standby the active server of a port",
 		Description: `New connections go to the new active server as soon as the command returns;
-established connections keep running.
+established connections keep running. A switch to a server that the
+gateway knows to be down (health check or lease) is refused, since it would
+leave the port without a server, unless --force: the server is then marked
+up until its next health check.
 
 Example:
    vipmux switch --port 8080 --to web-b`,
 		Flags: clientFlags(ipFlag(),
 			portFlagOf("port", "the `PORT` (1-65535; required)"),
 			&cli.StringFlag{Name: "to", Usage: "`NAME` of the server to make active (required)"},
+			&cli.BoolFlag{Name: "force", Usage: "switch even to a server known to be down"},
 		),
 		Action: withClient(func(ctx context.Context, c *cli.Context, cl *control.Client) error {
 			if err := requireFlags(c, "port", "to"); err != nil {
 				return err
 			}
-			b, err := cl.Switch(ctx, control.SwitchRequest{IP: c.String("ip"), Port: portFlag(c), To: c.String("to")})
+			b, err := cl.Switch(ctx, control.SwitchRequest{IP: c.String("ip"), Port: portFlag(c), To: c.String("to"), Force: c.Bool("force")})
 			if err != nil {
 				return fmt.Errorf("switch port %d to %s: %w", c.Int("port"), c.String("to"), err)
 			}
