@@ -331,26 +331,29 @@ func fileSize(t *testing.T, path string) int64 {
 // port and 65,536 bindings, refuse one more with a conflict naming the
 // limit, and change nothing.
 func TestLimits(t *testing.T) {
+	// Backends outside the range the batch below registers as front
+	// addresses (a backend may not be one).
+	farA, farB := netip.MustParseAddrPort("198.19.200.1:80"), netip.MustParseAddrPort("198.19.200.2:80")
 	r, err := New(Options{Networks: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 256 {
-		mustRegister(t, r, Registration{Name: fmt.Sprintf("m%03d", i), IP: ipShared, Port: 80, Backend: beA})
+		mustRegister(t, r, Registration{Name: fmt.Sprintf("m%03d", i), IP: ipShared, Port: 80, Backend: farA})
 	}
-	_, err = r.Register(Registration{Name: "m256", IP: ipShared, Port: 80, Backend: beA})
+	_, err = r.Register(Registration{Name: "m256", IP: ipShared, Port: 80, Backend: farA})
 	checkErr(t, "Register of the 257th member", err, ErrConflict, "name", "state.max_members_per_port")
 	if b, _ := r.Table().Binding(Key{IP: ipShared, Port: 80}); len(b.Members) != 256 {
 		t.Errorf("port 80 has %d members, want 256", len(b.Members))
 	}
 	// Re-registering a member is not a new one.
-	mustRegister(t, r, Registration{Name: "m000", IP: ipShared, Port: 80, Backend: beB})
+	mustRegister(t, r, Registration{Name: "m000", IP: ipShared, Port: 80, Backend: farB})
 
 	regs := make([]Registration, 0, 65535)
 	for i := range 65535 {
 		n := uint32(198)<<24 | uint32(18)<<16 + 256 + uint32(i) // from 198.18.1.0
 		ip := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
-		regs = append(regs, Registration{Name: "s", IP: ip, Backend: beA})
+		regs = append(regs, Registration{Name: "s", IP: ip, Backend: farA})
 	}
 	if _, err := r.RegisterBatch(regs); err != nil {
 		t.Fatal(err)
@@ -358,7 +361,7 @@ func TestLimits(t *testing.T) {
 	if n := r.Table().Len(); n != 65536 {
 		t.Fatalf("%d bindings, want 65536", n)
 	}
-	_, err = r.Register(Registration{Name: "s", IP: netip.MustParseAddr("198.19.255.1"), Backend: beA})
+	_, err = r.Register(Registration{Name: "s", IP: netip.MustParseAddr("198.19.255.1"), Backend: farA})
 	checkErr(t, "Register of the 65,537th binding", err, ErrConflict, "ip", "state.max_bindings")
 	if n := r.Table().Len(); n != 65536 {
 		t.Errorf("%d bindings after the refused one, want 65536", n)
