@@ -18,8 +18,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # haproxy (e2e TestProxyProtocolHAProxy parses vipmux's PROXY headers),
 # setpriv (e2e: serve as an unprivileged user with two capabilities),
 # tcpdump (reads serve --pcap files back), patch (gvisor-check applies
-# third_party/gvisor-patches).
-DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch nft:nftables etcd:etcd-server
+# third_party/gvisor-patches), nft (e2e TestHandshakeFlood drops SYN-ACKs),
+# etcd (etcd-server: the cluster's e2e tests run a real one), zsh
+# (TestZshCompletion sources the completion in a real zsh).
+DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch nft:nftables etcd:etcd-server zsh:zsh
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
 .PHONY: all build vipmux namesrv deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall deb

@@ -125,11 +125,15 @@ printf '%s\n' "${COMPREPLY[@]}"`, "bash", scriptPath, tc.line)
 // TestZshCompletion sources `vipmux completion zsh` in a real zsh, with
 // the completion system's _describe and _files replaced by functions that
 // print what they are given, and completes command lines with this test
-// binary as vipmux. zsh is not a dependency of vipmux: without it the test
-// skips.
+// binary as vipmux. zsh is not a dependency of vipmux, but make test
+// installs it (DEB_TOOLS): without it the test skips, except in CI
+// (CI=true), where that is a failure.
 func TestZshCompletion(t *testing.T) {
 	zsh, err := exec.LookPath("zsh")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("zsh is missing; CI=true, so this is a failure, not a skip (make deps installs it)")
+		}
 		t.Skip("no zsh")
 	}
 	dir, scriptPath := completionScript(t, "zsh", "_vipmux")
