@@ -66,7 +66,7 @@ func (st *Stack) SetStatic(addrs []netip.Addr) error {
 func (st *Stack) Prepare(prev, next *registry.Table) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	news := st.diff(next, prev)
+	news := st.heldOnly(st.diff(next, prev))
 	if err := st.probeLocked(news); err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 func (st *Stack) Commit(prev, next *registry.Table) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	gone := st.diff(prev, next)
+	gone := st.onNICOnly(st.diff(prev, next))
 	for _, a := range gone {
 		st.remove(a)
 	}

@@ -129,6 +129,11 @@ type Options struct {
 	// holds and announces it without probing; an address added again
 	// later (after it was released) is probed like any new one.
 	Restored []netip.Addr
+	// Holder, when set, narrows the table's addresses to those this
+	// gateway holds (a cluster of gateways shares one table; each holds
+	// some of its addresses). nil holds every table address. When the
+	// answers of Holder change, its owner calls Rehold.
+	Holder Holder
 	// Logger receives address changes. Required.
 	Logger *slog.Logger
 }
@@ -162,6 +167,8 @@ type Stack struct {
 	announcer *announcer
 	// restored are the Restored addresses not yet added.
 	restored map[netip.Addr]struct{}
+	// holder is Options.Holder (nil: every table address).
+	holder Holder
 
 	closeOnce sync.Once
 }
@@ -295,6 +302,7 @@ func New(opts Options) (*Stack, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		restored: map[netip.Addr]struct{}{},
+		holder:   opts.Holder,
 	}
 	st.announcer = newAnnouncer(st.announce)
 	st.wg.Add(1)
