@@ -359,8 +359,14 @@ func (p *placer) place(ctx context.Context, rebalance bool) int64 {
 	var claims []netip.Addr
 	meLive := slices.ContainsFunc(nodes, func(n Node) bool { return n.Name == c.opts.Node })
 	unheld := p.v.unheld(table)
+	// An address that got a holder (or left the table) starts its wait
+	// afresh the next time it has none.
+	unheldSet := make(map[netip.Addr]struct{}, len(unheld))
+	for _, ip := range unheld {
+		unheldSet[ip] = struct{}{}
+	}
 	for ip := range p.firstUnheld {
-		if _, ok := table[ip]; !ok {
+		if _, ok := unheldSet[ip]; !ok {
 			delete(p.firstUnheld, ip)
 		}
 	}

@@ -1,0 +1,7 @@
+package cluster
+
+// Test access to unexported names.
+var (
+	ClaimKey = claimKey
+	Rank     = rank
+)
