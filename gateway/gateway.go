@@ -241,6 +241,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		GARPInterval: cfg.ARP.GARPInterval.Duration,
 		DADProbes:    cfg.ARP.DADProbes,
 		DADInterval:  cfg.ARP.DADInterval.Duration,
+		Refresh:      cfg.ARP.Refresh.Duration,
 		// The restored table's addresses were the gateway's before the
 		// restart: announced again, not probed.
 		Restored: slices.Collect(maps.Keys(g.reg.Table().Addrs())),

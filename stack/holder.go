@@ -127,9 +127,8 @@ func (st *Stack) Rehold() ([]netip.Addr, error) {
 func (st *Stack) Reannounce(addrs []netip.Addr) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	on := st.nicSetLocked()
 	for _, a := range addrs {
-		if _, ok := on[a]; ok {
+		if st.holdsLocked(a) {
 			st.announce(a)
 		}
 	}

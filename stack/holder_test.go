@@ -113,3 +113,29 @@ func TestReholdConflict(t *testing.T) {
 	}
 	host.stop()
 }
+
+// TestRefresh checks [arp] refresh: every held address is announced again
+// once per interval, after its first announcement.
+func TestRefresh(t *testing.T) {
+	a10, a20 := netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("198.18.0.20")
+	st, wire := newStackOpts(t, func(o *stack.Options) {
+		o.Static = []netip.Addr{a10, a20}
+		o.GARPCount = 1
+		o.Refresh = stack.MinARPRefresh
+	})
+	host := startHost(t, wire)
+	waitFrames(host, 4)
+	host.stop()
+	got, _ := host.seen()
+	got = got[:min(len(got), 4)]
+	want := []arpFrame{announcement(a10), announcement(a20), announcement(a10), announcement(a20)}
+	if diff := cmp.Diff(want, got, frameCmp, byTarget); diff != "" {
+		t.Errorf("frames within the first refresh round (-want +got):\n%s", diff)
+	}
+	if err := st.SetARP(stack.ARPSettings{GARPCount: 1, Refresh: 500 * time.Millisecond}); err == nil {
+		t.Errorf("SetARP(Refresh 500ms) = nil, want an out-of-range error")
+	}
+	if err := st.SetARP(stack.ARPSettings{GARPCount: 1}); err != nil {
+		t.Errorf("SetARP(Refresh 0) = %v, want nil (off)", err)
+	}
+}

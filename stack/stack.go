@@ -123,6 +123,13 @@ type Options struct {
 	// (MinARPInterval..MaxARPInterval) when DADProbes > 0; config default
 	// ([arp] dad_interval) 100ms.
 	DADInterval time.Duration
+	// Refresh, when not zero, announces every held address again once
+	// per Refresh, one address at a time, spread evenly over the
+	// interval rather than in one burst: for switches whose forwarding
+	// table ages the front NIC's MAC out (keepalived's
+	// vrrp_garp_master_refresh). MinARPRefresh..MaxARPRefresh; config
+	// default ([arp] refresh) 0, off.
+	Refresh time.Duration
 	// Restored are the addresses of the table restored from the state
 	// file at start-up: the gateway held them before it restarted, so
 	// they are the gateway's already. The first Prepare that adds one
@@ -165,6 +172,8 @@ type Stack struct {
 	dad  gstack.DADConfigurations
 	// announcer sends the announcements after the first of each address.
 	announcer *announcer
+	// refreshWake has room for one signal: garp.refresh changed.
+	refreshWake chan struct{}
 	// restored are the Restored addresses not yet added.
 	restored map[netip.Addr]struct{}
 	// holder is Options.Holder (nil: every table address).
@@ -180,6 +189,7 @@ type ARPSettings struct {
 	GARPInterval time.Duration
 	DADProbes    int
 	DADInterval  time.Duration
+	Refresh      time.Duration
 }
 
 // check reports the first field of s that is out of range.
@@ -193,6 +203,8 @@ func (s ARPSettings) check() error {
 		return fmt.Errorf("DADProbes %d out of range 0..%d", s.DADProbes, MaxDADProbes)
 	case s.DADProbes > 0 && (s.DADInterval < MinARPInterval || s.DADInterval > MaxARPInterval):
 		return fmt.Errorf("DADInterval %v out of range %v..%v with DADProbes %d", s.DADInterval, MinARPInterval, MaxARPInterval, s.DADProbes)
+	case s.Refresh != 0 && (s.Refresh < MinARPRefresh || s.Refresh > MaxARPRefresh):
+		return fmt.Errorf("Refresh %v out of range 0 (off) or %v..%v", s.Refresh, MinARPRefresh, MaxARPRefresh)
 	}
 	return nil
 }
@@ -202,7 +214,7 @@ func (s ARPSettings) dad() gstack.DADConfigurations {
 }
 
 func (s ARPSettings) announce() announceConfig {
-	return announceConfig{count: s.GARPCount, interval: s.GARPInterval}
+	return announceConfig{count: s.GARPCount, interval: s.GARPInterval, refresh: s.Refresh}
 }
 
 // SetARP replaces the ARP settings that New took from Options. They apply
@@ -225,6 +237,10 @@ func (st *Stack) SetARP(s ARPSettings) error {
 	defer st.mu.Unlock()
 	st.garp, st.dad = s.announce(), s.dad()
 	d.SetDADConfigurations(st.dad)
+	select {
+	case st.refreshWake <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -263,7 +279,7 @@ func New(opts Options) (*Stack, error) {
 	if len(opts.Networks) == 0 {
 		return nil, errors.New("new stack: no front networks")
 	}
-	arpSettings := ARPSettings{GARPCount: opts.GARPCount, GARPInterval: opts.GARPInterval, DADProbes: opts.DADProbes, DADInterval: opts.DADInterval}
+	arpSettings := ARPSettings{GARPCount: opts.GARPCount, GARPInterval: opts.GARPInterval, DADProbes: opts.DADProbes, DADInterval: opts.DADInterval, Refresh: opts.Refresh}
 	if err := arpSettings.check(); err != nil {
 		return nil, fmt.Errorf("new stack: %w", err)
 	}
@@ -303,12 +319,19 @@ func New(opts Options) (*Stack, error) {
 		cancel:   cancel,
 		restored: map[netip.Addr]struct{}{},
 		holder:   opts.Holder,
+
+		refreshWake: make(chan struct{}, 1),
 	}
 	st.announcer = newAnnouncer(st.announce)
 	st.wg.Add(1)
 	go func() {
 		defer st.wg.Done()
 		st.announcer.run(ctx)
+	}()
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		st.runRefresh(ctx)
 	}()
 	for _, a := range opts.Restored {
 		st.restored[a] = struct{}{}
