@@ -155,8 +155,7 @@ type Cluster struct {
 	// mu guards the following fields.
 	mu      sync.Mutex
 	cli     *clientv3.Client
-	view    *view // the last session's view of etcd; nil before one
-	lease   clientv3.LeaseID
+	view    *view // the current session's view of etcd; nil outside one
 	started bool
 	closed  bool
 	cancel  context.CancelFunc

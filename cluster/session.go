@@ -114,7 +114,7 @@ func (c *Cluster) session(ctx context.Context, st Stack) (bool, error) {
 		return false, fmt.Errorf("node key %s is held by another live lease: is node %q running twice? (it goes when that lease ends)", nodeKey, c.opts.Node)
 	}
 	c.mu.Lock()
-	c.view, c.lease = v, lease
+	c.view = v
 	c.mu.Unlock()
 	c.log.Info("joined the cluster", "lease", fmt.Sprintf("%x", int64(lease)), "ttl", g.TTL, "placement", c.opts.Placement)
 
@@ -178,6 +178,28 @@ func (c *Cluster) watch(ctx context.Context, v *view, rev int64, p *placer, kaEr
 	wch := c.cli.Watch(wctx, c.prefix+"cluster/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// apply applies one watch response to v; it reports whether the
+	// response asks for a rebalance, and false in ok when the watch ended.
+	apply := func(wr clientv3.WatchResponse, open bool) (rebalance, ok bool) {
+		if !open || wr.Err() != nil || wr.Canceled {
+			if open && wr.Err() != nil {
+				c.log.Info("cluster watch ended; listing again", "err", wr.Err())
+			}
+			return false, false
+		}
+		for _, ev := range wr.Events {
+			switch ev.Type {
+			case clientv3.EventTypeDelete:
+				v.del(string(ev.Kv.Key))
+			default:
+				if string(ev.Kv.Key) == v.rebalanceKey() {
+					rebalance = true
+				}
+				v.put(ev.Kv)
+			}
+		}
+		return rebalance, true
+	}
 	for {
 		rebalance := false
 		select {
@@ -185,22 +207,26 @@ func (c *Cluster) watch(ctx context.Context, v *view, rev int64, p *placer, kaEr
 			return nil
 		case err := <-kaErr:
 			return err
-		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil || wr.Canceled {
-				if ok && wr.Err() != nil {
-					c.log.Info("cluster watch ended; listing again", "err", wr.Err())
-				}
+		case wr, open := <-wch:
+			r, ok := apply(wr, open)
+			if !ok {
 				return nil
 			}
-			for _, ev := range wr.Events {
-				switch ev.Type {
-				case clientv3.EventTypeDelete:
-					v.del(string(ev.Kv.Key))
-				default:
-					if string(ev.Kv.Key) == v.rebalanceKey() {
-						rebalance = true
+			rebalance = r
+			// Take in what else has arrived before placing: a takeover
+			// or a batch of claims comes as many responses, and one
+			// placement (one Rehold of the stack) serves them all.
+		drain:
+			for range 1024 {
+				select {
+				case wr, open := <-wch:
+					r, ok := apply(wr, open)
+					if !ok {
+						return nil
 					}
-					v.put(ev.Kv)
+					rebalance = rebalance || r
+				default:
+					break drain
 				}
 			}
 		case <-c.wake:
@@ -271,7 +297,7 @@ func (c *Cluster) endSession(st Stack, lease clientv3.LeaseID) {
 		c.log.Warn("release addresses", "err", err)
 	}
 	c.mu.Lock()
-	c.view, c.lease = nil, 0
+	c.view = nil
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout)
 	defer cancel()
