@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,9 +121,22 @@ func TestClaimExclusive(t *testing.T) {
 // none; and that a rebalance moves addresses to their preferred holders.
 func TestSpreadStickyRebalance(t *testing.T) {
 	ep := startEtcd(t)
-	table := staticTable(40)
+	// The table appears once both gateways see each other, so that both
+	// place it over the same two nodes.
+	full := staticTable(40)
+	var shown atomic.Bool
+	table := func() map[netip.Addr]struct{} {
+		if shown.Load() {
+			return full()
+		}
+		return nil
+	}
 	a := startGateway(t, "gw-a", ep, table, nil)
 	b := startGateway(t, "gw-b", ep, table, nil)
+	waitFor(t, "gw-a and gw-b see each other", waitLimit, func() bool { return a.ViewNodes() == 2 && b.ViewNodes() == 2 })
+	shown.Store(true)
+	a.TableChanged()
+	b.TableChanged()
 	waitFor(t, "40 addresses held once each by gw-a and gw-b", waitLimit, func() bool { return exactlyOnce(table(), a, b) })
 	if len(a.Held()) == 0 || len(b.Held()) == 0 {
 		t.Fatalf("spread: gw-a holds %d, gw-b %d; want both some", len(a.Held()), len(b.Held()))
@@ -178,7 +192,9 @@ func TestTakeoverFence(t *testing.T) {
 	ep := startEtcd(t)
 	px := startProxy(t, ep)
 	table := staticTable(20)
+	// gw-a, alone at first, holds every address; gw-b joining takes none.
 	a := startGateway(t, "gw-a", px.url(), table, nil)
+	waitFor(t, "gw-a holds every address", waitLimit, func() bool { return exactlyOnce(table(), a) })
 	b := startGateway(t, "gw-b", ep, table, nil)
 	dumpLogs(t, a, b)
 	waitFor(t, "20 addresses held once each", waitLimit, func() bool { return exactlyOnce(table(), a, b) })
@@ -257,6 +273,7 @@ func TestKeepOnEtcdLoss(t *testing.T) {
 	table := staticTable(10)
 	keep := func(o *cluster.Options) { o.OnEtcdLoss = cluster.OnEtcdLossKeep }
 	a := startGateway(t, "gw-a", px.url(), table, keep)
+	waitFor(t, "gw-a holds every address", waitLimit, func() bool { return exactlyOnce(table(), a) })
 	b := startGateway(t, "gw-b", ep, table, keep)
 	waitFor(t, "10 addresses held once each", waitLimit, func() bool { return exactlyOnce(table(), a, b) })
 	heldA := len(a.st.holding())
