@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vipmux/vipmux/cluster"
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/dispatch"
@@ -90,6 +91,13 @@ type Options struct {
 	// format live with whoever built Logger). Nil: [log] changes are
 	// accepted and have no effect.
 	SetLog func(config.Log)
+	// Cluster, if not nil, makes the gateway one of a cluster sharing its
+	// table through etcd (docs/cluster.md): its stack holds only the
+	// table addresses that the cluster gives it, and its front link is
+	// fenced (nic.Fence) by the cluster's lease deadline. New fills in
+	// TableAddrs, MAC, Control and Logger. Nil: the gateway holds the
+	// whole table alone.
+	Cluster *cluster.Options
 }
 
 // Gateway is one running gateway. Its methods are safe for concurrent
@@ -105,12 +113,15 @@ type Gateway struct {
 	// captureOut is what the capture writes to (Options.OpenCapture).
 	captureOut io.Writer
 	reg        *registry.Registry
-	st         *stack.Stack
-	fwd        *dispatch.Forwarder
-	hc         *health.Checker
-	health     healthRunner
-	mtr        *metrics.Metrics
-	handler    http.Handler
+	// cl is the gateway's cluster membership (Options.Cluster); nil
+	// alone.
+	cl      *cluster.Cluster
+	st      *stack.Stack
+	fwd     *dispatch.Forwarder
+	hc      *health.Checker
+	health  healthRunner
+	mtr     *metrics.Metrics
+	handler http.Handler
 	// ctl and mln are the control and metrics listeners (mln may be nil);
 	// Run serves them, Close closes them.
 	ctl, mln net.Listener
@@ -230,6 +241,20 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 		front = g.capture
 	}
+	var holder stack.Holder // nil: the whole table
+	if opts.Cluster != nil {
+		co := *opts.Cluster
+		co.TableAddrs = func() map[netip.Addr]struct{} { return g.reg.Table().Addrs() }
+		co.MAC = g.link.MAC.String()
+		co.Control = g.ctl.Addr().String()
+		co.Logger = g.log
+		if g.cl, err = cluster.New(co); err != nil {
+			return nil, fmt.Errorf("[cluster]: %w", err)
+		}
+		// Below the capture: the file shows what the fence let through.
+		front = nic.NewFence(front, g.cl)
+		holder = g.cl
+	}
 	g.st, err = stack.New(stack.Options{
 		Link:         front,
 		Networks:     cfg.NIC.Networks,
@@ -245,6 +270,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		// The restored table's addresses were the gateway's before the
 		// restart: announced again, not probed.
 		Restored: slices.Collect(maps.Keys(g.reg.Table().Addrs())),
+		Holder:   holder,
 		Logger:   g.log,
 	})
 	if err != nil {
@@ -282,6 +308,12 @@ func New(opts Options) (_ *Gateway, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if g.cl != nil {
+		g.reg.Watch(func(_, _ *registry.Table) { g.cl.TableChanged() })
+		if err := g.cl.Start(g.ctx, g.st); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }
@@ -384,6 +416,13 @@ func (g *Gateway) close() error {
 		if ln != nil {
 			ln.Close()
 		}
+	}
+
+	// 2b. Leave the cluster: the fence shuts, the stack lets every
+	// address go and the lease is revoked, so that the other gateways
+	// take the addresses over now rather than when the lease would end.
+	if g.cl != nil {
+		g.cl.Close()
 	}
 
 	var errs []error
