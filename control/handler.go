@@ -53,6 +53,9 @@ type Options struct {
 	// package metrics). It needs the token like every other path but
 	// /healthz. Nil: /metrics is 404.
 	Metrics http.Handler
+	// Cluster, when set, serves GET /v1/cluster/status and POST
+	// /v1/cluster/rebalance; an error of its is 503. Nil: both are 404.
+	Cluster Cluster
 	// Logger receives one Info line per successful change and one Error
 	// line per internal error. Required.
 	Logger *slog.Logger
@@ -73,6 +76,8 @@ type server struct {
 	// sharedFunc and reload are Options.SharedFunc and Options.Reload.
 	sharedFunc func() netip.Addr
 	reload     func(ctx context.Context) ([]string, error)
+	// cluster is Options.Cluster.
+	cluster Cluster
 }
 
 // route is one endpoint: the method it accepts, whether it needs the token,
@@ -104,6 +109,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 
 		sharedFunc: opts.SharedFunc,
 		reload:     opts.Reload,
+		cluster:    opts.Cluster,
 	}
 	if s.auth {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))
@@ -120,6 +126,10 @@ func NewHandler(opts Options) (http.Handler, error) {
 	}
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}
+	}
+	if s.cluster != nil {
+		s.routes[PathClusterStatus] = route{method: http.MethodGet, fn: s.clusterStatus}
+		s.routes[PathClusterRebalance] = route{method: http.MethodPost, fn: s.clusterRebalance}
 	}
 	if opts.Metrics != nil {
 		s.routes[PathMetrics] = route{method: http.MethodGet, fn: func(w http.ResponseWriter, r *http.Request) error {

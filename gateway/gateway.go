@@ -296,6 +296,11 @@ func New(opts Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.reg.Watch(g.mtr.Watch) // counts and logs switches and failovers
+
+	var clusterCtl control.Cluster // nil: no cluster endpoints
+	if g.cl != nil {
+		clusterCtl = clusterAPI{g.cl}
+	}
 	g.handler, err = control.NewHandler(control.Options{
 		Registry:   g.reg,
 		Shared:     cfg.Shared.Address,
@@ -304,6 +309,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		Conns:      g.fwd,
 		Reload:     func(context.Context) ([]string, error) { return g.Reread("api") },
 		Metrics:    g.mtr.Handler(),
+		Cluster:    clusterCtl,
 		Logger:     g.log,
 	})
 	if err != nil {

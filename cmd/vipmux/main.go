@@ -114,6 +114,7 @@ Exit status:
 			runCommand(),
 			statusCommand(),
 			reloadCommand(),
+			clusterCommand(),
 			versionCommand(),
 			completionCommand(),
 			manCommand(),

@@ -1,0 +1,33 @@
+package gateway
+
+import (
+	"context"
+
+	"github.com/vipmux/vipmux/cluster"
+	"github.com/vipmux/vipmux/control"
+)
+
+// clusterAPI serves the control API's cluster endpoints from the
+// gateway's cluster membership.
+type clusterAPI struct{ cl *cluster.Cluster }
+
+var _ control.Cluster = clusterAPI{}
+
+// Nodes implements control.Cluster.
+func (a clusterAPI) Nodes(ctx context.Context) ([]control.ClusterNode, error) {
+	st, err := a.cl.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]control.ClusterNode, 0, len(st))
+	for _, n := range st {
+		out = append(out, control.ClusterNode{
+			Node: n.Name, MAC: n.MAC, Control: n.Control, Priority: n.Priority,
+			LeaseLeft: n.LeaseLeft.String(), Held: n.Held,
+		})
+	}
+	return out, nil
+}
+
+// Rebalance implements control.Cluster.
+func (a clusterAPI) Rebalance(ctx context.Context) error { return a.cl.Rebalance(ctx) }
