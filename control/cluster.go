@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 )
 
 // Cluster API paths; they exist when the gateway is one of a cluster
@@ -26,6 +27,9 @@ type Cluster interface {
 	// Rebalance asks every gateway to move addresses to their preferred
 	// holders.
 	Rebalance(ctx context.Context) error
+	// Holder returns the gateway holding ip, as this gateway last saw
+	// etcd, and whether one does. It must not block.
+	Holder(ip netip.Addr) (string, bool)
 }
 
 // ClusterNode is one live gateway in ClusterStatus.
@@ -90,4 +94,20 @@ func (c *Client) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 func (c *Client) ClusterRebalance(ctx context.Context) error {
 	var res struct{}
 	return c.do(ctx, http.MethodPost, PathClusterRebalance, struct{}{}, &res)
+}
+
+// holderOf is the Holder of a BindingView of ip: the holding gateway's
+// name, "none", or "" for a gateway alone.
+func (s *server) holderOf(ip string) string {
+	if s.cluster == nil {
+		return ""
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ""
+	}
+	if n, ok := s.cluster.Holder(a); ok {
+		return n
+	}
+	return "none"
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -15,6 +16,13 @@ type fakeCluster struct {
 	nodes      []ClusterNode
 	err        error
 	rebalances int
+}
+
+func (f *fakeCluster) Holder(ip netip.Addr) (string, bool) {
+	if ip == netip.MustParseAddr("198.18.0.100") {
+		return "gw-a", true
+	}
+	return "", false
 }
 
 func (f *fakeCluster) Nodes(context.Context) ([]ClusterNode, error) { return f.nodes, f.err }
@@ -70,6 +78,38 @@ func TestHandlerCluster(t *testing.T) {
 			}
 			if tc.cluster != nil && tc.cluster.rebalances != tc.wantRebalances {
 				t.Errorf("rebalances = %d, want %d", tc.cluster.rebalances, tc.wantRebalances)
+			}
+		})
+	}
+}
+
+// TestStatusHolder checks the holder of each binding in GET /v1/status:
+// the holding gateway, "none", or absent for a gateway alone.
+func TestStatusHolder(t *testing.T) {
+	tests := []struct {
+		name    string
+		cluster Cluster
+		want    map[string]string // ip -> holder
+	}{
+		{"alone", nil, map[string]string{"198.18.0.100": "", "198.18.0.10": ""}},
+		{"cluster", &fakeCluster{}, map[string]string{"198.18.0.100": "gw-a", "198.18.0.10": "none"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := testHandler(t, func(o *Options) { o.Cluster = tc.cluster })
+			rec := do(h, http.MethodGet, PathStatus, "", "")
+			var st Status
+			if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+				t.Fatalf("decode %s: %v", rec.Body, err)
+			}
+			got := map[string]string{}
+			for _, b := range st.Bindings {
+				got[b.IP] = b.Holder
+			}
+			for ip, want := range tc.want {
+				if g, ok := got[ip]; !ok || g != want {
+					t.Errorf("holder of %s = %q (present %v), want %q; status %s", ip, g, ok, want, rec.Body)
+				}
 			}
 		})
 	}

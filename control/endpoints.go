@@ -255,7 +255,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 		st.Shared = shared.String()
 	}
 	for _, b := range bs {
-		st.Bindings = append(st.Bindings, s.view(b))
+		v := s.view(b)
+		v.Holder = s.holderOf(v.IP)
+		st.Bindings = append(st.Bindings, v)
 	}
 	events := s.reg.Events()
 	st.Events = make([]EventView, 0, len(events))

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/vipmux/vipmux/cluster"
 	"github.com/vipmux/vipmux/control"
@@ -28,6 +29,9 @@ func (a clusterAPI) Nodes(ctx context.Context) ([]control.ClusterNode, error) {
 	}
 	return out, nil
 }
+
+// Holder implements control.Cluster.
+func (a clusterAPI) Holder(ip netip.Addr) (string, bool) { return a.cl.Holder(ip) }
 
 // Rebalance implements control.Cluster.
 func (a clusterAPI) Rebalance(ctx context.Context) error { return a.cl.Rebalance(ctx) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -27,6 +28,8 @@ func (s *stubCluster) Nodes(context.Context) ([]control.ClusterNode, error) {
 		{Node: "gw-b", MAC: "02:00:00:00:00:0b", Control: "198.19.0.2:7070", Priority: 50, LeaseLeft: "2s", Held: 25},
 	}, nil
 }
+
+func (s *stubCluster) Holder(netip.Addr) (string, bool) { return "gw-a", true }
 
 func (s *stubCluster) Rebalance(context.Context) error {
 	if s.err != nil {
@@ -88,6 +91,43 @@ func TestClusterCommands(t *testing.T) {
 			}
 			if s, ok := tc.cluster.(*stubCluster); ok && s.rebalanced != tc.wantRebalanced {
 				t.Errorf("rebalanced = %v, want %v", s.rebalanced, tc.wantRebalanced)
+			}
+		})
+	}
+}
+
+// TestStatusHolderColumn checks that `vipmux status` on a gateway of a
+// cluster shows who holds each IP, and that a gateway alone shows no
+// HOLDER column.
+func TestStatusHolderColumn(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		cluster    control.Cluster
+		wantHolder bool
+	}{
+		{"cluster", &stubCluster{}, true},
+		{"alone", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg, err := registry.New(registry.Options{})
+			if err != nil {
+				t.Fatalf("registry.New: %v", err)
+			}
+			if _, err := reg.Register(registry.Registration{Name: "web-a", IP: netip.MustParseAddr("198.18.0.10"), Backend: netip.MustParseAddrPort("198.19.0.2:0")}); err != nil {
+				t.Fatalf("Register: %v", err)
+			}
+			h, err := control.NewHandler(control.Options{Registry: reg, Cluster: tc.cluster, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatalf("NewHandler: %v", err)
+			}
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			out, err := runApp("status", "--gateway", srv.URL)
+			if err != nil {
+				t.Fatalf("vipmux status: %v\n%s", err, out)
+			}
+			if got := strings.Contains(out, "HOLDER") && strings.Contains(out, "gw-a"); got != tc.wantHolder {
+				t.Errorf("vipmux status shows the holder = %v, want %v:\n%s", got, tc.wantHolder, out)
 			}
 		})
 	}
