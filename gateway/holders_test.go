@@ -17,9 +17,9 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// startEtcd starts an embedded one-member etcd on 127.0.0.1 (heartbeat
+// startHoldersEtcd starts an embedded one-member etcd on 127.0.0.1 (heartbeat
 // 50 ms, election 500 ms) and returns its client URL; it stops in cleanup.
-func startEtcd(t *testing.T) string {
+func startHoldersEtcd(t *testing.T) string {
 	t.Helper()
 	free := func() int {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,12 +52,12 @@ func startEtcd(t *testing.T) string {
 	return client.String()
 }
 
-// TestGatewayCluster builds a gateway with Options.Cluster: a registered
+// TestGatewayClusterHolds builds a gateway with Options.Cluster: a registered
 // address is held (the gateway is the only live one), answered and
 // proxied through the fence; Close gives it up.
-func TestGatewayCluster(t *testing.T) {
+func TestGatewayClusterHolds(t *testing.T) {
 	leakcheck.Goroutines(t) // before etcd: its cleanup stops etcd first
-	ep := startEtcd(t)
+	ep := startHoldersEtcd(t)
 	e := newEnvWith(t, "", func(o *gateway.Options) {
 		o.Cluster = &cluster.Options{Endpoints: []string{ep}, Node: "gw-a", Lease: 2 * time.Second}
 	})
