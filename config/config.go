@@ -42,6 +42,7 @@ type Config struct {
 	ARP      ARP
 	Log      Log
 	Metrics  Metrics
+	Cluster  Cluster
 }
 
 // NIC is the [nic] section: the front link that the userspace stack owns.

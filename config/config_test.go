@@ -45,6 +45,7 @@ func TestDefault(t *testing.T) {
 		Health:   Health{Enabled: true, Interval: Duration{100 * time.Millisecond}, Timeout: Duration{100 * time.Millisecond}, Rise: 2, Fall: 2},
 		ARP:      ARP{GARPCount: 3, GARPInterval: Duration{200 * time.Millisecond}, DADProbes: 2, DADInterval: Duration{100 * time.Millisecond}},
 		Log:      Log{Level: "info", Format: "text"},
+		Cluster:  Cluster{Lease: Duration{3 * time.Second}, Placement: "spread", Priority: 100, OnEtcdLoss: "silent"},
 	}
 	if diff := cmp.Diff(want, Default(), cmpOpts); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -113,6 +114,16 @@ level = "debug"
 format = "json"
 [metrics]
 listen = "198.19.0.1:9100"
+[cluster]
+etcd = ["https://198.19.0.254:2379", "https://198.19.0.253:2379"]
+node = "gw-a"
+lease = "1s"
+placement = "priority"
+priority = 200
+etcd_ca = "/etc/vipmux/ca.pem"
+etcd_cert = "/etc/vipmux/c.pem"
+etcd_key = "/etc/vipmux/k.pem"
+on_etcd_loss = "keep"
 `,
 			want: &Config{
 				NIC: NIC{
@@ -132,6 +143,9 @@ listen = "198.19.0.1:9100"
 				ARP:     ARP{GARPCount: 5, GARPInterval: Duration{time.Second}, DADProbes: 3, DADInterval: Duration{250 * time.Millisecond}},
 				Log:     Log{Level: "debug", Format: "json"},
 				Metrics: Metrics{Listen: "198.19.0.1:9100"},
+				Cluster: Cluster{Etcd: []string{"https://198.19.0.254:2379", "https://198.19.0.253:2379"}, Node: "gw-a",
+					Lease: Duration{time.Second}, Placement: "priority", Priority: 200,
+					EtcdCA: "/etc/vipmux/ca.pem", EtcdCert: "/etc/vipmux/c.pem", EtcdKey: "/etc/vipmux/k.pem", OnEtcdLoss: "keep"},
 			},
 		},
 		{

@@ -243,6 +243,57 @@ var keys = []key{
 			return nil
 		},
 	},
+
+	// [cluster]: fixed at start-up. Without etcd, no cluster (cluster.go).
+	&field[[]string]{
+		name: "cluster.etcd", kind: stringList, example: `["http://198.19.0.254:2379"]`,
+		get:   func(c *Config) *[]string { return &c.Cluster.Etcd },
+		needs: []string{"cluster.node", "cluster.lease", "cluster.placement", "cluster.priority", "cluster.etcd_ca", "cluster.etcd_cert", "cluster.etcd_key", "cluster.on_etcd_loss"},
+		check: checkEtcd,
+	},
+	&field[string]{
+		name: "cluster.node", kind: text, example: `"gw-a"`,
+		get:   func(c *Config) *string { return &c.Cluster.Node },
+		needs: []string{"cluster.etcd"},
+		check: checkNode,
+	},
+	&field[Duration]{
+		name: "cluster.lease", kind: duration, def: Duration{defaultClusterLease},
+		get:   func(c *Config) *Duration { return &c.Cluster.Lease },
+		check: func(_ *Config, v Duration) error { return durationRange(v, MinClusterLease, MaxClusterLease, "") },
+	},
+	&field[string]{
+		name: "cluster.placement", kind: text, def: "spread",
+		get:   func(c *Config) *string { return &c.Cluster.Placement },
+		check: func(_ *Config, v string) error { return oneOf(v, placements) },
+	},
+	&field[int]{
+		name: "cluster.priority", kind: integer, def: defaultPriority,
+		get:   func(c *Config) *int { return &c.Cluster.Priority },
+		check: func(_ *Config, v int) error { return inRange(v, 0, maxPriority, "") },
+	},
+	&field[string]{
+		name: "cluster.etcd_ca", kind: text, example: `"/etc/vipmux/etcd-ca.pem"`,
+		get:   func(c *Config) *string { return &c.Cluster.EtcdCA },
+		check: func(_ *Config, v string) error { return checkTLSFile(v, "", "") },
+	},
+	&field[string]{
+		name: "cluster.etcd_cert", kind: text, example: `"/etc/vipmux/etcd-client.pem"`,
+		get:   func(c *Config) *string { return &c.Cluster.EtcdCert },
+		needs: []string{"cluster.etcd_key"},
+		check: func(c *Config, v string) error { return checkTLSFile(v, c.Cluster.EtcdKey, "cluster.etcd_key") },
+	},
+	&field[string]{
+		name: "cluster.etcd_key", kind: text, example: `"/etc/vipmux/etcd-client-key.pem"`,
+		get:   func(c *Config) *string { return &c.Cluster.EtcdKey },
+		needs: []string{"cluster.etcd_cert"},
+		check: func(c *Config, v string) error { return checkTLSFile(v, c.Cluster.EtcdCert, "cluster.etcd_cert") },
+	},
+	&field[string]{
+		name: "cluster.on_etcd_loss", kind: text, def: "silent",
+		get:   func(c *Config) *string { return &c.Cluster.OnEtcdLoss },
+		check: func(_ *Config, v string) error { return oneOf(v, etcdLossOps) },
+	},
 }
 
 // portTable is the name of the per-port health tables, [health.port.PORT];
