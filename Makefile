@@ -18,7 +18,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # setpriv (e2e: serve as an unprivileged user with two capabilities),
 # tcpdump (reads serve --pcap files back), patch (gvisor-check applies
 # third_party/gvisor-patches).
-DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch
+DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch etcd:etcd-server
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
 .PHONY: all build deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall

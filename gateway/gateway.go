@@ -95,8 +95,9 @@ type Options struct {
 	// table through etcd (docs/cluster.md): its stack holds only the
 	// table addresses that the cluster gives it, and its front link is
 	// fenced (nic.Fence) by the cluster's lease deadline. New fills in
-	// TableAddrs, MAC, Control and Logger. Nil: the gateway holds the
-	// whole table alone.
+	// TableAddrs, MAC, Control and Logger. Nil: from Config's [cluster]
+	// when it has etcd endpoints, else the gateway holds the whole table
+	// alone.
 	Cluster *cluster.Options
 }
 
@@ -242,8 +243,14 @@ func New(opts Options) (_ *Gateway, err error) {
 		front = g.capture
 	}
 	var holder stack.Holder // nil: the whole table
-	if opts.Cluster != nil {
-		co := *opts.Cluster
+	clusterOpts := opts.Cluster
+	if clusterOpts == nil && cfg.Cluster.Enabled() {
+		if clusterOpts, err = clusterOptions(cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	if clusterOpts != nil {
+		co := *clusterOpts
 		co.TableAddrs = func() map[netip.Addr]struct{} { return g.reg.Table().Addrs() }
 		co.MAC = g.link.MAC.String()
 		co.Control = g.ctl.Addr().String()
