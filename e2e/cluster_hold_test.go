@@ -208,3 +208,122 @@ func (cp *clusterPair) neigh(ip string) (string, bool) {
 	}
 	return "", false
 }
+
+// waitHolder waits until node's status shows a holder of ip and returns
+// it.
+func (cp *clusterPair) waitHolder(t *testing.T, node, ip string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if h := cp.holders(node)[ip]; h != "" && h != "none" {
+			return h
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no gateway holds %s after 20s as %s sees it: %v", ip, node, cp.holders(node))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterStopTakeover is issue 13's e2e case 4: the holder is stopped
+// (SIGSTOP) for twice its lease, the other gateway takes the IP over, and
+// once the holder runs again (SIGCONT) it sends nothing for the IP, even
+// to a client asking for it with ARP: a capture on the client's bridge
+// has no frame from its MAC about the IP after it was stopped. It then
+// joins again and takes nothing back.
+func TestClusterStopTakeover(t *testing.T) {
+	cp := newClusterPair(t, "1s")
+	tp := cp.tp
+	const vip = "198.18.0.10"
+	cp.register(t, vip)
+	holder := cp.waitHolder(t, "gw-a", vip)
+	other := map[string]string{"gw-a": "gw-b", "gw-b": "gw-a"}[holder]
+	if r := tp.Dial(vip+":8080", 2*time.Second); !r.OK {
+		t.Fatalf("dial %s:8080 through %s: %s", vip, holder, r.Err)
+	}
+
+	pcap := filepath.Join(tp.dir, "cb.pcap")
+	dump := tp.startProc("tcpdump", tp.ClientNS, "tcpdump", "-i", "cb", "-U", "-n", "-w", pcap, "ether", "src", cp.mac[holder])
+	time.Sleep(500 * time.Millisecond) // tcpdump opens its socket
+	// One ARP answer of the holder's before it stops: the capture must
+	// show it, or it could show nothing at all.
+	must(t, "ip", "-n", tp.ClientNS, "neigh", "flush", "dev", "cb")
+	if r := tp.Dial(vip+":8080", 2*time.Second); !r.OK {
+		t.Fatalf("dial %s:8080 through %s: %s", vip, holder, r.Err)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	p := cp.gw[holder].proc.cmd.Process
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %s: %v", holder, err)
+	}
+	stopped := time.Now()
+	for {
+		if time.Since(stopped) > 20*time.Second {
+			p.Signal(syscall.SIGCONT)
+			t.Fatalf("%s does not serve %s 20s after %s was stopped", other, vip, holder)
+		}
+		if r := tp.Dial(vip+":8080", 200*time.Millisecond); r.OK {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Until(stopped.Add(2 * time.Second))) // twice the lease
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT %s: %v", holder, err)
+	}
+	// Make the client ask for the IP with ARP while the resumed gateway
+	// runs: a fresh neighbour entry, then connections.
+	for i := 0; i < 10; i++ {
+		must(t, "ip", "-n", tp.ClientNS, "neigh", "flush", "dev", "cb")
+		if r := tp.Dial(vip+":8080", time.Second); !r.OK {
+			t.Errorf("dial %s:8080 after %s resumed: %s", vip, holder, r.Err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	dump.stop(syscall.SIGTERM, 5*time.Second)
+
+	out, errOut, code := run(10*time.Second, nil, "tcpdump", "-r", pcap, "-n", "-e", "-tt")
+	if code != 0 {
+		t.Fatalf("tcpdump -r %s: %s", pcap, errOut)
+	}
+	before := 0
+	for _, line := range strings.Split(out, "\n") {
+		ts, rest, ok := strings.Cut(line, " ")
+		if !ok || !strings.Contains(rest, vip) {
+			continue
+		}
+		var sec float64
+		if _, err := fmt.Sscanf(ts, "%f", &sec); err != nil {
+			continue
+		}
+		if at := time.Unix(0, int64(sec*1e9)); !at.After(stopped) {
+			before++
+		} else {
+			t.Errorf("%s (%s) sent a frame about %s after it was stopped (at %v, stopped %v): %s", holder, cp.mac[holder], vip, at.Format(time.StampMicro), stopped.Format(time.StampMicro), line)
+		}
+	}
+	if before == 0 {
+		t.Errorf("the capture has no frame of %s (%s) about %s before it was stopped; capture:\n%s", holder, cp.mac[holder], vip, out)
+	}
+	if got := cp.holders(other)[vip]; got != other {
+		t.Errorf("%s's status: holder of %s = %q, want %s", other, vip, got, other)
+	}
+	// The resumed gateway joins again and takes nothing back.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, code := cp.cli(other, "cluster", "status", "--json")
+		if code == 0 && strings.Contains(out, `"node": "`+holder+`"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not join again within 20s of SIGCONT: %s", holder, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	if got := cp.holders(holder)[vip]; got != other {
+		t.Errorf("after %s joined again its status says %s is held by %q, want %s (nothing taken back)", holder, vip, got, other)
+	}
+}
