@@ -151,6 +151,9 @@ type Cluster struct {
 	held atomic.Pointer[map[netip.Addr]struct{}]
 	// wake has room for one signal: the table or the view changed.
 	wake chan struct{}
+	// stale are leases of ended sessions that are still to be revoked;
+	// only run's goroutine uses it.
+	stale []clientv3.LeaseID
 
 	// mu guards the following fields.
 	mu      sync.Mutex

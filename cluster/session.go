@@ -90,6 +90,7 @@ func (c *Cluster) session(ctx context.Context, st Stack) (bool, error) {
 	lease := g.ID
 	c.extend(sent, g.TTL)
 	defer c.endSession(st, lease)
+	c.revokeStale(ctx)
 
 	v := newView(c.prefix)
 	node := Node{Name: c.opts.Node, MAC: c.opts.MAC, Control: c.opts.Control, Priority: c.opts.Priority, Weight: c.opts.Weight}
@@ -302,8 +303,27 @@ func (c *Cluster) endSession(st Stack, lease clientv3.LeaseID) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout)
 	defer cancel()
 	if _, err := c.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		c.log.Info("revoke old lease", "lease", fmt.Sprintf("%x", int64(lease)), "err", err)
+		c.log.Info("revoke old lease; trying again once etcd answers", "lease", fmt.Sprintf("%x", int64(lease)), "err", err)
+		c.stale = append(c.stale, lease)
 	}
+}
+
+// revokeStale revokes the leases of earlier sessions that could not be
+// revoked when they ended (etcd was unreachable): etcd may have kept them
+// alive (it renews every lease when it restarts), and with them this
+// gateway's old node key, which would keep it out, and its old holder
+// keys, which would keep the addresses dark until the leases end.
+func (c *Cluster) revokeStale(ctx context.Context) {
+	var keep []clientv3.LeaseID
+	for _, id := range c.stale {
+		rctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+		_, err := c.cli.Revoke(rctx, id)
+		cancel()
+		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			keep = append(keep, id)
+		}
+	}
+	c.stale = keep
 }
 
 // publish makes held the set that Holds answers from.

@@ -20,6 +20,10 @@ type clusterPair struct {
 	tp       *Topology
 	gw       map[string]*Gateway
 	url, mac map[string]string // by node
+	// etcd is the etcd process; startEtcd starts another on the same
+	// data.
+	etcd      *proc
+	startEtcd func() *proc
 }
 
 func newClusterPair(t *testing.T, lease string) *clusterPair {
@@ -51,14 +55,18 @@ func newClusterPair(t *testing.T, lease string) *clusterPair {
 	must(t, "ip", "-n", tp.GatewayNS, "link", "set", "f1", "up")
 
 	const etcdURL = "http://127.0.0.1:23790"
-	tp.startProc("etcd", tp.GatewayNS, etcdBin,
-		"--name", "e2e", "--data-dir", filepath.Join(tp.dir, "etcd"),
-		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
-		"--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800",
-		"--initial-cluster", "e2e=http://127.0.0.1:23800",
-		"--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error")
+	starts := 0
+	startEtcd := func() *proc {
+		starts++
+		return tp.startProc(fmt.Sprintf("etcd-%d", starts), tp.GatewayNS, etcdBin,
+			"--name", "e2e", "--data-dir", filepath.Join(tp.dir, "etcd"),
+			"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+			"--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800",
+			"--initial-cluster", "e2e=http://127.0.0.1:23800",
+			"--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error")
+	}
 
-	cp := &clusterPair{tp: tp, gw: map[string]*Gateway{}, url: map[string]string{}, mac: map[string]string{}}
+	cp := &clusterPair{tp: tp, gw: map[string]*Gateway{}, url: map[string]string{}, mac: map[string]string{}, etcd: startEtcd(), startEtcd: startEtcd}
 	for _, g := range []struct{ node, dev, port string }{{"gw-a", "f0", "7070"}, {"gw-b", "f1", "7071"}} {
 		cfg := strings.NewReplacer(
 			`interface = "f0"`, fmt.Sprintf("interface = %q", g.dev),
@@ -326,4 +334,49 @@ func TestClusterStopTakeover(t *testing.T) {
 	if got := cp.holders(holder)[vip]; got != other {
 		t.Errorf("after %s joined again its status says %s is held by %q, want %s (nothing taken back)", holder, vip, got, other)
 	}
+}
+
+// TestClusterEtcdDown is issue 13's e2e case 5: with etcd stopped, both
+// gateways go silent (on_etcd_loss = "silent", the default): after twice
+// the lease nobody answers ARP for the IPs. With etcd back, service
+// returns; the time it took is logged.
+func TestClusterEtcdDown(t *testing.T) {
+	cp := newClusterPair(t, "1s")
+	tp := cp.tp
+	vips := []string{"198.18.0.10", "198.18.0.11", "198.18.0.12"}
+	for _, ip := range vips {
+		cp.register(t, ip)
+		cp.waitHolder(t, "gw-a", ip)
+		if r := tp.Dial(ip+":8080", 2*time.Second); !r.OK {
+			t.Fatalf("dial %s:8080: %s", ip, r.Err)
+		}
+	}
+	if code, _, ok := cp.etcd.stop(syscall.SIGKILL, 5*time.Second); !ok {
+		t.Fatalf("etcd did not die (%d)", code)
+	}
+	time.Sleep(2 * time.Second) // twice the lease
+	must(t, "ip", "-n", tp.ClientNS, "neigh", "flush", "dev", "cb")
+	for _, ip := range vips {
+		if r := tp.Dial(ip+":8080", 500*time.Millisecond); r.OK {
+			t.Errorf("dial %s:8080 with etcd down succeeded, want every gateway silent", ip)
+		}
+		if mac, ok := cp.neigh(ip); ok {
+			t.Errorf("with etcd down the client learnt %s at %s, want no ARP answer", ip, mac)
+		}
+	}
+
+	back := time.Now()
+	cp.etcd = cp.startEtcd()
+	for _, ip := range vips {
+		for {
+			if time.Since(back) > 30*time.Second {
+				t.Fatalf("%s not served 30s after etcd came back; gw-a sees %v, gw-b %v", ip, cp.holders("gw-a"), cp.holders("gw-b"))
+			}
+			if r := tp.Dial(ip+":8080", 200*time.Millisecond); r.OK {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Logf("etcd back: all %d IPs served again after %v", len(vips), time.Since(back).Round(time.Millisecond))
 }
