@@ -54,13 +54,16 @@ func newClusterPair(t *testing.T, lease string) *clusterPair {
 	must(t, "ip", "netns", "exec", tp.GatewayNS, "sysctl", "-q", "-w", "net.ipv4.conf.f1.arp_ignore=8", "net.ipv6.conf.f1.disable_ipv6=1")
 	must(t, "ip", "-n", tp.GatewayNS, "link", "set", "f1", "up")
 
+	// etcd listens on 127.0.0.2 for gw-a and 127.0.0.3 for gw-b, so that a
+	// blackhole route cuts one gateway alone off (cut), and on 127.0.0.1.
 	const etcdURL = "http://127.0.0.1:23790"
+	etcdAt := map[string]string{"gw-a": "http://127.0.0.2:23790", "gw-b": "http://127.0.0.3:23790"}
 	starts := 0
 	startEtcd := func() *proc {
 		starts++
 		return tp.startProc(fmt.Sprintf("etcd-%d", starts), tp.GatewayNS, etcdBin,
 			"--name", "e2e", "--data-dir", filepath.Join(tp.dir, "etcd"),
-			"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+			"--listen-client-urls", etcdURL+","+etcdAt["gw-a"]+","+etcdAt["gw-b"], "--advertise-client-urls", etcdURL,
 			"--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800",
 			"--initial-cluster", "e2e=http://127.0.0.1:23800",
 			"--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error")
@@ -73,7 +76,7 @@ func newClusterPair(t *testing.T, lease string) *clusterPair {
 			`listen = "127.0.0.1:7070"`, fmt.Sprintf("listen = \"127.0.0.1:%s\"", g.port),
 			"state.json", "state-"+g.node+".json",
 		).Replace(tp.Config())
-		cfg += fmt.Sprintf("\n[cluster]\netcd = [%q]\nnode = %q\nlease = %q\n", etcdURL, g.node, lease)
+		cfg += fmt.Sprintf("\n[cluster]\netcd = [%q]\nnode = %q\nlease = %q\n", etcdAt[g.node], g.node, lease)
 		cp.url[g.node] = "http://127.0.0.1:" + g.port
 		cp.mac[g.node] = linkMAC(t, tp.GatewayNS, g.dev)
 		// StartConfig waits for /healthz, which answers before etcd does.
@@ -379,4 +382,99 @@ func TestClusterEtcdDown(t *testing.T) {
 		}
 	}
 	t.Logf("etcd back: all %d IPs served again after %v", len(vips), time.Since(back).Round(time.Millisecond))
+}
+
+// cut blackholes node's way to etcd (127.0.0.2 for gw-a, 127.0.0.3 for
+// gw-b); heal undoes it.
+func (cp *clusterPair) cut(t *testing.T, node string) (heal func()) {
+	t.Helper()
+	dst := map[string]string{"gw-a": "127.0.0.2/32", "gw-b": "127.0.0.3/32"}[node]
+	must(t, "ip", "-n", cp.tp.GatewayNS, "route", "add", "blackhole", dst, "table", "local")
+	return func() { must(t, "ip", "-n", cp.tp.GatewayNS, "route", "del", "blackhole", dst, "table", "local") }
+}
+
+// TestClusterCutOff is issue 13's e2e case 3: the holder of the IP is cut
+// off from etcd only (a blackhole route) while a capture runs on the
+// client's bridge and the client keeps asking for the IP with ARP. The
+// other gateway takes it over, and the last ARP frame about the IP from
+// the old holder comes before the first from the new one: never two
+// answers. After healing, the IP stays where it went.
+func TestClusterCutOff(t *testing.T) {
+	cp := newClusterPair(t, "1s")
+	tp := cp.tp
+	const vip = "198.18.0.10"
+	cp.register(t, vip)
+	old := cp.waitHolder(t, "gw-a", vip)
+	next := map[string]string{"gw-a": "gw-b", "gw-b": "gw-a"}[old]
+	vips := []string{vip}
+	pcap := filepath.Join(tp.dir, "cb.pcap")
+	dump := tp.startProc("tcpdump", tp.ClientNS, "tcpdump", "-i", "cb", "-U", "-n", "-w", pcap, "arp")
+	time.Sleep(500 * time.Millisecond)
+
+	heal := cp.cut(t, old)
+	cut := time.Now()
+	served := map[string]bool{}
+	for len(served) < len(vips) {
+		if time.Since(cut) > 20*time.Second {
+			heal()
+			t.Fatalf("%s does not serve %v 20s after %s was cut off (served: %v)", next, vips, old, served)
+		}
+		must(t, "ip", "-n", tp.ClientNS, "neigh", "flush", "dev", "cb")
+		for _, ip := range vips {
+			if r := tp.Dial(ip+":8080", 200*time.Millisecond); r.OK {
+				if mac, _ := cp.neigh(ip); mac == cp.mac[next] {
+					served[ip] = true
+				}
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	dump.stop(syscall.SIGTERM, 5*time.Second)
+	heal()
+
+	out, errOut, code := run(10*time.Second, nil, "tcpdump", "-r", pcap, "-n", "-e", "-tt")
+	if code != 0 {
+		t.Fatalf("tcpdump -r %s: %s", pcap, errOut)
+	}
+	for _, ip := range vips {
+		var lastA, firstB string
+		for _, line := range strings.Split(out, "\n") {
+			if !strings.Contains(line, " "+ip+" ") && !strings.HasSuffix(line, " "+ip) && !strings.Contains(line, " "+ip+",") {
+				continue
+			}
+			ts, _, _ := strings.Cut(line, " ")
+			switch {
+			case strings.HasPrefix(strings.TrimPrefix(line, ts+" "), cp.mac[old]):
+				lastA = ts
+			case strings.HasPrefix(strings.TrimPrefix(line, ts+" "), cp.mac[next]) && firstB == "":
+				firstB = ts
+			}
+		}
+		if firstB == "" {
+			t.Errorf("no ARP frame from %s about %s in the capture:\n%s", next, ip, out)
+			continue
+		}
+		if lastA != "" && lastA >= firstB {
+			t.Errorf("%s: %s's last ARP frame (%s) is not before %s's first (%s): two answers", ip, old, lastA, next, firstB)
+		}
+	}
+
+	// Healed, the old holder joins again; the IP stays where it went.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, code := cp.cli(next, "cluster", "status", "--json")
+		if code == 0 && strings.Contains(out, `"node": "`+old+`"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not join again within 20s of healing: %s", old, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	for _, ip := range vips {
+		if got := cp.holders(old)[ip]; got != next {
+			t.Errorf("after healing, %s says %s is held by %q, want %s", old, ip, got, next)
+		}
+	}
 }
