@@ -242,6 +242,11 @@ func New(opts Options) (_ *Gateway, err error) {
 		}
 		front = g.capture
 	}
+	// The restored table's addresses were the gateway's before the
+	// restart: announced again, not probed. Not in a cluster: there the
+	// table is everyone's, and a taken address is always probed (the
+	// tripwire against an old holder that still answers).
+	restored := slices.Collect(maps.Keys(g.reg.Table().Addrs()))
 	var holder stack.Holder // nil: the whole table
 	clusterOpts := opts.Cluster
 	if clusterOpts == nil && cfg.Cluster.Enabled() {
@@ -261,6 +266,7 @@ func New(opts Options) (_ *Gateway, err error) {
 		// Below the capture: the file shows what the fence let through.
 		front = nic.NewFence(front, g.cl)
 		holder = g.cl
+		restored = nil
 	}
 	g.st, err = stack.New(stack.Options{
 		Link:         front,
@@ -274,11 +280,9 @@ func New(opts Options) (_ *Gateway, err error) {
 		DADProbes:    cfg.ARP.DADProbes,
 		DADInterval:  cfg.ARP.DADInterval.Duration,
 		Refresh:      cfg.ARP.Refresh.Duration,
-		// The restored table's addresses were the gateway's before the
-		// restart: announced again, not probed.
-		Restored: slices.Collect(maps.Keys(g.reg.Table().Addrs())),
-		Holder:   holder,
-		Logger:   g.log,
+		Restored:     restored,
+		Holder:       holder,
+		Logger:       g.log,
 	})
 	if err != nil {
 		return nil, err
