@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -477,4 +478,119 @@ func TestClusterCutOff(t *testing.T) {
 			t.Errorf("after healing, %s says %s is held by %q, want %s", old, ip, got, next)
 		}
 	}
+}
+
+// waitNodes waits until node's cluster status lists n gateways.
+func (cp *clusterPair) waitNodes(t *testing.T, node string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, code := cp.cli(node, "cluster", "status", "--json")
+		var st struct {
+			Nodes []struct{} `json:"nodes"`
+		}
+		if code == 0 && json.Unmarshal([]byte(out), &st) == nil && len(st.Nodes) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's cluster status does not list %d gateways after 20s: %s", node, n, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterSpread is issue 13's e2e case 1: 50 IPs registered through
+// gw-a; both gateways' tables agree; arping from the client sees exactly
+// one MAC per IP, and the IPs are spread over both gateways.
+func TestClusterSpread(t *testing.T) {
+	cp := newClusterPair(t, "1s")
+	tp := cp.tp
+	cp.waitNodes(t, "gw-a", 2)
+	cp.waitNodes(t, "gw-b", 2)
+	var ips []string
+	var file strings.Builder
+	for i := 0; i < 50; i++ {
+		ip := fmt.Sprintf("198.18.0.%d", 10+i)
+		ips = append(ips, ip)
+		fmt.Fprintf(&file, "--name web --ip %s --backend %s\n", ip, tp.Server("web").IP)
+	}
+	regs := tp.WriteConfig("regs.txt", file.String())
+	if _, errOut, code := cp.cli("gw-a", "register", "--file", regs); code != 0 {
+		t.Fatalf("register --file through gw-a: %s", errOut)
+	}
+	// One table (etcd's) reaches gw-b by itself, at once; a gateway on
+	// its own state file is given the same registrations, well within
+	// the lease after which gw-a would take the IPs that gw-b is
+	// preferred for.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for len(cp.holders("gw-b")) < len(ips) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(cp.holders("gw-b")) < len(ips) {
+		if _, errOut, code := cp.cli("gw-b", "register", "--file", regs); code != 0 {
+			t.Fatalf("register --file through gw-b: %s", errOut)
+		}
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		a, b := cp.holders("gw-a"), cp.holders("gw-b")
+		agree := len(a) == len(ips)
+		for _, ip := range ips {
+			if a[ip] == "" || a[ip] == "none" || a[ip] != b[ip] {
+				agree = false
+			}
+		}
+		if agree {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s the gateways do not agree on a holder for every IP:\ngw-a %v\ngw-b %v", a, b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	holders := cp.holders("gw-a")
+	perNode := map[string]int{}
+	byMAC := map[string]string{cp.mac["gw-a"]: "gw-a", cp.mac["gw-b"]: "gw-b"}
+	// arping for 1 s per IP (-w 1: every reply within the second is
+	// printed; -b: the requests are broadcasts, which every gateway sees),
+	// ten at a time.
+	outs := make([]string, len(ips))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 10)
+	for i, ip := range ips {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out, errOut, _ := run(10*time.Second, nil, "ip", "netns", "exec", tp.ClientNS, "arping", "-b", "-I", "cb", "-w", "1", ip)
+			outs[i] = out + errOut
+		}()
+	}
+	wg.Wait()
+	for i, ip := range ips {
+		out := outs[i]
+		macs := map[string]bool{}
+		for _, line := range strings.Split(out, "\n") {
+			if _, rest, ok := strings.Cut(line, "["); ok {
+				if mac, _, ok := strings.Cut(rest, "]"); ok {
+					macs[strings.ToLower(mac)] = true
+				}
+			}
+		}
+		if len(macs) != 1 {
+			t.Errorf("arping %s: MACs %v, want exactly one:\n%s", ip, macs, out)
+			continue
+		}
+		for mac := range macs {
+			if byMAC[mac] != holders[ip] {
+				t.Errorf("arping %s answered by %s (%s), the status says %s holds it", ip, mac, byMAC[mac], holders[ip])
+			}
+			perNode[byMAC[mac]]++
+		}
+	}
+	if perNode["gw-a"] == 0 || perNode["gw-b"] == 0 {
+		t.Errorf("IPs answered per gateway: %v, want them spread over both", perNode)
+	}
+	t.Logf("IPs per gateway: %v", perNode)
 }
