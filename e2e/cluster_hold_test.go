@@ -162,8 +162,7 @@ func TestClusterKillTakeover(t *testing.T) {
 	}
 
 	pcap := filepath.Join(tp.dir, "cb.pcap")
-	dump := tp.startProc("tcpdump", tp.ClientNS, "tcpdump", "-i", "cb", "-U", "-n", "-w", pcap, "arp")
-	time.Sleep(500 * time.Millisecond) // tcpdump opens its socket
+	dump := cp.capture(t, pcap, "arp")
 
 	killed := time.Now()
 	cp.gw[holder].proc.cmd.Process.Kill()
@@ -255,8 +254,7 @@ func TestClusterStopTakeover(t *testing.T) {
 	}
 
 	pcap := filepath.Join(tp.dir, "cb.pcap")
-	dump := tp.startProc("tcpdump", tp.ClientNS, "tcpdump", "-i", "cb", "-U", "-n", "-w", pcap, "ether", "src", cp.mac[holder])
-	time.Sleep(500 * time.Millisecond) // tcpdump opens its socket
+	dump := cp.capture(t, pcap, "ether", "src", cp.mac[holder])
 	// One ARP answer of the holder's before it stops: the capture must
 	// show it, or it could show nothing at all.
 	must(t, "ip", "-n", tp.ClientNS, "neigh", "flush", "dev", "cb")
@@ -409,8 +407,7 @@ func TestClusterCutOff(t *testing.T) {
 	next := map[string]string{"gw-a": "gw-b", "gw-b": "gw-a"}[old]
 	vips := []string{vip}
 	pcap := filepath.Join(tp.dir, "cb.pcap")
-	dump := tp.startProc("tcpdump", tp.ClientNS, "tcpdump", "-i", "cb", "-U", "-n", "-w", pcap, "arp")
-	time.Sleep(500 * time.Millisecond)
+	dump := cp.capture(t, pcap, "arp")
 
 	heal := cp.cut(t, old)
 	cut := time.Now()
@@ -593,4 +590,22 @@ func TestClusterSpread(t *testing.T) {
 		t.Errorf("IPs answered per gateway: %v, want them spread over both", perNode)
 	}
 	t.Logf("IPs per gateway: %v", perNode)
+}
+
+// capture starts tcpdump on the client's bridge, writing the frames that
+// filter selects to pcap, and waits until it listens.
+func (cp *clusterPair) capture(t *testing.T, pcap string, filter ...string) *proc {
+	t.Helper()
+	// --immediate-mode: every frame is written as it comes, not when a
+	// buffer block retires, which SIGTERM would cut short.
+	args := append([]string{"-i", "cb", "--immediate-mode", "-U", "-n", "-w", pcap}, filter...)
+	p := cp.tp.startProc("tcpdump", cp.tp.ClientNS, "tcpdump", args...)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.output(), "listening on") {
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("tcpdump on cb does not listen: %s", p.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
 }
