@@ -221,6 +221,9 @@ type ARP struct {
 	// DADInterval is [arp] dad_interval: time between two probes, and how
 	// long the last one waits for an answer; default 100ms, 10ms..10s.
 	DADInterval Duration
+	// Refresh is [arp] refresh: announce every held address again once
+	// per this interval, spread over it; default 0 (off), else 1s..1h.
+	Refresh Duration
 }
 
 // Log is the [log] section.

@@ -287,6 +287,16 @@ var keys = []key{
 			return durationRange(v, stack.MinARPInterval, stack.MaxARPInterval, "")
 		},
 	},
+	&field[Duration]{
+		name: "arp.refresh", kind: duration, reloadable: true,
+		get: func(c *Config) *Duration { return &c.ARP.Refresh },
+		check: func(_ *Config, v Duration) error {
+			if v.Duration == 0 {
+				return nil
+			}
+			return durationRange(v, stack.MinARPRefresh, stack.MaxARPRefresh, " (or 0, off)")
+		},
+	},
 
 	// [log]
 	&field[string]{

@@ -160,7 +160,7 @@ garp = 3
 level = "loud"
 `
 	want := []string{
-		"arp.garp: line 17: unknown key: [arp] takes garp_count, garp_interval, dad_probes, dad_interval",
+		"arp.garp: line 17: unknown key: [arp] takes garp_count, garp_interval, dad_probes, dad_interval, refresh",
 		"nic.mtu: line 5: want an integer such as 1500",
 		"nic.offload: line 6: want a boolean (true or false) such as true",
 		`dispatch.dial_timeout: line 8: want a duration string such as "3s"`,

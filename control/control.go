@@ -169,6 +169,10 @@ type BindingView struct {
 	Port int `json:"port"`
 	// Members are the binding's members in registration order.
 	Members []MemberView `json:"members"`
+	// Holder is, in a cluster of gateways (docs/cluster.md), the gateway
+	// that holds IP (answers for it); "none" while no gateway does.
+	// Absent for a gateway alone. Shown by GET /v1/status only.
+	Holder string `json:"holder,omitempty"`
 }
 
 // MemberView is a member of a binding as the API shows it.

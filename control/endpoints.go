@@ -265,7 +265,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	for _, b := range bs {
-		st.Bindings = append(st.Bindings, s.view(b))
+		v := s.view(b)
+		v.Holder = s.holderOf(v.IP)
+		st.Bindings = append(st.Bindings, v)
 		st.Summary.Members += len(b.Members)
 		for _, m := range b.Members {
 			if m.Down {

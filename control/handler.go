@@ -67,6 +67,9 @@ type Options struct {
 	// Capture, when set, serves GET /v1/capture (PathCapture): the front
 	// NIC's frames as a pcap stream. Nil: the path is 404.
 	Capture Capturer
+	// Cluster, when set, serves GET /v1/cluster/status and POST
+	// /v1/cluster/rebalance; an error of its is 503. Nil: both are 404.
+	Cluster Cluster
 	// Logger receives one Info line per successful change and one Error
 	// line per internal error. Required.
 	Logger *slog.Logger
@@ -94,6 +97,8 @@ type server struct {
 	reload     func(ctx context.Context) ([]string, error)
 	// healthFn is Options.Health.
 	healthFn func() error
+	// cluster is Options.Cluster.
+	cluster Cluster
 }
 
 // route is one endpoint: the method it accepts, whether it needs the token,
@@ -128,6 +133,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		sharedFunc: opts.SharedFunc,
 		reload:     opts.Reload,
 		healthFn:   opts.Health,
+		cluster:    opts.Cluster,
 	}
 	if s.auth {
 		s.tokenSum = sha256.Sum256([]byte(opts.Token))
@@ -152,6 +158,10 @@ func NewHandler(opts Options) (http.Handler, error) {
 	s.reg.Watch(s.feed.watch)
 	if s.reload != nil {
 		s.routes[PathReload] = route{method: http.MethodPost, fn: s.reloadConfig}
+	}
+	if s.cluster != nil {
+		s.routes[PathClusterStatus] = route{method: http.MethodGet, fn: s.clusterStatus}
+		s.routes[PathClusterRebalance] = route{method: http.MethodPost, fn: s.clusterRebalance}
 	}
 	if opts.Metrics != nil {
 		s.routes[PathMetrics] = route{method: http.MethodGet, fn: func(w http.ResponseWriter, r *http.Request) error {

@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vipmux/vipmux/cluster"
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/dispatch"
@@ -42,6 +43,7 @@ import (
 	"github.com/vipmux/vipmux/notify"
 	"github.com/vipmux/vipmux/registry"
 	"github.com/vipmux/vipmux/stack"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // ExpiryInterval is how often the gateway ends the leases that ran out: a
@@ -111,6 +113,14 @@ type Options struct {
 	// Version and Revision name the build in vipmux_build_info; empty
 	// ones read "unknown".
 	Version, Revision string
+	// Cluster, if not nil, makes the gateway one of a cluster sharing its
+	// table through etcd (docs/cluster.md): its stack holds only the
+	// table addresses that the cluster gives it, and its front link is
+	// fenced (nic.Fence) by the cluster's lease deadline. New fills in
+	// TableAddrs, MAC, Control and Logger. Nil: from Config's [cluster]
+	// when it has etcd endpoints, else the gateway holds the whole table
+	// alone.
+	Cluster *cluster.Options
 }
 
 // Gateway is one running gateway. Its methods are safe for concurrent
@@ -126,13 +136,16 @@ type Gateway struct {
 	// captureOut is what the capture writes to (Options.OpenCapture).
 	captureOut io.Writer
 	reg        *registry.Registry
-	st         *stack.Stack
-	fwd        *dispatch.Forwarder
-	hc         *health.Checker
-	health     healthRunner
-	mtr        *metrics.Metrics
-	ntf        *notify.Notifier
-	handler    http.Handler
+	// cl is the gateway's cluster membership (Options.Cluster); nil
+	// alone.
+	cl      *cluster.Cluster
+	st      *stack.Stack
+	fwd     *dispatch.Forwarder
+	hc      *health.Checker
+	health  healthRunner
+	mtr     *metrics.Metrics
+	ntf     *notify.Notifier
+	handler http.Handler
 	// reloading is Options.Reloading.
 	reloading func() func(error)
 	// ctl and mln are the control and metrics listeners (mln may be nil);
@@ -301,8 +314,36 @@ func New(opts Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture the front link's frames: %w", err)
 	}
+	// The restored table's addresses were the gateway's before the
+	// restart: announced again, not probed. Not in a cluster: there the
+	// table is everyone's, and a taken address is always probed (the
+	// tripwire against an old holder that still answers).
+	restored := slices.Collect(maps.Keys(g.reg.Table().Addrs()))
+	var front gstack.LinkEndpoint = g.capture // what the stack sends and receives through
+	var holder stack.Holder                   // nil: the whole table
+	clusterOpts := opts.Cluster
+	if clusterOpts == nil && cfg.Cluster.Enabled() {
+		if clusterOpts, err = clusterOptions(cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	if clusterOpts != nil {
+		co := *clusterOpts
+		co.TableAddrs = func() map[netip.Addr]struct{} { return g.reg.Table().Addrs() }
+		co.MAC = g.link.MAC.String()
+		co.Control = g.ctl.Addr().String()
+		co.Logger = g.log
+		if g.cl, err = cluster.New(co); err != nil {
+			return nil, fmt.Errorf("[cluster]: %w", err)
+		}
+		// Above the capture: it records every frame that arrives, and
+		// what the fence let the stack send.
+		front = nic.NewFence(front, g.cl)
+		holder = g.cl
+		restored = nil
+	}
 	g.st, err = stack.New(stack.Options{
-		Link:         g.capture,
+		Link:         front,
 		Networks:     cfg.NIC.Networks,
 		Router:       cfg.NIC.Router,
 		Static:       staticAddrs(cfg),
@@ -312,10 +353,10 @@ func New(opts Options) (_ *Gateway, err error) {
 		GARPInterval: cfg.ARP.GARPInterval.Duration,
 		DADProbes:    cfg.ARP.DADProbes,
 		DADInterval:  cfg.ARP.DADInterval.Duration,
-		// The restored table's addresses were the gateway's before the
-		// restart: announced again, not probed.
-		Restored: slices.Collect(maps.Keys(g.reg.Table().Addrs())),
-		Logger:   g.log,
+		Refresh:      cfg.ARP.Refresh.Duration,
+		Restored:     restored,
+		Holder:       holder,
+		Logger:       g.log,
 	})
 	if err != nil {
 		return nil, err
@@ -356,6 +397,11 @@ func New(opts Options) (_ *Gateway, err error) {
 		// forwarder, the metrics) from here on; Close's step 2 stops it.
 		g.wg.Go(func() { _ = shared.Run(g.ctx, g.reg) })
 	}
+
+	var clusterCtl control.Cluster // nil: no cluster endpoints
+	if g.cl != nil {
+		clusterCtl = clusterAPI{g.cl}
+	}
 	g.handler, err = control.NewHandler(control.Options{
 		Registry:   g.reg,
 		Shared:     cfg.Shared.Address,
@@ -366,10 +412,17 @@ func New(opts Options) (_ *Gateway, err error) {
 		Health:     g.Healthy,
 		Metrics:    g.mtr.Handler(),
 		Capture:    frontCapture{c: g.capture, done: g.ctx.Done()},
+		Cluster:    clusterCtl,
 		Logger:     g.log,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if g.cl != nil {
+		g.reg.Watch(func(_, _ *registry.Table) { g.cl.TableChanged() })
+		if err := g.cl.Start(g.ctx, g.st); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }
@@ -505,6 +558,13 @@ func (g *Gateway) close() error {
 		if ln != nil {
 			ln.Close()
 		}
+	}
+
+	// 2b. Leave the cluster: the fence shuts, the stack lets every
+	// address go and the lease is revoked, so that the other gateways
+	// take the addresses over now rather than when the lease would end.
+	if g.cl != nil {
+		g.cl.Close()
 	}
 
 	var errs []error

@@ -136,6 +136,13 @@ func (e *env) scrape(t *testing.T, name string) string {
 func newEnv(t *testing.T, extra string) *env {
 	t.Helper()
 	leakcheck.Goroutines(t)
+	return newEnvWith(t, extra, nil)
+}
+
+// newEnvWith is newEnv with the gateway options that set changes, and
+// without the goroutine-leak check: the caller runs it first.
+func newEnvWith(t *testing.T, extra string, set func(*gateway.Options)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	e := &env{path: filepath.Join(dir, "vipmux.toml"), log: &lockedBuffer{}, pcap: &lockedBuffer{}, level: new(slog.LevelVar), runErr: make(chan error, 1)}
 	e.write(t, extra)
@@ -165,7 +172,7 @@ func newEnv(t *testing.T, extra string) *env {
 		t.Fatalf("listen for the control API: %v", err)
 	}
 	e.link = &nic.Link{Endpoint: ethernet.New(gwWire), Name: "test0", MAC: net.HardwareAddr(gatewayMAC), MTU: 1500}
-	e.gw, err = gateway.New(gateway.Options{
+	opts := gateway.Options{
 		Control:     ctl,
 		Config:      cfg,
 		ConfigPath:  e.path,
@@ -181,7 +188,11 @@ func newEnv(t *testing.T, extra string) *env {
 			_ = lv.UnmarshalText([]byte(l.Level))
 			e.level.Set(lv)
 		},
-	})
+	}
+	if set != nil {
+		set(&opts)
+	}
+	e.gw, err = gateway.New(opts)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

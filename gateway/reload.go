@@ -218,6 +218,7 @@ func (g *Gateway) reloadLocked(next *config.Config) ([]config.Change, error) {
 			return g.st.SetARP(stack.ARPSettings{
 				GARPCount: c.ARP.GARPCount, GARPInterval: c.ARP.GARPInterval.Duration,
 				DADProbes: c.ARP.DADProbes, DADInterval: c.ARP.DADInterval.Duration,
+				Refresh: c.ARP.Refresh.Duration,
 			})
 		}},
 		{"dispatch.time_wait", func(c *config.Config) error { return g.st.SetTimeWait(c.Dispatch.TimeWait.Duration) }},

@@ -69,7 +69,7 @@ func (st *Stack) SetStatic(addrs []netip.Addr) error {
 // (it never prepares one address twice at once).
 func (st *Stack) Prepare(prev, next *registry.Table) error {
 	st.mu.Lock()
-	news := st.diff(next, prev)
+	news := st.heldOnly(st.diff(next, prev))
 	wait, ndp, err := st.startProbesLocked(news)
 	st.mu.Unlock()
 	if err != nil {
@@ -111,7 +111,7 @@ func (st *Stack) Prepare(prev, next *registry.Table) error {
 func (st *Stack) Commit(prev, next *registry.Table) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	gone := st.diff(prev, next)
+	gone := st.onNICOnly(st.diff(prev, next))
 	for _, a := range gone {
 		st.remove(a)
 	}

@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 )
 
@@ -131,6 +132,7 @@ func (an *announcer) sendDue(now time.Time) time.Duration {
 type announceConfig struct {
 	count    int
 	interval time.Duration
+	refresh  time.Duration // 0: no periodic refresh
 }
 
 // startAnnounce sends the first announcement of a (gratuitous ARP or
@@ -210,4 +212,64 @@ func neighborAdvert(target tcpip.Address, mac tcpip.LinkAddress) []byte {
 		Dst:    header.IPv6AllNodesMulticastAddress,
 	}))
 	return b
+}
+
+// runRefresh announces every held address again once per garp.refresh,
+// until ctx is done: one address per step, the step being the interval
+// divided by the number of addresses held when the round began, so that a
+// large table is refreshed as a trickle, not a burst. An address released
+// meanwhile is skipped; one added waits for the next round. A change of
+// the setting (SetARP) starts a new round.
+func (st *Stack) runRefresh(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	var round []netip.Addr
+	var step time.Duration
+	for {
+		st.mu.Lock()
+		every := st.garp.refresh
+		st.mu.Unlock()
+		wait := time.Hour
+		switch {
+		case every <= 0:
+			round = nil
+		case len(round) == 0:
+			round = st.Addrs()
+			wait = every
+			if len(round) > 0 {
+				step = every / time.Duration(len(round))
+				wait = step
+			}
+		default:
+			wait = step
+		}
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.refreshWake:
+			round = nil
+			continue
+		case <-t.C:
+		}
+		if len(round) == 0 {
+			continue
+		}
+		a := round[0]
+		round = round[1:]
+		st.mu.Lock()
+		if st.holdsLocked(a) {
+			st.announce(a)
+		}
+		st.mu.Unlock()
+	}
+}
+
+// holdsLocked reports whether the NIC holds a; st.mu must be held.
+func (st *Stack) holdsLocked(a netip.Addr) bool {
+	proto := ipv4.ProtocolNumber
+	if a.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	return st.s.CheckLocalAddress(nicID, proto, ToAddr(a)) != 0
 }

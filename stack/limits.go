@@ -18,4 +18,7 @@ const (
 	// GARPCount > 1) and DADInterval (when DADProbes > 0).
 	MinARPInterval = 10 * time.Millisecond
 	MaxARPInterval = 10 * time.Second
+	// MinARPRefresh and MaxARPRefresh bound Refresh when it is not zero.
+	MinARPRefresh = time.Second
+	MaxARPRefresh = time.Hour
 )

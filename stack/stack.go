@@ -125,12 +125,24 @@ type Options struct {
 	// (MinARPInterval..MaxARPInterval) when DADProbes > 0; config default
 	// ([arp] dad_interval) 100ms.
 	DADInterval time.Duration
+	// Refresh, when not zero, announces every held address again once
+	// per Refresh, one address at a time, spread evenly over the
+	// interval rather than in one burst: for switches whose forwarding
+	// table ages the front NIC's MAC out (keepalived's
+	// vrrp_garp_master_refresh). MinARPRefresh..MaxARPRefresh; config
+	// default ([arp] refresh) 0, off.
+	Refresh time.Duration
 	// Restored are the addresses of the table restored from the state
 	// file at start-up: the gateway held them before it restarted, so
 	// they are the gateway's already. The first Prepare that adds one
 	// holds and announces it without probing; an address added again
 	// later (after it was released) is probed like any new one.
 	Restored []netip.Addr
+	// Holder, when set, narrows the table's addresses to those this
+	// gateway holds (a cluster of gateways shares one table; each holds
+	// some of its addresses). nil holds every table address. When the
+	// answers of Holder change, its owner calls Rehold.
+	Holder Holder
 	// Logger receives address changes. Required.
 	Logger *slog.Logger
 }
@@ -161,12 +173,16 @@ type Stack struct {
 	dad  gstack.DADConfigurations
 	// announcer sends the announcements after the first of each address.
 	announcer *announcer
+	// refreshWake has room for one signal: garp.refresh changed.
+	refreshWake chan struct{}
 	// restored are the Restored addresses not yet added.
 	restored map[netip.Addr]struct{}
 	// ndpProbes counts the open NDP probing windows (see beginNDPLocked);
 	// ndpIdle (on mu) is signalled when the last one ends.
 	ndpProbes int
 	ndpIdle   *sync.Cond
+	// holder is Options.Holder (nil: every table address).
+	holder Holder
 
 	closeOnce sync.Once
 
@@ -182,6 +198,7 @@ type ARPSettings struct {
 	GARPInterval time.Duration
 	DADProbes    int
 	DADInterval  time.Duration
+	Refresh      time.Duration
 }
 
 // check reports the first field of s that is out of range.
@@ -195,6 +212,8 @@ func (s ARPSettings) check() error {
 		return fmt.Errorf("DADProbes %d out of range 0..%d", s.DADProbes, MaxDADProbes)
 	case s.DADProbes > 0 && (s.DADInterval < MinARPInterval || s.DADInterval > MaxARPInterval):
 		return fmt.Errorf("DADInterval %v out of range %v..%v with DADProbes %d", s.DADInterval, MinARPInterval, MaxARPInterval, s.DADProbes)
+	case s.Refresh != 0 && (s.Refresh < MinARPRefresh || s.Refresh > MaxARPRefresh):
+		return fmt.Errorf("Refresh %v out of range 0 (off) or %v..%v", s.Refresh, MinARPRefresh, MaxARPRefresh)
 	}
 	return nil
 }
@@ -204,7 +223,7 @@ func (s ARPSettings) dad() gstack.DADConfigurations {
 }
 
 func (s ARPSettings) announce() announceConfig {
-	return announceConfig{count: s.GARPCount, interval: s.GARPInterval}
+	return announceConfig{count: s.GARPCount, interval: s.GARPInterval, refresh: s.Refresh}
 }
 
 // SetARP replaces the ARP settings that New took from Options. They apply
@@ -227,6 +246,10 @@ func (st *Stack) SetARP(s ARPSettings) error {
 	defer st.mu.Unlock()
 	st.garp, st.dad = s.announce(), s.dad()
 	d.SetDADConfigurations(st.dad)
+	select {
+	case st.refreshWake <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -265,7 +288,7 @@ func New(opts Options) (*Stack, error) {
 	if len(opts.Networks) == 0 {
 		return nil, errors.New("new stack: no front networks")
 	}
-	arpSettings := ARPSettings{GARPCount: opts.GARPCount, GARPInterval: opts.GARPInterval, DADProbes: opts.DADProbes, DADInterval: opts.DADInterval}
+	arpSettings := ARPSettings{GARPCount: opts.GARPCount, GARPInterval: opts.GARPInterval, DADProbes: opts.DADProbes, DADInterval: opts.DADInterval, Refresh: opts.Refresh}
 	if err := arpSettings.check(); err != nil {
 		return nil, fmt.Errorf("new stack: %w", err)
 	}
@@ -304,6 +327,9 @@ func New(opts Options) (*Stack, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		restored: map[netip.Addr]struct{}{},
+		holder:   opts.Holder,
+
+		refreshWake: make(chan struct{}, 1),
 	}
 	st.ndpIdle = sync.NewCond(&st.mu)
 	st.announcer = newAnnouncer(st.announce)
@@ -311,6 +337,11 @@ func New(opts Options) (*Stack, error) {
 	go func() {
 		defer st.wg.Done()
 		st.announcer.run(ctx)
+	}()
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		st.runRefresh(ctx)
 	}()
 	for _, a := range opts.Restored {
 		st.restored[a] = struct{}{}

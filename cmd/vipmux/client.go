@@ -530,7 +530,16 @@ func printBindings(w io.Writer, bs []control.BindingView) error {
 // printBindingsAt is printBindings with leases shown as of now.
 func printBindingsAt(w io.Writer, bs []control.BindingView, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tPORT\tSTATE\tSERVER\tBACKEND\tPROXY\tCONNS\tHEALTH\tLEASE\tSINCE\tREASON")
+	// A gateway of a cluster says which gateway holds each IP.
+	clustered := slices.ContainsFunc(bs, func(b control.BindingView) bool { return b.Holder != "" })
+	holder := func(b control.BindingView) string {
+		if clustered {
+			return "\t" + b.Holder
+		}
+		return ""
+	}
+	fmt.Fprint(tw, "IP\tPORT\tSTATE\tSERVER\tBACKEND\tPROXY\tCONNS\tHEALTH\tLEASE\tSINCE\tREASON")
+	fmt.Fprintln(tw, holder(control.BindingView{Holder: "HOLDER"}))
 	var dark []string
 	for _, b := range bs {
 		port := "*"
@@ -556,7 +565,7 @@ func printBindingsAt(w io.Writer, bs []control.BindingView, now time.Time) error
 			if proxy == "" {
 				proxy = "none"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.IP, port, m.State, m.Name, m.Backend, proxy, m.Connections, health, lease(m, now), m.Since.Local().Format(time.DateTime), m.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s%s\n", b.IP, port, m.State, m.Name, m.Backend, proxy, m.Connections, health, lease(m, now), m.Since.Local().Format(time.DateTime), m.Reason, holder(b))
 		}
 		switch {
 		case !active:

@@ -118,6 +118,7 @@ Exit status:
 			statusCommand(),
 			eventsCommand(),
 			reloadCommand(),
+			clusterCommand(),
 			versionCommand(),
 			completionCommand(),
 			manCommand(),
