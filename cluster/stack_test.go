@@ -45,7 +45,7 @@ func startRealGateway(t *testing.T, name, endpoint string, ips []netip.Addr) *re
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	net := netip.MustParsePrefix("198.18.1.0/24")
-	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{net}})
+	reg, err := registry.New(registry.Options{Networks: []netip.Prefix{net}, AllowLoopbackBackends: true})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/gateway"
 	"github.com/vipmux/vipmux/nic"
+	"github.com/vipmux/vipmux/registry"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 )
@@ -91,9 +92,11 @@ func clusterConfig(endpoint, node string) string {
 }
 
 // TestGatewayCluster runs two gateways on one etcd: a registration
-// through one is in its own table when the API answers, reaches the
-// other's stack and forwarder, and a deregistration through the other
-// leaves both.
+// through one is in its own table when the API answers (read your
+// writes) and reaches the other's; exactly one of them holds the address
+// in its stack (the cluster's holder) and proxies it; a conflicting
+// registration through the other is refused against the shared table,
+// and a deregistration through the other leaves both.
 func TestGatewayCluster(t *testing.T) {
 	ep := startEtcd(t)
 	ctx := context.Background()
@@ -109,14 +112,28 @@ func TestGatewayCluster(t *testing.T) {
 	if _, err := a.api.Register(ctx, control.RegisterRequest{Name: "web-a", IP: vip.String(), Backend: backend.String()}); err != nil {
 		t.Fatalf("Register(web-a on %s) through gw-a: %v", vip, err)
 	}
-	// Read your writes: gw-a holds it when its API answers.
-	if !slices.Contains(a.gw.Addrs(), vip) {
-		t.Fatalf("gw-a's stack addresses after its Register answered = %v, want %s among them", a.gw.Addrs(), vip)
+	key := registry.Key{IP: vip}
+	if _, ok := a.gw.Registry().Table().Binding(key); !ok {
+		t.Fatalf("gw-a's table after its Register answered has no %s", key)
 	}
-	eventually(t, "gw-b's stack holds "+vip.String(), func() bool { return slices.Contains(b.gw.Addrs(), vip) })
+	eventually(t, "gw-b's table has "+key.String(), func() bool { _, ok := b.gw.Registry().Table().Binding(key); return ok })
+	// One holder: its stack holds the address, the other's does not.
+	var holder *env
+	eventually(t, "one gateway holds "+vip.String(), func() bool {
+		inA, inB := slices.Contains(a.gw.Addrs(), vip), slices.Contains(b.gw.Addrs(), vip)
+		switch {
+		case inA && !inB:
+			holder = a
+		case inB && !inA:
+			holder = b
+		default:
+			return false
+		}
+		return true
+	})
 	msg := strings.Repeat("cluster ", 1000)
-	if name, got := b.exchange(t, netip.AddrPortFrom(vip, 80), msg); name != "web-a" || got != msg {
-		t.Errorf("exchange through gw-b with %s:80 = %q and %d bytes, want web-a and the %d bytes sent back", vip, name, len(got), len(msg))
+	if name, got := holder.exchange(t, netip.AddrPortFrom(vip, 80), msg); name != "web-a" || got != msg {
+		t.Errorf("exchange through the holder with %s:80 = %q and %d bytes, want web-a and the %d bytes sent back", vip, name, len(got), len(msg))
 	}
 	// A conflicting registration through the other gateway is refused
 	// against the shared table.
@@ -127,10 +144,12 @@ func TestGatewayCluster(t *testing.T) {
 	if err := b.api.Deregister(ctx, control.DeregisterRequest{Name: "web-a", IP: vip.String()}); err != nil {
 		t.Fatalf("Deregister(web-a) through gw-b: %v", err)
 	}
-	if slices.Contains(b.gw.Addrs(), vip) {
-		t.Errorf("gw-b still holds %s after its Deregister answered", vip)
+	if _, ok := b.gw.Registry().Table().Binding(key); ok {
+		t.Errorf("gw-b's table still has %s after its Deregister answered", key)
 	}
-	eventually(t, "gw-a's stack releases "+vip.String(), func() bool { return !slices.Contains(a.gw.Addrs(), vip) })
+	eventually(t, "both stacks release "+vip.String(), func() bool {
+		return !slices.Contains(a.gw.Addrs(), vip) && !slices.Contains(b.gw.Addrs(), vip)
+	})
 }
 
 // TestGatewayClusterTLS checks that [cluster]'s TLS files are read by New,
