@@ -338,11 +338,6 @@ func New(opts Options) (*Stack, error) {
 		defer st.wg.Done()
 		st.announcer.run(ctx)
 	}()
-	st.wg.Add(1)
-	go func() {
-		defer st.wg.Done()
-		st.runRefresh(ctx)
-	}()
 	for _, a := range opts.Restored {
 		st.restored[a] = struct{}{}
 	}
@@ -350,6 +345,13 @@ func New(opts Options) (*Stack, error) {
 		st.Close()
 		return nil, fmt.Errorf("new stack: %w", err)
 	}
+	// The refresh starts once the static addresses are held: its first
+	// round is every address the stack starts with.
+	st.wg.Add(1)
+	go func() {
+		defer st.wg.Done()
+		st.runRefresh(ctx)
+	}()
 	return st, nil
 }
 
