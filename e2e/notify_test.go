@@ -21,7 +21,7 @@ func TestNotify(t *testing.T) {
 	tp := NewTopology(t, Options{Driver: "afpacket", Servers: []string{"web-a", "web-b"}, Extra: sharedConfig})
 	out := filepath.Join(tp.dir, "notified")
 	script := filepath.Join(tp.dir, "notify.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\n{ printf '%s|' \"$VIPMUX_EVENT\"; cat; } >> "+out+"\n"), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n# One write per event: the test reads the file while it grows.\nline=\"$VIPMUX_EVENT|$(cat)\"\nprintf '%s\\n' \"$line\" >> "+out+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	hook := fmt.Sprintf("http://%s:8080/hook", tp.Server("web-b").IP)
@@ -82,7 +82,14 @@ func TestNotify(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		data, _ := os.ReadFile(out)
-		lines := strings.FieldsFunc(string(data), func(r rune) bool { return r == '\n' })
+		// Only whole lines: the command may be writing the last one.
+		text := string(data)
+		if i := strings.LastIndexByte(text, '\n'); i >= 0 {
+			text = text[:i]
+		} else {
+			text = ""
+		}
+		lines := strings.FieldsFunc(text, func(r rune) bool { return r == '\n' })
 		var envKinds []string
 		viaExec, envKinds = parse(lines, "|")
 		for i, e := range viaExec {
