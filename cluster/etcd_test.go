@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,47 +13,15 @@ import (
 	"time"
 
 	"github.com/vipmux/vipmux/cluster"
-	"go.etcd.io/etcd/server/v3/embed"
+	"github.com/vipmux/vipmux/internal/etcdtest"
 )
-
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // startEtcd starts an embedded one-member etcd on 127.0.0.1 with the
 // timing of the e2e tests (heartbeat 50 ms, election 500 ms: minimum lease
 // TTL 1 s) and returns its client URL; it stops in cleanup.
 func startEtcd(t testing.TB) string {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Name = "test"
-	cfg.TickMs = 50
-	cfg.ElectionMs = 500
-	cfg.LogLevel = "error"
-	client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
-	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatalf("embedded etcd not ready after 30s")
-	}
-	return client.String()
+	return etcdtest.Start(t, etcdtest.Options{TickMs: 50, ElectionMs: 500, Sync: true}).URL
 }
 
 // proxy is an in-process TCP proxy in front of etcd that a test cuts, to

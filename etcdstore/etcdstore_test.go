@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
 	"sync"
@@ -16,8 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/vipmux/vipmux/internal/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
 	"github.com/vipmux/vipmux/registry"
@@ -42,41 +40,14 @@ func startEtcd(t testing.TB) *clientv3.Client {
 // function that restarts the server (same data, same addresses).
 func startEmbedded(t testing.TB) (*clientv3.Client, func()) {
 	t.Helper()
-	dir := t.TempDir()
-	peer, client := freeURL(t), freeURL(t)
-	var e *embed.Etcd
-	start := func() {
-		cfg := embed.NewConfig()
-		cfg.Dir = dir
-		cfg.LogLevel = "error"
-		cfg.TickMs, cfg.ElectionMs = 10, 100
-		cfg.UnsafeNoFsync = true
-		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-		var err error
-		if e, err = embed.StartEtcd(cfg); err != nil {
-			t.Fatalf("embed.StartEtcd: %v", err)
-		}
-		select {
-		case <-e.Server.ReadyNotify():
-		case <-time.After(30 * time.Second):
-			t.Fatal("embedded etcd not ready after 30s")
-		}
-	}
-	start()
-	t.Cleanup(func() { e.Close() })
-	restart := func() {
-		e.Close()
-		start()
-	}
-	return newClient(t, client.String()), restart
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	return newClient(t, srv.URL), srv.Restart
 }
 
 // startEtcdBinary runs the etcd server binary bin on loopback.
 func startEtcdBinary(t testing.TB, bin string) *clientv3.Client {
 	t.Helper()
-	peer, client := freeURL(t), freeURL(t)
+	peer, client := etcdtest.FreeURL(t), etcdtest.FreeURL(t)
 	cmd := exec.Command(bin,
 		"--name", "test", "--data-dir", t.TempDir(),
 		"--listen-client-urls", client.String(), "--advertise-client-urls", client.String(),
@@ -113,18 +84,6 @@ func newClient(t testing.TB, endpoint string) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-// freeURL returns an http URL on a loopback port that was free a moment
-// ago.
-func freeURL(t testing.TB) url.URL {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return url.URL{Scheme: "http", Host: ln.Addr().String()}
 }
 
 // gateway is one registry on the shared table, as gateway.New wires it.

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
+	"github.com/vipmux/vipmux/internal/etcdtest"
 
 	"github.com/vipmux/vipmux/config"
 	"github.com/vipmux/vipmux/control"
@@ -32,47 +32,17 @@ import (
 // itself has the client alone.)
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	return startEtcdAt(t, freeURL(t))
-}
-
-// freeURL returns an http URL on a loopback port that was free a moment
-// ago.
-func freeURL(t *testing.T) url.URL {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return url.URL{Scheme: "http", Host: ln.Addr().String()}
+	return startEtcdAt(t, etcdtest.FreeURL(t))
 }
 
 // startEtcdAt is startEtcd serving clients on client.
 func startEtcdAt(t *testing.T, client url.URL) string {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	cfg.TickMs, cfg.ElectionMs = 10, 100
-	cfg.UnsafeNoFsync = true
-	peer := freeURL(t)
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("embed.StartEtcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("embedded etcd not ready after 30s")
-	}
+	url := etcdtest.Start(t, etcdtest.Options{Client: &client}).URL
 	// The server starts some of its goroutines after it is ready (its
 	// listeners' muxes, its gateway, file purging).
 	settle()
-	return client.String()
+	return url
 }
 
 // settle waits until the number of goroutines has stopped changing: the
@@ -210,7 +180,7 @@ func TestGatewayClusterWaitsForEtcd(t *testing.T) {
 	const unreachable = "etcd unreachable: the gateway waits for the shared table before it starts; retrying"
 
 	t.Run("etcd comes up", func(t *testing.T) {
-		client := freeURL(t)
+		client := etcdtest.FreeURL(t)
 		log := &lockedBuffer{}
 		type result struct {
 			gw  *gateway.Gateway
@@ -235,7 +205,7 @@ func TestGatewayClusterWaitsForEtcd(t *testing.T) {
 		log := &lockedBuffer{}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		u := freeURL(t)
+		u := etcdtest.FreeURL(t)
 		go func() {
 			gw, err := newGateway(t, ctx, u.String(), log)
 			if err == nil {

@@ -2,10 +2,7 @@ package gateway_test
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -13,43 +10,15 @@ import (
 	"github.com/vipmux/vipmux/cluster"
 	"github.com/vipmux/vipmux/control"
 	"github.com/vipmux/vipmux/gateway"
+	"github.com/vipmux/vipmux/internal/etcdtest"
 	"github.com/vipmux/vipmux/internal/leakcheck"
-	"go.etcd.io/etcd/server/v3/embed"
 )
 
 // startHoldersEtcd starts an embedded one-member etcd on 127.0.0.1 (heartbeat
 // 50 ms, election 500 ms) and returns its client URL; it stops in cleanup.
 func startHoldersEtcd(t *testing.T) string {
 	t.Helper()
-	free := func() int {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Name = "test"
-	cfg.TickMs, cfg.ElectionMs = 50, 500
-	cfg.LogLevel = "error"
-	client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", free())}
-	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", free())}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatalf("embedded etcd not ready after 30s")
-	}
-	return client.String()
+	return etcdtest.Start(t, etcdtest.Options{TickMs: 50, ElectionMs: 500, Sync: true}).URL
 }
 
 // TestGatewayClusterHolds builds a gateway with Options.Cluster: a registered

@@ -365,3 +365,20 @@ func TestDeb(t *testing.T) {
 		t.Errorf("packaged unit: ExecStart = %q, want %q", got, want)
 	}
 }
+
+// TestNoEtcdServerInBinary: the binary links etcd's client only; the
+// server (embedded etcd, internal/etcdtest) is for tests.
+func TestNoEtcdServerInBinary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/vipmux/vipmux/cmd/vipmux").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, "go.etcd.io/etcd/server/") || strings.HasSuffix(pkg, "/internal/etcdtest") {
+			t.Errorf("cmd/vipmux links %s", pkg)
+		}
+	}
+	if !strings.Contains(string(out), "go.etcd.io/etcd/client/v3\n") {
+		t.Errorf("cmd/vipmux does not link go.etcd.io/etcd/client/v3: is this test still looking at the right thing?")
+	}
+}
