@@ -613,6 +613,13 @@ print(next((b.get("holder") or "" for b in json.load(sys.stdin)["bindings"] if b
 		cl_start "$holder"
 		cl_wait "$holder back in $other's cluster status" eval '[ "$(cl_nodes '"$other"')" = 2 ]'
 	done
+	# The gateways leave while etcd still runs (a gateway's Close revokes
+	# its lease), so that cleanup does not have to kill them.
+	for node in gw-a gw-b; do kill "${CLPID[$node]}" 2>/dev/null || true; done
+	for node in gw-a gw-b; do
+		for _ in $(seq 50); do kill -0 "${CLPID[$node]}" 2>/dev/null || break; sleep 0.1; done
+		wait "${CLPID[$node]}" 2>/dev/null || true
+	done
 fi
 STATUS=complete
 report print
