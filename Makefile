@@ -1,6 +1,7 @@
 # vipmux — build, demo, test.
 #
 #   make demo   build and show vipmux on a throw-away topology (root)
+#   make demo-cluster   two gateways through etcd, a kill -9 and the takeover (root)
 #   make test   go vet, the gVisor copy check, unit tests with -race, the
 #               e2e suite (root for e2e)
 #   make build  bin/vipmux, static, version stamped
@@ -24,7 +25,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEB_TOOLS := ip:iproute2 curl:curl ethtool:ethtool haproxy:haproxy setpriv:util-linux tcpdump:tcpdump patch:patch nft:nftables etcd:etcd-server zsh:zsh
 UNIT_PKGS := $$($(GO) list ./... | grep -v /e2e)
 
-.PHONY: all build vipmux namesrv deps demo test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall deb
+.PHONY: all build vipmux namesrv deps demo demo-cluster test vet gvisor-check gvisor-sync unit e2e fuzz bench bench-quick bench-deps clean install uninstall deb
 
 all: build
 
@@ -51,6 +52,12 @@ deps:
 
 demo: deps build
 	./scripts/demo.sh
+
+# demo-cluster: gw-a and gw-b share one table through etcd (Debian's
+# etcd-server, which deps installs); the holder of an IP is killed and the
+# other takes it over (docs/cluster.md).
+demo-cluster: deps build
+	./scripts/demo-cluster.sh
 
 vet:
 	$(GO) vet ./...

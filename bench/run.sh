@@ -30,7 +30,8 @@ if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; T=${T:-3}; IDLE_N=${IDLE_N:-2000}; SC
 else RUNS=${RUNS:-3}; T=${T:-10}; IDLE_N=${IDLE_N:-10000}; SCALE_N=${SCALE_N:-10000}; fi
 RATE=${RATE:-2000}          # keep-alive requests/s for the latency figure (below saturation)
 # Development knobs (defaults: everything, as documented):
-#   ONLY=throughput,conns,latency,idle,switch,failover,scale,wan  measure only these groups
+#   ONLY=throughput,conns,latency,idle,switch,failover,scale,wan,cluster  measure only these groups
+#                               (cluster: two gateways on etcd, kill -9 of an IP's holder; needs etcd)
 #   ONLY=syscalls               (only when asked for: strace slows the proxies) syscalls and
 #                               front-link packets per connection, both close orders, pinned
 #                               HAProxy against vipmux, with the most frequent syscalls
@@ -45,6 +46,8 @@ PIN=${PIN:-both}
 case $PIN in 0|1|both) ;; *) echo "bench: PIN must be 0, 1 or both, not '$PIN'"; exit 2;; esac
 [ "$(nproc)" -ge 2 ] || { [ "$PIN" = 0 ] || { echo "bench: pinning needs 2 CPUs (PIN=0 measures unpinned only)"; exit 2; }; }
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+ETCD=${ETCD:-$(command -v etcd || true)}
+! want cluster || [ -n "$ETCD" ] || { echo "bench: the cluster group needs etcd (Debian's etcd-server: make deps installs it)"; exit 2; }
 BIN=${BIN:-bin/vipmux} NAMESRV=bin/namesrv LOADGEN=bin/loadgen IMPAIR=bin/impair
 VIPMUX_ENV=${VIPMUX_ENV:-}  # e.g. VIPMUX_ENV="GOGC=200": environment of the vipmux process only
 [ "$(id -u)" = 0 ] || { echo "bench: run as root"; exit 1; }
@@ -55,7 +58,7 @@ suffix=""; [ "$QUICK" != 1 ] || suffix=-quick
 out=${OUT:-bench/results/$(date +%Y-%m-%d)-$host$suffix.md}
 mkdir -p "$(dirname "$out")"
 id=$(printf '%04x' $((RANDOM)))
-C=vmxb$id-cli G=vmxb$id-gw A=vmxb$id-a B=vmxb$id-b W=vmxb$id-wan I=vmxb$id-imp
+C=vmxb$id-cli G=vmxb$id-gw A=vmxb$id-a B=vmxb$id-b W=vmxb$id-wan I=vmxb$id-imp KC=vmxb$id-kcli KG=vmxb$id-kgw
 tmp=$(mktemp -d /tmp/vipmux-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -63,7 +66,10 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	sleep 0.2
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	for ns in $C $G $A $B $W $I; do ip netns del "$ns" 2>/dev/null; done
+	# Whatever still runs in a namespace (a process whose pid was not
+	# recorded) goes with it.
+	for ns in $C $G $A $B $W $I $KC $KG; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null; done
+	for ns in $C $G $A $B $W $I $KC $KG; do ip netns del "$ns" 2>/dev/null; done
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -267,7 +273,7 @@ for line in raw.strip().splitlines():
     fig, path = key.split("|")
     if fig not in order: order.append(fig)
     figs.setdefault(fig, {})[path] = vals.split()
-prefer = ["1 stream,", "1 stream reverse", "8 streams", "WAN 1 stream,", "WAN 1 stream reverse", "new conn/s, server closes", "new conn/s, client closes", "keep-alive req/s", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch API", "switch command", "kill", "register", "KiB per registered", "gateway RSS", "ARP"]
+prefer = ["1 stream,", "1 stream reverse", "8 streams", "WAN 1 stream,", "WAN 1 stream reverse", "new conn/s, server closes", "new conn/s, client closes", "keep-alive req/s", "p50", "p99 ", "p99.9", "KiB per idle", "switch →", "switch API", "switch command", "kill", "cluster takeover", "register", "KiB per registered", "gateway RSS", "ARP"]
 order.sort(key=lambda f: next((i for i, p in enumerate(prefer) if f.startswith(p)), 99))
 paths = ["direct", "haproxy", "vipmux-m1", "vipmux-m2"]
 def med(v):
@@ -293,6 +299,8 @@ for fig in order:
         return "%.2f" % m if len(rs) == 1 else "%.2f (%.2f–%.2f)" % (m, min(rs), max(rs))
     lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (fig, *(meds[p][1] for p in paths), ratio("vipmux-m1", "haproxy"), ratio("vipmux-m1", "direct")))
 lines += ["", "Reference for failover: keepalived's VRRP default needs 3 × advert_int = 3 s."]
+if any(f.startswith("cluster takeover") for f in order):
+    lines += ["", "Reference for the cluster takeover (two gateways on etcd, lease 1 s): keepalived default ~3.5 s; issue 13 target ≤ 1.5 s."]
 text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 if final == "print":
@@ -506,6 +514,112 @@ arp=$(nsx $C "$LOADGEN" arp -iface c0 -base 198.18.100.0 -n "$SCALE_N" -count 10
 add "ARP answer p50 µs (1000 random IPs, $((2 * SCALE_N)) held)" vipmux-m1 "$(echo "$arp" | jget p50_us)"
 add "ARP answer p99 µs (1000 random IPs, $((2 * SCALE_N)) held)" vipmux-m1 "$(echo "$arp" | jget p99_us)"
 add "ARP answer max µs (1000 random IPs, $((2 * SCALE_N)) held)" vipmux-m1 "$(echo "$arp" | jget max_us)"
+fi
+# Cluster takeover (issue 13): two gateways sharing one table through etcd
+# (Debian's etcd, heartbeat 50 ms, election 500 ms), [cluster] lease =
+# "1s", and a client of their own, on one Linux bridge. Each round kills
+# the holder of one IP with SIGKILL and times the first new connection
+# served after it (by the other gateway: the holder is dead), then
+# restarts the killed gateway, which joins again and takes nothing back.
+#
+#   client ns $KC: 198.18.0.1/16 on bridge cb, whose ports c0 and c1 lead
+#                  to gw-a's f0 and gw-b's f1 (afpacket, no kernel IP)
+#   gateway ns $KG: etcd on 127.0.0.1, gw-a (API :7080), gw-b (API :7081),
+#                  k0 198.19.0.9 on the bench's back bridge (web-a 198.19.0.2)
+if want cluster; then
+	ip netns add $KC; ip netns add $KG
+	for ns in $KC $KG; do nsx $ns ip link set lo up; done
+	nsx $KC ip link add cb type bridge
+	ip link add c0 netns $KC type veth peer name f0 netns $KG
+	ip link add c1 netns $KC type veth peer name f1 netns $KG
+	for d in c0 c1; do nsx $KC ip link set $d master cb; done
+	# Frames as from a wire (full checksums) on every client-side device.
+	for d in cb c0 c1; do nsx $KC ethtool -K $d tx off tso off gso off >/dev/null; nsx $KC ip link set $d up; done
+	nsx $KC ip addr add 198.18.0.1/16 dev cb
+	for d in f0 f1; do
+		nsx $KG sysctl -qw net.ipv4.conf.$d.arp_ignore=8 net.ipv6.conf.$d.disable_ipv6=1
+		nsx $KG ip link set $d up
+	done
+	ip link add k0 netns $KG type veth peer name pk netns $G
+	nsx $G ip link set pk master br0 up
+	nsx $KG ip addr add 198.19.0.9/24 dev k0; nsx $KG ip link set k0 up
+	bg nsx $KG "$ETCD" --name bench --data-dir "$tmp/etcd" \
+		--listen-client-urls http://127.0.0.1:23790 --advertise-client-urls http://127.0.0.1:23790 \
+		--listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
+		--initial-cluster bench=http://127.0.0.1:23800 \
+		--heartbeat-interval 50 --election-timeout 500 --log-level error >"$tmp/etcd.log" 2>&1
+	declare -A CLDEV=([gw-a]=f0 [gw-b]=f1) CLAPI=([gw-a]=http://127.0.0.1:7080 [gw-b]=http://127.0.0.1:7081) CLPID=()
+	for node in gw-a gw-b; do
+		cat >"$tmp/cl-$node.toml" <<TOML
+[nic]
+driver = "afpacket"
+interface = "${CLDEV[$node]}"
+networks = ["198.18.0.0/16"]
+[control]
+listen = "${CLAPI[$node]#http://}"
+[state]
+path = "$tmp/cl-$node-state.json"
+[log]
+level = "warn"
+[cluster]
+etcd = ["http://127.0.0.1:23790"]
+node = "$node"
+lease = "1s"
+TOML
+	done
+	# cl_start NODE: start NODE's gateway; its pid (ip netns exec execs
+	# vipmux) is the one kill -9 hits.
+	cl_start() {
+		ip netns exec $KG "$BIN" serve --config "$tmp/cl-$1.toml" 2>>"$tmp/cl-$1.log" &
+		CLPID[$1]=$!
+		pids+=($!)
+	}
+	# cl_nodes NODE: how many gateways NODE's cluster status lists.
+	cl_nodes() { nsx $KG "$BIN" cluster status --gateway "${CLAPI[$1]}" --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["nodes"]))' 2>/dev/null || echo 0; }
+	# cl_holder NODE IP: the holder of IP as NODE's status shows it.
+	cl_holder() { nsx $KG "$BIN" status --gateway "${CLAPI[$1]}" --json 2>/dev/null | python3 -c 'import json,sys
+print(next((b.get("holder") or "" for b in json.load(sys.stdin)["bindings"] if b["ip"]=="'"$2"'"), ""))' 2>/dev/null || true; }
+	cl_wait() { # cl_wait DESCRIPTION COMMAND...: up to 20 s for COMMAND to succeed
+		local what=$1; shift
+		for _ in $(seq 200); do "$@" && return 0; sleep 0.1; done
+		log "bench: cluster: $what not within 20 s"; return 1
+	}
+	cl_start gw-a; cl_start gw-b
+	cl_wait "both gateways in gw-a's cluster status" eval '[ "$(cl_nodes gw-a)" = 2 ]'
+	CLVIP=198.18.0.30
+	nsx $KG "$BIN" register --gateway "${CLAPI[gw-a]}" --name web-a --ip $CLVIP --backend 198.19.0.2 >/dev/null
+	for run in $(seq "$RUNS"); do
+		log "cluster $run/$RUNS"
+		cl_wait "a holder of $CLVIP" eval 'h=$(cl_holder gw-a $CLVIP); [ "$h" = gw-a ] || { h=$(cl_holder gw-b $CLVIP); [ "$h" = gw-b ]; }'
+		holder=$h other=gw-a; [ "$holder" = gw-b ] || other=gw-b
+		# Served by the holder, and the client's neighbour entry on its MAC.
+		cl_wait "$CLVIP served by $holder" nsx $KC curl -s -m 1 -o /dev/null http://$CLVIP:8080/
+		# loadgen starts right after the kill: every connection it makes
+		# is made after it (its start-up, milliseconds, is inside the
+		# figure, which a lease of 1 s dominates).
+		t0=$(date +%s%N)
+		kill -9 "${CLPID[$holder]}"
+		if nsx $KC "$LOADGEN" follow -addr $CLVIP:8080 -every 10ms -d 15s >"$tmp/cl-follow.json" 2>"$tmp/cl-follow.err"; then
+			add "cluster takeover: kill -9 → first new conn, ms (lease 1 s)" vipmux-m1 "$(python3 -c "import json; d=json.load(open('$tmp/cl-follow.json')); print('%.1f' % ((d['at_unix_ns']-$t0)/1e6))")"
+			log "cluster: $holder killed, $CLVIP served again after $(python3 -c "import json; d=json.load(open('$tmp/cl-follow.json')); print('%.0f ms, %d attempts failed' % ((d['at_unix_ns']-$t0)/1e6, d['failed']))")"
+		else
+			add "cluster takeover: kill -9 → first new conn, ms (lease 1 s)" vipmux-m1 "none"; log "cluster: $(cat "$tmp/cl-follow.err")"
+		fi
+		wait "${CLPID[$holder]}" 2>/dev/null || true
+		report
+		[ "$run" = "$RUNS" ] && break
+		# The killed gateway comes back for the next round (it holds
+		# nothing: the IP stays with $other).
+		cl_start "$holder"
+		cl_wait "$holder back in $other's cluster status" eval '[ "$(cl_nodes '"$other"')" = 2 ]'
+	done
+	# The gateways leave while etcd still runs (a gateway's Close revokes
+	# its lease), so that cleanup does not have to kill them.
+	for node in gw-a gw-b; do kill "${CLPID[$node]}" 2>/dev/null || true; done
+	for node in gw-a gw-b; do
+		for _ in $(seq 50); do kill -0 "${CLPID[$node]}" 2>/dev/null || break; sleep 0.1; done
+		wait "${CLPID[$node]}" 2>/dev/null || true
+	done
 fi
 STATUS=complete
 report print

@@ -8,6 +8,7 @@
 //	loadgen rate   -addr 198.18.0.10:8080 -rate 2000 -d 10s # keep-alive latency at a fixed rate
 //	loadgen idle   -addr 198.18.0.10:8080 -n 10000 -hold 10s # hold idle proxied connections
 //	loadgen follow -addr 198.18.0.100:8080 -want web-b -d 5s # ms until a new connection reaches -want
+//	loadgen follow -addr 198.18.0.30:8080 -every 10ms -d 10s # ms until a new connection is served at all, one started every 10 ms
 //	loadgen register -api http://127.0.0.1:7070 -n 10000 -base 198.18.100.0 -backend 198.19.0.2 [-batch 1000]
 //	loadgen switch -api http://127.0.0.1:7070 -port 8080 -want web-b    # one switch through the API, timed
 //	loadgen arp -iface c0 -base 198.18.100.0 -n 10000 -count 1000 # ARP answer time of random IPs in a range
@@ -15,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,7 +48,8 @@ func main() {
 	rate := fs.Int("rate", 1000, "requests per second (rate)")
 	n := fs.Int("n", 10000, "connections to hold (idle)")
 	hold := fs.Duration("hold", 10*time.Second, "how long to hold them (idle)")
-	want := fs.String("want", "", "server name to wait for (follow)")
+	want := fs.String("want", "", "server name to wait for (follow); empty: any server")
+	every := fs.Duration("every", 0, "start a new connection every interval, each waiting up to 1s, instead of one after another (follow)")
 	api := fs.String("api", "", "control API URL (register)")
 	base := fs.String("base", "198.18.100.0", "first IP to register (register)")
 	backend := fs.String("backend", "", "backend of every registration (register)")
@@ -81,7 +84,11 @@ func main() {
 	case "idle":
 		out, err = idle(ctx, *addr, *n, *hold)
 	case "follow":
-		out, err = follow(ctx, *addr, *want, *dur)
+		if *every > 0 {
+			out, err = followEvery(ctx, *addr, *want, *dur, *every)
+		} else {
+			out, err = follow(ctx, *addr, *want, *dur)
+		}
 	case "register":
 		out, err = register(ctx, *api, *base, *backend, *n, *conc, *batchSize)
 	case "switch":
@@ -407,13 +414,85 @@ func follow(ctx context.Context, addr, want string, d time.Duration) (FollowResu
 			r.Failed++
 			continue
 		}
-		if strings.TrimSpace(body) == want {
+		if want == "" || strings.TrimSpace(body) == want {
 			now := time.Now()
 			r.Ms, r.AtUnixNs = float64(now.Sub(start).Microseconds())/1e3, now.UnixNano()
 			return r, nil
 		}
 	}
 	return r, fmt.Errorf("no connection reached %s within %v (%d attempts, %d failed)", want, d, r.Attempts, r.Failed)
+}
+
+// followEvery is follow with a connection started every interval, each in
+// its own goroutine and given a second to connect and be answered, so that
+// an attempt lost to a dead gateway (its SYN goes to a MAC nobody reads)
+// does not hold the next one back: the first answer comes within one
+// interval of the moment the address is served again. The benchmark
+// starts it right after a kill -9 (the cluster takeover), so every
+// connection it makes is made after the kill.
+func followEvery(ctx context.Context, addr, want string, d, every time.Duration) (FollowResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	r := FollowResult{Mode: "follow", Want: want}
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Int64
+	)
+	served := make(chan time.Time, 1)
+	attempt := func() {
+		defer wg.Done()
+		var dialer net.Dialer
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		defer dcancel()
+		c, err := dialer.DialContext(dctx, "tcp", addr)
+		if err != nil {
+			if ctx.Err() == nil { // not one that gave up because another was served
+				failed.Add(1)
+			}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		body, err := request(c, bufio.NewReader(c), addr, true)
+		if err != nil || (want != "" && strings.TrimSpace(body) != want) {
+			if ctx.Err() == nil {
+				failed.Add(1)
+			}
+			return
+		}
+		select {
+		case served <- time.Now():
+		default: // another attempt was served first
+		}
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var at time.Time
+	for at.IsZero() && ctx.Err() == nil {
+		r.Attempts++
+		wg.Add(1)
+		go attempt()
+		select {
+		case at = <-served:
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	cancel() // attempts still waiting give up
+	wg.Wait()
+	if at.IsZero() {
+		select {
+		case at = <-served: // served as the time ran out
+		default:
+		}
+	}
+	r.Failed = int(failed.Load())
+	if at.IsZero() {
+		return r, fmt.Errorf("no connection reached %s within %v (%d attempts, %d failed)", cmp.Or(want, "a server"), d, r.Attempts, r.Failed)
+	}
+	r.Ms, r.AtUnixNs = float64(at.Sub(start).Microseconds())/1e3, at.UnixNano()
+	return r, nil
 }
 
 // SwitchResult is the outcome of the switch mode: when the request left and
