@@ -50,7 +50,11 @@ Examples:
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(tw, "NODE\tMAC\tCONTROL\tPRIORITY\tLEASE LEFT\tHELD")
 					for _, n := range st.Nodes {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\n", n.Node, n.MAC, n.Control, n.Priority, n.LeaseLeft, n.Held)
+						left := n.LeaseLeft
+						if left == "0s" {
+							left = "<1s" // etcd reports whole seconds
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\n", n.Node, n.MAC, n.Control, n.Priority, left, n.Held)
 					}
 					return tw.Flush()
 				}),

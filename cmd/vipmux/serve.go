@@ -117,8 +117,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 	// Before anything else, --reset-state included: a second gateway on
 	// the same state path must change nothing. The gateway's Close
 	// releases it (the store is its io.Closer), the process's end too.
-	if err := store.Lock(); err != nil {
-		return fmt.Errorf("state.path: %w; stop the other gateway, or give this one a state.path of its own", err)
+	// With [cluster] the table is etcd's and the state file is not used:
+	// nothing to lock.
+	if !cfg.Cluster.Enabled() {
+		if err := store.Lock(); err != nil {
+			return fmt.Errorf("state.path: %w; stop the other gateway, or give this one a state.path of its own", err)
+		}
 	}
 	if opts.reset {
 		moved, err := store.MoveAside(time.Now())
