@@ -184,3 +184,85 @@ func (h *vnetHarness) readTCP(t *testing.T, d time.Duration) header.TCP {
 	}
 	return nil
 }
+
+// blockingDispatcher holds every delivered packet until release closes.
+type blockingDispatcher struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (d *blockingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {
+	select {
+	case d.entered <- struct{}{}:
+	default:
+	}
+	<-d.release
+}
+
+func (d *blockingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {}
+
+// TestVnetDetachDuringDelivery: Attach(nil) returns while the receive
+// goroutine is inside a delivery, and Wait joins it once the delivery
+// ends. gVisor detaches a link with the stack's lock held (removeNIC,
+// Stack.Wait), and a delivery may need that lock (a RST's route): an
+// Attach(nil) that waited for the goroutine deadlocked serve's shutdown
+// when a segment arrived at that moment.
+func TestVnetDetachDuringDelivery(t *testing.T) {
+	leakcheck.Goroutines(t)
+	rxp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := newVnetEndpoint(rxp[0], txp[0], testGWMAC, 1500, 0, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ep.closeRx()
+		for _, fd := range []int{rxp[0], rxp[1], txp[0], txp[1]} {
+			unix.Close(fd)
+		}
+	}()
+	d := &blockingDispatcher{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	ep.Attach(d)
+	if _, err := unix.Write(rxp[1], append(make([]byte, vnetHdrSize), synFrame(false)...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the frame was not delivered")
+	}
+	detached := make(chan struct{})
+	go func() { ep.Attach(nil); close(detached) }()
+	select {
+	case <-detached:
+	case <-time.After(5 * time.Second):
+		close(d.release)
+		<-detached
+		t.Fatal("Attach(nil) waited for a delivery in progress (a deadlock under gVisor's stack lock)")
+	}
+	if ep.IsAttached() {
+		t.Error("IsAttached after Attach(nil)")
+	}
+	close(d.release)
+	ep.Wait() // joins the receive goroutine
+	// A second Attach starts a fresh goroutine that receives again.
+	d2 := &blockingDispatcher{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	close(d2.release)
+	ep.Attach(d2)
+	if _, err := unix.Write(rxp[1], append(make([]byte, vnetHdrSize), synFrame(false)...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d2.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a frame after re-attaching was not delivered")
+	}
+	ep.Attach(nil)
+	ep.Wait()
+}
