@@ -4,8 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -325,15 +323,7 @@ func TestMetricsPerMember(t *testing.T) {
 	g := tp.Start()
 	a, b := tp.Server("web-a"), tp.Server("web-b")
 	const n = 30
-	var lines strings.Builder
-	for i := range n {
-		fmt.Fprintf(&lines, "--name s%d --ip 198.18.0.%d --backend %s\n", i, 20+i, a.IP)
-	}
-	file := filepath.Join(tp.dir, "servers.txt")
-	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tp.MustCLI("register", "--file", file)
+	tp.registerMany(n, a.IP)
 	tp.MustCLI("register", "--name", "web-a", "--port", "9090", "--backend", a.IP+":9090", "--state", "active")
 	tp.MustCLI("register", "--name", "web-b", "--port", "9090", "--backend", b.IP+":9090", "--state", "standby")
 	for _, url := range []string{"http://198.18.0.20:8080/", "http://198.18.0.21:8080/", "http://198.18.0.49:8080/", "http://" + sharedIP + ":9090/"} {

@@ -22,15 +22,7 @@ func TestStatusAtScale(t *testing.T) {
 	a, b := tp.Server("web-a"), tp.Server("web-b")
 
 	const n = 60
-	var lines strings.Builder
-	for i := range n {
-		fmt.Fprintf(&lines, "--name s%d --ip 198.18.0.%d --backend %s\n", i, 20+i, a.IP)
-	}
-	file := filepath.Join(tp.dir, "servers.txt")
-	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tp.MustCLI("register", "--file", file)
+	tp.registerMany(n, a.IP)
 	tp.MustCLI("register", "--name", "web-a", "--port", "8080", "--backend", a.IP+":8080", "--state", "active")
 	// Nothing listens on web-b's 7999: its health check marks it down.
 	tp.MustCLI("register", "--name", "web-b", "--port", "8080", "--backend", b.IP+":7999", "--state", "standby")
@@ -192,4 +184,19 @@ func TestEventsFollow(t *testing.T) {
 		t.Errorf("vipmux events: exit %d, want 0 and no changes\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	g.Stop(syscall.SIGTERM, 5*time.Second)
+}
+
+// registerMany registers n mode-1 servers, s0 on 198.18.0.20 and on up,
+// all with backend, in one `register --file`.
+func (tp *Topology) registerMany(n int, backend string) {
+	tp.t.Helper()
+	var lines strings.Builder
+	for i := range n {
+		fmt.Fprintf(&lines, "--name s%d --ip 198.18.0.%d --backend %s\n", i, 20+i, backend)
+	}
+	file := filepath.Join(tp.dir, "servers.txt")
+	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
+		tp.t.Fatal(err)
+	}
+	tp.MustCLI("register", "--file", file)
 }

@@ -166,12 +166,12 @@ func (e *vnetEndpoint) Attach(d stack.NetworkDispatcher) {
 	if d == nil {
 		if e.dispatcher != nil {
 			// A deadline in the past wakes the goroutine out of the
-			// netpoller; it sees stopping and returns.
+			// netpoller; it sees stopping and returns. Attach(nil) does
+			// not wait for it (Wait joins it): gVisor detaches with the
+			// stack's lock held, and a frame being delivered may need
+			// that lock (a RST's route).
 			e.stopping.Store(true)
 			_ = e.rx.SetReadDeadline(time.Unix(1, 0))
-			e.wg.Wait()
-			_ = e.rx.SetReadDeadline(time.Time{})
-			e.stopping.Store(false)
 			e.dispatcher = nil
 		}
 		return
@@ -179,6 +179,11 @@ func (e *vnetEndpoint) Attach(d stack.NetworkDispatcher) {
 	if e.dispatcher != nil {
 		return
 	}
+	// A goroutine that an earlier Attach(nil) stopped is gone before the
+	// next one starts on the same socket.
+	e.wg.Wait()
+	_ = e.rx.SetReadDeadline(time.Time{})
+	e.stopping.Store(false)
 	e.dispatcher = d
 	e.wg.Add(1)
 	go func() {

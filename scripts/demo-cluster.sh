@@ -19,6 +19,7 @@
 # on exit, Ctrl-C included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/netns.sh # teardown_netns, say, note, nsx
 BIN=${BIN:-bin/vipmux}
 NAMESRV=${NAMESRV:-bin/namesrv}
 ETCD=${ETCD:-$(command -v etcd || true)}
@@ -36,30 +37,17 @@ SRVS=(web-a web-b)
 NSS=("$CLI" "$SW" "$EC" "${GW[gw-a]}" "${GW[gw-b]}" "${SRVS[@]/#/$P-}")
 tmp=$(mktemp -d /tmp/vipmux-demo-cluster.XXXXXX)
 
-# cleanup ends every process that runs in the demo's namespaces (what `ip
-# netns pids` names: a backgrounded function's $! would be a subshell's
-# pid), then the namespaces.
+# cleanup ends every process that runs in the demo's namespaces, then the
+# namespaces (teardown_netns, scripts/netns.sh).
 cleanup() {
 	set +e
-	local left
-	for ns in "${NSS[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null; done
-	for _ in $(seq 30); do
-		left=$(for ns in "${NSS[@]}"; do ip netns pids "$ns" 2>/dev/null; done)
-		[ -z "$left" ] && break
-		sleep 0.1
-	done
-	[ -z "$left" ] || echo "$left" | xargs -r kill -9 2>/dev/null
-	wait 2>/dev/null
-	for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	teardown_netns "${NSS[@]}"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say()  { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-note() { printf '   %s\n' "$*"; }
 fail() { printf '\n   demo-cluster: %s\n' "$*" >&2; exit 1; }
-nsx()  { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 vmx()  { local node=$1; shift; nsx "${GW[$node]}" "$BIN" "$@"; } # vmx NODE args: the CLI against NODE's API
 # holder IP [NODE]: the gateway that holds IP as NODE's status shows it
 # (its HOLDER column, the last one), or nothing.

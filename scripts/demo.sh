@@ -9,6 +9,7 @@
 # Everything is removed on exit, Ctrl-C included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/netns.sh # teardown_netns, say, note, nsx
 BIN=${BIN:-bin/vipmux}
 NAMESRV=${NAMESRV:-bin/namesrv}
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces)"; exit 1; }
@@ -21,31 +22,17 @@ tmp=$(mktemp -d /tmp/vipmux-demo.XXXXXX)
 pids=()
 
 # cleanup ends every process that runs in the demo's namespaces, then the
-# namespaces. $! of a backgrounded "nsx ..." is the subshell's pid, not the
-# server's, so killing only those left the servers and the gateway running
-# without their links; what runs in a namespace is what `ip netns pids`
-# names.
+# namespaces (teardown_netns, scripts/netns.sh).
 cleanup() {
 	set +e
-	local nss=("$CLI" "$GW" "${SRVS[@]/#/vmxd$id-}") left
+	local nss=("$CLI" "$GW" "${SRVS[@]/#/vmxd$id-}")
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	for ns in "${nss[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null; done
-	for _ in $(seq 30); do
-		left=$(for ns in "${nss[@]}"; do ip netns pids "$ns" 2>/dev/null; done)
-		[ -z "$left" ] && break
-		sleep 0.1
-	done
-	[ -z "$left" ] || echo "$left" | xargs -r kill -9 2>/dev/null
-	wait 2>/dev/null
-	for ns in "${nss[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	teardown_netns "${nss[@]}"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say()  { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-note() { printf '   %s\n' "$*"; }
-nsx()  { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 vmx()  { nsx "$GW" "$BIN" "$@"; }
 ask()  { # ask URL: one request from the client, answered by which server?
 	local out
