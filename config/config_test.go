@@ -1003,25 +1003,15 @@ func TestExampleFile(t *testing.T) {
 	// Uncommenting every optional key must still give a valid file, and
 	// each must be a key that Parse knows (so the example documents every
 	// key, with a value that passes).
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(l, "# "); ok && strings.Contains(rest, " = ") && !strings.Contains(rest, "  ") {
-			l = rest
-		}
-		lines = append(lines, l)
-	}
-	full, err := Parse([]byte(strings.Join(lines, "\n")))
+	example := uncommentedExample(t, path)
+	full, err := Parse(example)
 	if err != nil {
 		t.Fatalf("Parse(example with every key uncommented) error: %v", err)
 	}
 	// TestKeys checks that every key of the table is documented; here,
 	// that the per-port example is a [health.port.PORT] table that Parse
 	// takes.
-	documented := documentedKeys(t, []byte(strings.Join(lines, "\n")))
+	documented := documentedKeys(t, example)
 	for _, want := range []string{"health.port.8080.interval", "health.port.8080.fall"} {
 		if !documented[want] {
 			t.Errorf("config.example.toml does not document %s", want)
@@ -1048,4 +1038,22 @@ func documentedKeys(t *testing.T, data []byte) map[string]bool {
 		keys[k.String()] = true
 	}
 	return keys
+}
+
+// uncommentedExample returns the example config at path with every
+// optional key ("# key = value") uncommented.
+func uncommentedExample(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(l, "# "); ok && strings.Contains(rest, " = ") && !strings.Contains(rest, "  ") {
+			l = rest
+		}
+		lines = append(lines, l)
+	}
+	return []byte(strings.Join(lines, "\n"))
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -219,18 +218,7 @@ func TestParseHostBits(t *testing.T) {
 // uncommented (as TestExampleFile does), read as the parser reads it.
 func exampleKeys(t *testing.T) *node {
 	t.Helper()
-	data, err := os.ReadFile("../config.example.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	for _, l := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(l, "# "); ok && strings.Contains(rest, " = ") && !strings.Contains(rest, "  ") {
-			l = rest
-		}
-		lines = append(lines, l)
-	}
-	n, err := readTOML([]byte(strings.Join(lines, "\n")))
+	n, err := readTOML(uncommentedExample(t, "../config.example.toml"))
 	if err != nil {
 		t.Fatalf("read config.example.toml with every key uncommented: %v", err)
 	}
