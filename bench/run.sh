@@ -487,6 +487,11 @@ if wait "$lg"; then
 else
 	add "kill -9 → first new conn, ms" vipmux-m2 "none"; log "failover: $(cat "$tmp/follow.err")"
 fi
+# The killed server comes back, as it was: the groups after this one (the
+# cluster's gateways proxy to web-a) find the topology as they would alone.
+victim_name=web-a; [ "$victim" = "$A" ] || victim_name=web-b
+bg nsx "$victim" "$NAMESRV" --name $victim_name --listen :8080
+for _ in $(seq 50); do nsx "$victim" curl -s -m 1 -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
 report
 fi
 
